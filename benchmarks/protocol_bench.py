@@ -1,0 +1,62 @@
+"""Sign and verify throughput of a publish envelope carrying a 100 x 10 RKME (one core).
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/protocol_bench.py
+Goal (issue #2): >= 5,000 verifications per second on one core.
+"""
+from __future__ import annotations
+
+import base64
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from protocol import Identity, MemoryNonceStore, open_envelope, seal  # noqa: E402
+from protocol.artefact import sign_artefact  # noqa: E402
+from protocol.encoding import encode_array  # noqa: E402
+
+
+def publish_body(identity: Identity) -> dict:
+    rng = np.random.default_rng(0)
+    beta = rng.random(100)
+    spec = {"z": encode_array(rng.normal(size=(100, 10))), "beta": encode_array(beta / beta.sum()),
+            "gamma": 0.1, "scales": encode_array(np.ones(10)), "n_features": 10}
+    semantic = {"name": "bench", "description": "a benchmark learnware", "data_type": "table",
+                "task_type": "regression", "input_features": [f"x{i}" for i in range(10)],
+                "target": "y", "objective": "rmse"}
+    model = b"\0" * 2048  # the model file's bytes ride along base64-encoded
+    sha = "ab" * 32
+    return {"semantic": semantic, "spec": spec,
+            "model": {"format": "skops", "sha256": sha, "size": len(model),
+                      "data": base64.b64encode(model).decode()},
+            "artefact": sign_artefact(identity, semantic, spec, sha)}
+
+
+def main(repeats: int = 5, n: int = 2000) -> None:
+    me = Identity.generate()
+    body = publish_body(me)
+    # CPU time of this process, so the figure is per core even when the machine is shared.
+    sign_rates, verify_rates = [], []
+    for _ in range(repeats):
+        t = time.process_time()
+        msgs = [seal(me, "publish", body) for _ in range(n)]
+        sign_rates.append(n / (time.process_time() - t))
+        store = MemoryNonceStore()
+        t = time.process_time()
+        for m in msgs:
+            open_envelope(m, nonce_store=store)
+        verify_rates.append(n / (time.process_time() - t))
+    size = len(msgs[0])
+    print(f"publish envelope: {size} bytes (100 x 10 RKME + 2 KiB model)")
+    print("rates per CPU-second of this one process (one core)")
+    print(f"sign:   median {statistics.median(sign_rates):8.0f} msg/s "
+          f"(min {min(sign_rates):.0f}, max {max(sign_rates):.0f})")
+    print(f"verify: median {statistics.median(verify_rates):8.0f} msg/s "
+          f"(min {min(verify_rates):.0f}, max {max(verify_rates):.0f})  goal >= 5000")
+
+
+if __name__ == "__main__":
+    main()

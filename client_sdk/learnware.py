@@ -1,0 +1,21 @@
+"""A downloaded (or locally built) learnware: model + specification + semantic spec."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Learnware:
+    """What reuse works with. ``model`` follows scikit-learn's predict(/predict_proba) API;
+    ``spec`` is a :class:`client_sdk.rkme.RKMESpec`; ``semantic`` the semantic specification dict
+    (``task_type`` is "classification" or "regression"; ``classes`` lists class labels)."""
+
+    id: str
+    model: Any
+    spec: Any
+    semantic: dict = field(default_factory=dict)
+
+    @property
+    def task_type(self) -> str:
+        return self.semantic.get("task_type", "regression")

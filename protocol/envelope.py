@@ -1,0 +1,183 @@
+"""Signed envelopes: every mutating (and search) request, and every market response.
+
+An envelope is ``{v, type, sender, ts, nonce, body, sig}`` (+ ``reply_to`` on responses, the nonce
+of the request answered, so an old response cannot be replayed as the answer to a new request).
+``sig`` is Ed25519 over a domain tag plus the canonical bytes of everything else. On the wire the
+bytes must be exactly the canonical encoding, so any change to any bit is refused.
+
+:func:`open_envelope` checks, in order: well-formed, known version and type, body valid against the
+type's schema, signature, timestamp within the window, nonce not seen within the window.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+from .encoding import DEFAULT_MAX_BYTES, canonical_bytes, decode
+from .errors import (EncodingError, ProtocolError, ReplayError, SignatureError,
+                     StaleMessageError, UnknownMessageError)
+from .identity import SIGNATURE_BYTES, Identity, PublicKey, b64, unb64
+from .schemas import MESSAGE_TYPES, validate_body
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+DEFAULT_WINDOW_S = 300.0
+SIGNING_DOMAIN = b"learnware-market/envelope/v1\n"
+_FIELDS = {"v", "type", "sender", "ts", "nonce", "body", "sig"}
+_OPTIONAL = {"reply_to"}
+
+
+class NonceStore(Protocol):
+    """Remembers (sender, nonce) pairs for at least the timestamp window."""
+
+    def check_and_store(self, key_id: str, nonce: str, ts_ms: int, window_s: float) -> bool:
+        """True when the nonce is new (and is now stored); False when seen before."""
+
+
+class MemoryNonceStore:
+    """In-process nonce store (tests, the client, a single worker)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def check_and_store(self, key_id: str, nonce: str, ts_ms: int, window_s: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                horizon = now - 2 * window_s
+                self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+            if (key_id, nonce) in self._seen:
+                return False
+            self._seen[(key_id, nonce)] = now
+            return True
+
+
+@dataclass(frozen=True)
+class Envelope:
+    version: int
+    type: str
+    sender: str
+    sender_key_id: str
+    ts_ms: int
+    nonce: str
+    body: Any
+    reply_to: str | None
+    raw: bytes
+
+
+_key_cache: dict[str, PublicKey] = {}
+
+
+def _public_key(sender_b64: str) -> PublicKey:
+    key = _key_cache.get(sender_b64)
+    if key is None:
+        key = PublicKey(sender_b64)
+        if len(_key_cache) > 4096:
+            _key_cache.clear()
+        _key_cache[sender_b64] = key
+    return key
+
+
+def new_nonce() -> str:
+    return os.urandom(16).hex()
+
+
+def seal(identity: Identity, message_type: str, body: Any, *, reply_to: str | None = None,
+         now: float | None = None, nonce: str | None = None, validate: bool = True) -> bytes:
+    """Sign ``body`` as a ``message_type`` envelope and return its canonical bytes."""
+    if message_type not in MESSAGE_TYPES:
+        raise UnknownMessageError(f"unknown message type {message_type!r}", field="type")
+    if validate:
+        validate_body(message_type, body)
+    env = {"v": PROTOCOL_VERSION, "type": message_type, "sender": identity.public_key_b64,
+           "ts": int(round((time.time() if now is None else now) * 1000)),
+           "nonce": nonce or new_nonce(), "body": body}
+    if reply_to is not None:
+        env["reply_to"] = reply_to
+    sig = identity.sign(SIGNING_DOMAIN + canonical_bytes(env))
+    env["sig"] = b64(sig)
+    return canonical_bytes(env)
+
+
+def _check_shape(env: Any) -> None:
+    if not isinstance(env, dict):
+        raise EncodingError("envelope must be an object")
+    keys = set(env)
+    missing = _FIELDS - keys
+    if missing:
+        f = sorted(missing)[0]
+        raise EncodingError(f"envelope field {f} is missing", field=f)
+    extra = keys - _FIELDS - _OPTIONAL
+    if extra:
+        f = sorted(extra)[0]
+        raise EncodingError(f"envelope field {f} is not known", field=f)
+    if not isinstance(env["v"], int) or isinstance(env["v"], bool):
+        raise EncodingError("v must be an integer", field="v")
+    if not isinstance(env["type"], str):
+        raise EncodingError("type must be a string", field="type")
+    if not isinstance(env["sender"], str) or len(env["sender"]) != 44:
+        raise EncodingError("sender must be a base64 Ed25519 public key", field="sender")
+    if not isinstance(env["ts"], int) or isinstance(env["ts"], bool) or env["ts"] < 0:
+        raise EncodingError("ts must be a non-negative integer (milliseconds)", field="ts")
+    for f in ("nonce", "reply_to"):
+        if f in env:
+            v = env[f]
+            if not (isinstance(v, str) and len(v) == 32
+                    and all(c in "0123456789abcdef" for c in v)):
+                raise EncodingError(f"{f} must be 32 lowercase hex characters", field=f)
+    if not isinstance(env["sig"], str) or len(env["sig"]) != 88:
+        raise EncodingError("sig must be a base64 Ed25519 signature", field="sig")
+
+
+def open_envelope(data: bytes, *, nonce_store: NonceStore | None, window_s: float = DEFAULT_WINDOW_S,
+                  max_bytes: int = DEFAULT_MAX_BYTES, expected_types: Iterable[str] | None = None,
+                  expected_sender: str | None = None, now: float | None = None) -> Envelope:
+    """Verify ``data`` and return the envelope; every failure is a :class:`ProtocolError`.
+
+    ``nonce_store=None`` skips the replay check (responses, which are bound by ``reply_to``).
+    ``expected_sender`` pins the signer's public key (the client pins the market's key).
+    """
+    env = decode(data, max_bytes=max_bytes)
+    _check_shape(env)
+    data = bytes(data)
+    if env["v"] not in SUPPORTED_VERSIONS:
+        raise ProtocolError(f"protocol version {env['v']} is not supported "
+                            f"(supported: {list(SUPPORTED_VERSIONS)})", field="v",
+                            code="unsupported_version")
+    mtype = env["type"]
+    if mtype not in MESSAGE_TYPES:
+        raise UnknownMessageError(f"unknown message type {mtype[:60]!r}", field="type")
+    if expected_types is not None and mtype not in expected_types:
+        raise UnknownMessageError(f"expected a message of type {sorted(expected_types)}, "
+                                  f"got {mtype!r}", field="type", code="unexpected_message_type")
+    validate_body(mtype, env["body"])
+    sig = unb64(env["sig"], field="sig", size=SIGNATURE_BYTES)
+    key = _public_key(env["sender"])
+    if expected_sender is not None and env["sender"] != expected_sender:
+        raise SignatureError("message is signed by an unexpected key", field="sender",
+                             code="unexpected_signer")
+    # The signer sends the canonical form, so the signed bytes are the wire bytes without the
+    # top-level sig member (keys are sorted: only ts, type and v follow it, none of which can
+    # hold it). Verifying the wire bytes themselves means any change to any bit is refused,
+    # without re-encoding the message.
+    member = b',"sig":"' + env["sig"].encode("ascii") + b'"'
+    cut = data.rfind(member)
+    if cut < 0:
+        raise EncodingError("message is not in canonical form (sorted keys, compact, UTF-8)",
+                            field="sig")
+    key.verify(sig, SIGNING_DOMAIN + data[:cut] + data[cut + len(member):])
+    t = time.time() if now is None else now
+    skew = env["ts"] / 1000.0 - t
+    if abs(skew) > window_s:
+        raise StaleMessageError(
+            f"timestamp is {abs(skew):.0f} s in the {'future' if skew > 0 else 'past'}; "
+            f"the window is +-{window_s:.0f} s (check the clock)", field="ts")
+    if nonce_store is not None and not nonce_store.check_and_store(key.key_id, env["nonce"],
+                                                                   env["ts"], window_s):
+        raise ReplayError("this envelope was already received (replayed nonce)", field="nonce")
+    return Envelope(env["v"], mtype, env["sender"], key.key_id, env["ts"], env["nonce"],
+                    env["body"], env.get("reply_to"), data)

@@ -1,0 +1,115 @@
+"""Typed errors shared by every side of the market.
+
+Each error carries a stable machine-readable ``code`` (clients and scripts branch on it), a
+message a person understands, an optional ``field`` (dotted path of the offending field) and the
+HTTP status the server answers with.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class LearnwareError(Exception):
+    """Base class: ``code`` is stable, ``message`` is for people."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None,
+                 status: int | None = None, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.details = details
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"[{self.code}] {self.message}{where}"
+
+
+class ProtocolError(LearnwareError):
+    """A message is malformed, too big, too deep, or breaks its schema."""
+
+    code = "bad_message"
+    status = 400
+
+
+class EncodingError(ProtocolError):
+    code = "bad_encoding"
+
+
+class SchemaError(ProtocolError):
+    code = "schema_violation"
+    status = 422
+
+
+class SignatureError(ProtocolError):
+    code = "bad_signature"
+    status = 401
+
+
+class ReplayError(ProtocolError):
+    code = "replayed_nonce"
+    status = 409
+
+
+class StaleMessageError(ProtocolError):
+    code = "timestamp_out_of_window"
+    status = 401
+
+
+class UnknownMessageError(ProtocolError):
+    code = "unknown_message_type"
+    status = 400
+
+
+class KeyMismatchError(LearnwareError):
+    """The market answered with a key other than the one pinned for it."""
+
+    code = "market_key_mismatch"
+    status = 495
+
+
+class UnsafeModelError(LearnwareError):
+    """A model file holds a type outside the allow-list, or is not a safe model file at all."""
+
+    code = "unsafe_model"
+    status = 422
+
+
+class DataError(LearnwareError):
+    """User data that cannot be used as given (non-numeric columns, NaN, wrong shape, too few rows)."""
+
+    code = "bad_data"
+    status = 422
+
+
+class IdentityError(LearnwareError):
+    code = "bad_identity"
+    status = 400
+
+
+ERROR_CLASSES = {c.code: c for c in (
+    LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
+    StaleMessageError, UnknownMessageError, KeyMismatchError, UnsafeModelError, DataError,
+    IdentityError)}
+
+
+def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:
+    """Rebuild a typed error from an error body (client side)."""
+    code = str(d.get("code", "error"))
+    cls = ERROR_CLASSES.get(code, LearnwareError)
+    return cls(str(d.get("message", "unknown error")), field=d.get("field"), code=code,
+               status=status, details=d.get("details"))

@@ -1,0 +1,302 @@
+"""Schemas of every message the market and its clients exchange.
+
+A tiny declarative validator (no dependency): each schema node checks a value and raises
+:class:`SchemaError` naming the offending field by its dotted path. ``MESSAGE_TYPES`` maps each
+envelope type to the schema of its body.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+from .encoding import decode_array, is_array
+from .errors import EncodingError, SchemaError
+
+OBJECTIVES = ("rmse", "mae", "r2", "accuracy", "f1")
+TASK_TYPES = ("classification", "regression")
+DATA_TYPES = ("table",)
+
+
+class Node:
+    def check(self, value: Any, path: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _fail(self, path: str, what: str) -> None:
+        raise SchemaError(f"{path or 'body'} {what}", field=path or None)
+
+
+class Str(Node):
+    def __init__(self, max_len: int = 1000, min_len: int = 0, pattern: str | None = None,
+                 choices: Iterable[str] | None = None):
+        self.max_len, self.min_len = max_len, min_len
+        self.pattern = re.compile(pattern) if pattern else None
+        self.choices = tuple(choices) if choices else None
+
+    def check(self, value, path):
+        if not isinstance(value, str):
+            self._fail(path, "must be a string")
+        if len(value) > self.max_len:
+            self._fail(path, f"is longer than {self.max_len} characters")
+        if len(value) < self.min_len:
+            self._fail(path, "must not be empty" if self.min_len == 1
+                       else f"is shorter than {self.min_len} characters")
+        if self.choices is not None and value not in self.choices:
+            self._fail(path, f"must be one of {list(self.choices)}, got {value[:50]!r}")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            self._fail(path, f"has an invalid format ({value[:50]!r})")
+
+
+class Int(Node):
+    def __init__(self, lo: int | None = None, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+
+    def check(self, value, path):
+        if not isinstance(value, int) or isinstance(value, bool):
+            self._fail(path, "must be an integer")
+        if self.lo is not None and value < self.lo:
+            self._fail(path, f"must be >= {self.lo}")
+        if self.hi is not None and value > self.hi:
+            self._fail(path, f"must be <= {self.hi}")
+
+
+class Float(Node):
+    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def check(self, value, path):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self._fail(path, "must be a number")
+        if not math.isfinite(value):
+            self._fail(path, "must be finite")
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            self._fail(path, f"must be {'>' if self.lo_open else '>='} {self.lo}")
+        if self.hi is not None and value > self.hi:
+            self._fail(path, f"must be <= {self.hi}")
+
+
+class Bool(Node):
+    def check(self, value, path):
+        if not isinstance(value, bool):
+            self._fail(path, "must be true or false")
+
+
+class Nullable(Node):
+    def __init__(self, inner: Node):
+        self.inner = inner
+
+    def check(self, value, path):
+        if value is not None:
+            self.inner.check(value, path)
+
+
+class AnyOf(Node):
+    def __init__(self, *options: Node, what: str):
+        self.options, self.what = options, what
+
+    def check(self, value, path):
+        for opt in self.options:
+            try:
+                opt.check(value, path)
+                return
+            except SchemaError:
+                continue
+        self._fail(path, f"must be {self.what}")
+
+
+class List(Node):
+    def __init__(self, item: Node, max_items: int = 10_000, min_items: int = 0,
+                 unique: bool = False):
+        self.item, self.max_items, self.min_items, self.unique = item, max_items, min_items, unique
+
+    def check(self, value, path):
+        if not isinstance(value, list):
+            self._fail(path, "must be a list")
+        if len(value) > self.max_items:
+            self._fail(path, f"has more than {self.max_items} items")
+        if len(value) < self.min_items:
+            self._fail(path, f"needs at least {self.min_items} item(s)")
+        for i, v in enumerate(value):
+            self.item.check(v, f"{path}[{i}]")
+        if self.unique and len({repr(v) for v in value}) != len(value):
+            self._fail(path, "must not repeat items")
+
+
+class Map(Node):
+    """A dict with free string keys (e.g. learnware id -> metric)."""
+
+    def __init__(self, key: Str, value: Node, max_items: int = 10_000):
+        self.key, self.value, self.max_items = key, value, max_items
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            self._fail(path, "must be an object")
+        if len(value) > self.max_items:
+            self._fail(path, f"has more than {self.max_items} entries")
+        for k, v in value.items():
+            self.key.check(k, f"{path}.<key>")
+            self.value.check(v, f"{path}.{k}")
+
+
+class Obj(Node):
+    def __init__(self, required: dict[str, Node], optional: dict[str, Node] | None = None):
+        self.required, self.optional = required, optional or {}
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            self._fail(path, "must be an object")
+        for k in self.required:
+            if k not in value:
+                sub = f"{path}.{k}" if path else k
+                raise SchemaError(f"{sub} is missing", field=sub)
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else k
+            node = self.required.get(k) or self.optional.get(k)
+            if node is None:
+                raise SchemaError(f"{sub} is not a known field", field=sub)
+            node.check(v, sub)
+
+
+class Array(Node):
+    """An encoded numeric array (see :func:`protocol.encoding.encode_array`)."""
+
+    def __init__(self, ndim: int, max_elements: int = 10_000_000, finite: bool = True):
+        self.ndim, self.max_elements, self.finite = ndim, max_elements, finite
+
+    def check(self, value, path):
+        if not is_array(value):
+            self._fail(path, "must be an encoded array {__array__: {dtype, shape, data}}")
+        try:
+            shape = value["__array__"].get("shape") if isinstance(value["__array__"], dict) else None
+            if isinstance(shape, list) and all(isinstance(s, int) for s in shape) \
+                    and math.prod(shape) > self.max_elements:
+                self._fail(path, f"has more than {self.max_elements} elements")
+            decode_array(value, field=path, allow_nonfinite=not self.finite, ndim=self.ndim)
+        except EncodingError as exc:
+            raise SchemaError(exc.message, field=path) from exc
+
+
+# --- building blocks -------------------------------------------------------------------------
+ID = Str(max_len=64, min_len=1, pattern=r"[A-Za-z0-9_-]{1,64}")
+HEX64 = Str(max_len=64, min_len=64, pattern=r"[0-9a-f]{64}")
+B64 = Str(max_len=200_000_000, pattern=r"[A-Za-z0-9+/]*={0,2}")
+SIG_B64 = Str(max_len=88, min_len=88, pattern=r"[A-Za-z0-9+/]{86}==")
+NAME = Str(max_len=200, min_len=1)
+FEATURE = Str(max_len=200, min_len=1)
+CLASS_LABEL = AnyOf(Int(), Str(max_len=200, min_len=1), what="an integer or a string label")
+METRIC = Str(choices=OBJECTIVES)
+
+SEMANTIC = Obj(
+    required={"name": NAME, "description": Str(max_len=10_000),
+              "data_type": Str(choices=DATA_TYPES), "task_type": Str(choices=TASK_TYPES),
+              "input_features": List(FEATURE, max_items=10_000, min_items=1, unique=True),
+              "target": Str(max_len=200, min_len=1), "objective": METRIC},
+    optional={"tags": List(Str(max_len=100, min_len=1), max_items=100),
+              "license": Str(max_len=200),
+              "classes": List(CLASS_LABEL, max_items=10_000, min_items=2, unique=True),
+              "feature_scales": Array(ndim=1, max_elements=10_000)})
+
+# What a user states about their task: the island-defining part, with free text optional.
+SEMANTIC_QUERY = Obj(
+    required={"data_type": Str(choices=DATA_TYPES), "task_type": Str(choices=TASK_TYPES),
+              "input_features": List(FEATURE, max_items=10_000, min_items=1, unique=True),
+              "target": Str(max_len=200, min_len=1), "objective": METRIC},
+    optional={"name": Str(max_len=200), "description": Str(max_len=10_000),
+              "tags": List(Str(max_len=100), max_items=100), "license": Str(max_len=200),
+              "classes": List(CLASS_LABEL, max_items=10_000), "feature_scales":
+              Array(ndim=1, max_elements=10_000)})
+
+RKME = Obj(required={"z": Array(ndim=2, max_elements=2_000_000),
+                     "beta": Array(ndim=1, max_elements=100_000),
+                     "gamma": Float(lo=0.0, lo_open=True),
+                     "n_features": Int(lo=1, hi=10_000)},
+           optional={"scales": Nullable(Array(ndim=1, max_elements=10_000))})
+
+KERNEL = Obj(required={"gamma": Float(lo=0.0, lo_open=True), "scales": Array(ndim=1),
+                       "version": Int(lo=0)})
+
+ISLAND_INFO = Obj(required={"island_id": ID, "semantic_key": HEX64,
+                            "semantic": SEMANTIC_QUERY, "kernel": KERNEL,
+                            "n_features": Int(lo=1), "learnware_count": Int(lo=0)},
+                  optional={"anchor_count": Int(lo=0), "created_at": Int(lo=0)})
+
+ARTEFACT = Obj(required={"semantic_sha256": HEX64, "spec_sha256": HEX64,
+                         "model_sha256": HEX64, "signature": SIG_B64})
+
+PUBLISH = Obj(required={"semantic": SEMANTIC, "spec": RKME,
+                        "model": Obj(required={"format": Str(choices=("skops",)),
+                                               "sha256": HEX64, "size": Int(lo=1),
+                                               "data": B64}),
+                        "artefact": ARTEFACT})
+
+PUBLISH_RESULT = Obj(required={"learnware_id": ID, "island_id": ID, "kernel": KERNEL})
+
+MATCH = Obj(required={"learnware_id": ID, "mmd": Float(lo=0.0), "score": Float(),
+                      "fit": Str(choices=("good", "fair", "poor", "unknown"))},
+            optional={"name": Str(max_len=200), "estimate": Nullable(Float()),
+                      "uncertainty": Nullable(Float(lo=0.0))})
+
+MIXTURE = Obj(required={"learnware_ids": List(ID, min_items=1, max_items=100),
+                        "weights": List(Float(lo=0.0, hi=1.0), min_items=1, max_items=100),
+                        "mmd": Float(lo=0.0), "score": Float()},
+              optional={"estimate": Nullable(Float())})
+
+SEARCH = Obj(required={"semantic": SEMANTIC_QUERY, "max_results": Int(lo=1, hi=100)},
+             optional={"requirement": Nullable(RKME), "island_id": Nullable(ID),
+                       "kernel_version": Int(lo=0)})
+
+SEARCH_RESULT = Obj(required={"island_id": Nullable(ID), "single": List(MATCH, max_items=100),
+                              "mixture": Nullable(MIXTURE)},
+                    optional={"baseline_mmd": Nullable(Float(lo=0.0)), "message": Str(max_len=2000),
+                              "kernel": Nullable(KERNEL), "objective": Nullable(METRIC),
+                              "text_matches": List(Obj(required={"learnware_id": ID, "name": Str(),
+                                                                 "score": Float()}),
+                                                   max_items=100),
+                              "next_anchors": List(ID, max_items=100),
+                              "round": Int(lo=0, hi=100)})
+
+ANCHOR_REQUEST = Obj(required={"semantic": SEMANTIC_QUERY},
+                     optional={"max_anchors": Int(lo=1, hi=64), "island_id": Nullable(ID)})
+
+ANCHOR_SET = Obj(required={"island_id": ID, "anchors": List(ID, max_items=64),
+                           "objective": METRIC, "round": Int(lo=0, hi=100)})
+
+METRICS_REPORT = Obj(required={"island_id": ID, "metric": METRIC, "n_rows": Int(lo=1),
+                               "values": Map(ID, Float(), max_items=256),
+                               "round": Int(lo=1, hi=100)},
+                     optional={"more_anchors": Int(lo=0, hi=64),
+                               "max_results": Int(lo=1, hi=100)})
+
+DOWNLOAD_MANIFEST = Obj(required={"learnware_id": ID, "island_id": ID, "semantic": SEMANTIC,
+                                  "spec": RKME, "model_sha256": HEX64, "model_size": Int(lo=1),
+                                  "developer": Str(max_len=44, min_len=44),
+                                  "artefact": ARTEFACT, "deleted": Bool()},
+                        optional={"created_at": Int(lo=0)})
+
+DELETE = Obj(required={"learnware_id": ID})
+DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()})
+
+ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_len=20_000)},
+            optional={"field": Nullable(Str(max_len=1000)),
+                      "details": Nullable(List(Obj(required={"code": Str(), "message": Str()},
+                                                   optional={"field": Nullable(Str())}),
+                                               max_items=100))})
+
+MESSAGE_TYPES: dict[str, Node] = {
+    "publish": PUBLISH, "publish_result": PUBLISH_RESULT,
+    "island_info": ISLAND_INFO, "island_list": Obj(required={"islands": List(ISLAND_INFO)}),
+    "search": SEARCH, "search_result": SEARCH_RESULT,
+    "anchor_request": ANCHOR_REQUEST, "anchor_set": ANCHOR_SET,
+    "metrics_report": METRICS_REPORT, "localization_result": SEARCH_RESULT,
+    "download_manifest": DOWNLOAD_MANIFEST,
+    "delete": DELETE, "delete_result": DELETE_RESULT, "error": ERROR,
+}
+
+
+def validate_body(message_type: str, body: Any) -> None:
+    """Check ``body`` against the schema of ``message_type``; SchemaError names the field."""
+    from .errors import UnknownMessageError
+    node = MESSAGE_TYPES.get(message_type)
+    if node is None:
+        raise UnknownMessageError(f"unknown message type {str(message_type)[:60]!r}", field="type")
+    node.check(body, "")

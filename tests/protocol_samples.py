@@ -1,0 +1,74 @@
+"""One valid body per message type, shared by protocol tests and fuzzers."""
+import base64
+
+import numpy as np
+
+from protocol.encoding import encode_array
+
+H = "ab" * 32
+SIG = base64.b64encode(bytes(range(64))).decode()
+PUB = base64.b64encode(bytes(range(32))).decode()
+
+
+def semantic():
+    return {"name": "Austin sales", "description": "monthly sales", "data_type": "table",
+            "task_type": "regression", "input_features": ["a", "b", "c"], "target": "yoy",
+            "objective": "rmse", "tags": ["sales", "texas"], "license": "MIT"}
+
+
+def query():
+    s = semantic()
+    return {k: s[k] for k in ("data_type", "task_type", "input_features", "target", "objective")}
+
+
+def rkme(k=100, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    beta = rng.random(k)
+    return {"z": encode_array(rng.normal(size=(k, d))), "beta": encode_array(beta / beta.sum()),
+            "gamma": 0.1, "scales": encode_array(np.ones(d)), "n_features": d}
+
+
+def kernel():
+    return {"gamma": 0.1, "scales": encode_array(np.ones(3)), "version": 0}
+
+
+def island():
+    return {"island_id": "isl-1", "semantic_key": H, "semantic": query(), "kernel": kernel(),
+            "n_features": 3, "learnware_count": 4}
+
+
+def artefact():
+    return {"semantic_sha256": H, "spec_sha256": H, "model_sha256": H, "signature": SIG}
+
+
+def result():
+    return {"island_id": "isl-1",
+            "single": [{"learnware_id": "lw-1", "mmd": 0.01, "score": 0.9, "fit": "good"}],
+            "mixture": {"learnware_ids": ["lw-1", "lw-2"], "weights": [0.7, 0.3], "mmd": 0.005,
+                        "score": 0.95}, "baseline_mmd": 0.2}
+
+
+def bodies():
+    return {
+        "publish": {"semantic": semantic(), "spec": rkme(),
+                    "model": {"format": "skops", "sha256": H, "size": 4,
+                              "data": base64.b64encode(b"abcd").decode()},
+                    "artefact": artefact()},
+        "publish_result": {"learnware_id": "lw-1", "island_id": "isl-1", "kernel": kernel()},
+        "island_info": island(),
+        "island_list": {"islands": [island()]},
+        "search": {"semantic": query(), "max_results": 5, "requirement": rkme()},
+        "search_result": result(),
+        "anchor_request": {"semantic": query(), "max_anchors": 8},
+        "anchor_set": {"island_id": "isl-1", "anchors": ["lw-1", "lw-2"], "objective": "rmse",
+                       "round": 1},
+        "metrics_report": {"island_id": "isl-1", "metric": "rmse", "n_rows": 10,
+                           "values": {"lw-1": 0.2, "lw-2": 0.3}, "round": 1},
+        "localization_result": {**result(), "next_anchors": ["lw-3"], "round": 1},
+        "download_manifest": {"learnware_id": "lw-1", "island_id": "isl-1", "semantic": semantic(),
+                              "spec": rkme(), "model_sha256": H, "model_size": 10,
+                              "developer": PUB, "artefact": artefact(), "deleted": False},
+        "delete": {"learnware_id": "lw-1"},
+        "delete_result": {"learnware_id": "lw-1", "deleted": True},
+        "error": {"code": "bad_message", "message": "nope", "field": "body.x"},
+    }
