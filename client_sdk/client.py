@@ -1,0 +1,343 @@
+"""``MarketClient``: publish, search, download and localise against a market, from local data.
+
+Raw data never leaves this module's caller: ``publish`` sends the RKME specification and the
+model file, ``search`` sends the user's RKME requirement, ``localize`` sends anchor metrics and a
+row count. Every request that changes state or searches is a signed envelope; every answer is
+verified against the pinned market key (given, or trusted on first use and remembered in the
+user's config directory) and bound to the request by ``reply_to``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+import numpy as np
+
+from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
+from protocol.encoding import decode_array, encode_array
+from protocol.envelope import open_envelope, seal
+from protocol.errors import (DataError, KeyMismatchError, LearnwareError, ProtocolError,
+                             error_from_dict)
+from protocol.identity import Identity
+from protocol.island import base_kernel, robust_scales
+from protocol.metrics import evaluate
+from protocol.modelfile import dump_model, load_model
+from protocol.semantic import ISLAND_FIELDS, island_key, validate_semantic
+
+from .data import as_matrix, as_target
+from .learnware import Learnware
+from .rkme import RKMESpec
+
+DEFAULT_K = 100
+
+
+def config_dir() -> Path:
+    env = os.environ.get("LWM_CONFIG_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "learnware-market"
+
+
+@dataclass
+class Match:
+    learnware_id: str
+    score: float
+    mmd: float
+    fit: str = "unknown"
+    estimate: float | None = None
+    uncertainty: float | None = None
+
+
+@dataclass
+class Mixture:
+    learnware_ids: list[str]
+    weights: list[float]
+    score: float
+    mmd: float = 0.0
+    estimate: float | None = None
+
+
+@dataclass
+class SearchResult:
+    island_id: str | None
+    single: list[Match]
+    mixture: Mixture | None
+    message: str | None = None
+    objective: str | None = None
+    baseline_mmd: float | None = None
+    text_matches: list[dict] = field(default_factory=list)
+    anchors: list[str] = field(default_factory=list)
+    anchor_metrics: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+
+    @classmethod
+    def from_body(cls, body: dict) -> "SearchResult":
+        mix = body.get("mixture")
+        return cls(island_id=body.get("island_id"),
+                   single=[Match(m["learnware_id"], m["score"], m["mmd"], m.get("fit", "unknown"),
+                                 m.get("estimate"), m.get("uncertainty"))
+                           for m in body.get("single", [])],
+                   mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
+                                                        mix["score"], mix.get("mmd", 0.0),
+                                                        mix.get("estimate")),
+                   message=body.get("message"), objective=body.get("objective"),
+                   baseline_mmd=body.get("baseline_mmd"),
+                   text_matches=list(body.get("text_matches", [])))
+
+
+class MarketClient:
+    """Talks to one market. ``transport`` swaps the HTTP transport (e.g. an in-process app)."""
+
+    def __init__(self, url: str, identity: Identity | None = None, *,
+                 market_key: str | None = None, transport: httpx.BaseTransport | None = None,
+                 cache_dir: str | os.PathLike | None = None, timeout: float = 120.0,
+                 trust_on_first_use: bool = True):
+        self.url = url.rstrip("/")
+        self.identity = identity or Identity.generate()
+        self._http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout)
+        self._pinned = market_key
+        self._tofu = trust_on_first_use and market_key is None
+        self.cache_dir = Path(cache_dir) if cache_dir else config_dir() / "cache"
+        self.model_transfers = 0  # how many model files this client fetched over the network
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "MarketClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- transport and verification --------------------------------------------------------
+    def _known_markets_file(self) -> Path:
+        return config_dir() / "known_markets.json"
+
+    def _market_key(self, seen: str) -> str:
+        if self._pinned is not None:
+            return self._pinned
+        path = self._known_markets_file()
+        known = {}
+        if path.exists():
+            try:
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+        if self.url in known:
+            self._pinned = known[self.url]
+            return self._pinned
+        if not self._tofu:
+            raise KeyMismatchError("no market key is pinned for this market; pass market_key=")
+        known[self.url] = seen
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        self._pinned = seen
+        return seen
+
+    def _verify(self, resp: httpx.Response, expected: str, reply_to: str | None) -> dict:
+        try:
+            raw = json.loads(resp.content)
+            sender = raw.get("sender") if isinstance(raw, dict) else None
+        except ValueError:
+            sender = None
+        if not isinstance(sender, str):
+            raise ProtocolError(f"the market answered {resp.status_code} with an unsigned or "
+                                f"malformed body: {resp.text[:200]!r}", code="bad_response")
+        pinned = self._market_key(sender)
+        if sender != pinned:
+            raise KeyMismatchError(
+                f"the market at {self.url} now signs with another key than the one pinned "
+                f"({pinned[:12]}..., seen {sender[:12]}...): refusing its answer. If the market "
+                f"really changed keys, remove it from {self._known_markets_file()}")
+        env = open_envelope(resp.content, nonce_store=None, expected_sender=pinned,
+                            window_s=24 * 3600)
+        if reply_to is not None and env.reply_to != reply_to:
+            raise ProtocolError("the market's answer is not bound to this request (reply_to)",
+                                code="bad_response")
+        if env.type == "error":
+            raise error_from_dict(env.body, status=resp.status_code)
+        if env.type != expected:
+            raise ProtocolError(f"expected a {expected} answer, got {env.type}",
+                                code="bad_response")
+        return env.body
+
+    def _signed(self, method: str, path: str, message_type: str, body: dict,
+                expected: str) -> dict:
+        nonce = os.urandom(16).hex()
+        data = seal(self.identity, message_type, body, nonce=nonce)
+        resp = self._http.request(method, path, content=data,
+                                  headers={"Content-Type": "application/json"})
+        return self._verify(resp, expected, nonce)
+
+    def _get(self, path: str, expected: str, params: dict | None = None) -> dict:
+        resp = self._http.get(path, params=params)
+        return self._verify(resp, expected, None)
+
+    # --- islands ----------------------------------------------------------------------------
+    def islands(self) -> list[dict]:
+        return self._get("/v1/islands", "island_list")["islands"]
+
+    def island(self, semantic: dict) -> dict | None:
+        """The island of this semantic specification, or None when none exists yet."""
+        try:
+            return self._get(f"/v1/islands/by-key/{island_key(semantic)}", "island_info")
+        except LearnwareError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+
+    @staticmethod
+    def _kernel(island: dict) -> tuple[float, np.ndarray]:
+        k = island["kernel"]
+        return float(k["gamma"]), decode_array(k["scales"], field="kernel.scales", ndim=1)
+
+    # --- publish ----------------------------------------------------------------------------
+    def publish(self, model: Any, X_train, semantic: dict, *, k: int = DEFAULT_K,
+                random_state: int = 0) -> str:
+        """Compute the RKME locally, write the model safely, sign, upload. Returns the id."""
+        semantic = dict(semantic)
+        validate_semantic(semantic)
+        X = as_matrix(X_train, semantic["input_features"], name="X_train")
+        model_bytes = dump_model(model)
+        model_sha = sha256_hex(model_bytes)
+        for attempt in range(3):
+            island = self.island(semantic)
+            if island is None:
+                if "feature_scales" not in semantic:
+                    semantic["feature_scales"] = encode_array(robust_scales(X))
+                declared = decode_array(semantic["feature_scales"], field="feature_scales")
+                gamma, scales = base_kernel(declared, X.shape[1])
+            else:
+                semantic.pop("feature_scales", None)
+                gamma, scales = self._kernel(island)
+            spec = RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
+            spec_dict = spec.to_dict()
+            body = {"semantic": semantic, "spec": spec_dict,
+                    "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
+                              "data": base64.b64encode(model_bytes).decode("ascii")},
+                    "artefact": sign_artefact(self.identity, semantic, spec_dict, model_sha)}
+            try:
+                res = self._signed("POST", "/v1/learnwares", "publish", body, "publish_result")
+                return res["learnware_id"]
+            except LearnwareError as exc:
+                codes = {d.get("code") for d in (exc.details or []) if isinstance(d, dict)}
+                if "kernel_mismatch" in codes and attempt < 2:
+                    continue  # the island's kernel changed meanwhile: recompute under the new one
+                raise
+        raise LearnwareError("publish failed after recomputing the spec twice")  # pragma: no cover
+
+    # --- search -----------------------------------------------------------------------------
+    def requirement(self, X_user, semantic: dict, *, k: int = DEFAULT_K,
+                    random_state: int = 0) -> tuple[RKMESpec, dict]:
+        island = self.island(semantic)
+        if island is None:
+            raise LearnwareError("no island matches this semantic specification yet",
+                                 code="no_island")
+        X = as_matrix(X_user, semantic["input_features"], name="X_user")
+        gamma, scales = self._kernel(island)
+        return RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state), island
+
+    def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
+               random_state: int = 0) -> SearchResult:
+        """Find learnwares for a task. Sends only the RKME requirement (or nothing when
+        ``X_user`` is None)."""
+        query = {f: semantic[f] for f in ISLAND_FIELDS if f in semantic}
+        for f in ("name", "tags", "classes"):
+            if f in semantic:
+                query[f] = semantic[f]
+        validate_semantic(query, query=True)
+        body: dict[str, Any] = {"semantic": query, "max_results": int(max_results)}
+        if X_user is not None:
+            spec, island = self.requirement(X_user, semantic, k=k, random_state=random_state)
+            body["requirement"] = spec.to_dict()
+            body["island_id"] = island["island_id"]
+        return SearchResult.from_body(self._signed("POST", "/v1/search", "search", body,
+                                                   "search_result"))
+
+    def text_search(self, query: str, limit: int = 20) -> list[dict]:
+        return self._get("/v1/learnwares", "search_result",
+                         params={"q": query, "limit": limit})["text_matches"]
+
+    # --- download ---------------------------------------------------------------------------
+    def manifest(self, learnware_id: str) -> dict:
+        return self._get(f"/v1/learnwares/{learnware_id}", "download_manifest")
+
+    def download(self, learnware_id: str) -> Learnware:
+        """Fetch, verify (developer signature + hash) and load safely; cached by sha256."""
+        man = self.manifest(learnware_id)
+        sha = man["model_sha256"]
+        verify_artefact(man["developer"], man["artefact"], semantic=man["semantic"],
+                        spec=man["spec"], model_sha256=sha)
+        path = self.cache_dir / "models" / f"{sha}.skops"
+        data = None
+        if path.exists():
+            cached = path.read_bytes()
+            if sha256_hex(cached) == sha:
+                data = cached
+        if data is None:
+            resp = self._http.get(f"/v1/models/{sha}")
+            if resp.status_code != 200:
+                self._verify(resp, "error", None)
+            data = resp.content
+            self.model_transfers += 1
+            if sha256_hex(data) != sha:
+                raise ProtocolError("the model file does not match the developer-signed sha256",
+                                    code="model_hash_mismatch")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        model = load_model(data)
+        return Learnware(man["learnware_id"], model, RKMESpec.from_dict(man["spec"]),
+                         man["semantic"])
+
+    def delete(self, learnware_id: str) -> bool:
+        res = self._signed("DELETE", f"/v1/learnwares/{learnware_id}", "delete",
+                           {"learnware_id": learnware_id}, "delete_result")
+        return bool(res["deleted"])
+
+    # --- anchors ----------------------------------------------------------------------------
+    def localize(self, X, y, semantic: dict, metric: str | None = None, rounds: int = 1, *,
+                 max_anchors: int = 8, more_per_round: int = 4,
+                 max_results: int = 5) -> SearchResult:
+        """Locate useful learnwares from anchor metrics: the anchors run here, on the user's
+        labelled rows; only their metric values and the row count are sent."""
+        if rounds < 1 or rounds > 10:
+            raise ValueError("rounds must be between 1 and 10")
+        query = {f: semantic[f] for f in ISLAND_FIELDS}
+        validate_semantic(query, query=True)
+        metric = metric or semantic["objective"]
+        X = as_matrix(X, semantic["input_features"], name="X")
+        y = as_target(y, len(X))
+        aset = self._signed("POST", "/v1/anchors", "anchor_request",
+                            {"semantic": query, "max_anchors": int(max_anchors)}, "anchor_set")
+        island_id, pending = aset["island_id"], list(aset["anchors"])
+        if not pending:
+            raise LearnwareError("the island has no anchors", code="empty_island")
+        values: dict[str, float] = {}
+        body: dict = {}
+        for r in range(1, rounds + 1):
+            for lid in pending:
+                if lid not in values:
+                    lw = self.download(lid)
+                    values[lid] = float(evaluate(metric, y, lw.model.predict(X)))
+            report = {"island_id": island_id, "metric": metric, "n_rows": int(len(y)),
+                      "values": values, "round": r, "max_results": int(max_results)}
+            if r < rounds:
+                report["more_anchors"] = int(more_per_round)
+            body = self._signed("POST", "/v1/localize", "metrics_report", report,
+                                "localization_result")
+            pending = [i for i in body.get("next_anchors", []) if i not in values]
+            if not pending:
+                break
+        res = SearchResult.from_body(body)
+        res.anchors, res.anchor_metrics, res.rounds = list(values), dict(values), r
+        return res

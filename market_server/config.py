@@ -1,0 +1,47 @@
+"""Server configuration: one dataclass, passed to ``create_app`` (no global state)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("./lwm-data")
+    #: SQLAlchemy URL; default ``sqlite:///<data_dir>/market.db``. ``postgresql://...`` for scale.
+    db_url: str | None = None
+    #: "folder" (content-addressed files under data_dir/blobs) or "db" (model files in the
+    #: database, so several servers on different machines share them). Default: folder for
+    #: SQLite, db for PostgreSQL.
+    blob_store: str | None = None
+    #: database schema to use (PostgreSQL only; tests use a throw-away schema).
+    db_schema: str | None = None
+    #: the market's signing identity (PEM); created on first start when missing.
+    identity_path: Path | None = None
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_model_bytes: int = 32 * 1024 * 1024
+    timestamp_window_s: float = 300.0
+    max_spec_points: int = 2000
+    min_spec_points: int = 1
+    max_anchors: int = 8
+    #: herded samples the publish check predicts on.
+    check_samples: int = 64
+    #: island kernel is refined from the island's own models when its size reaches these counts.
+    refine_at: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
+    #: requests per minute per key (0 = unlimited).
+    rate_limit_publish: int = 0
+    rate_limit_search: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def resolved_db_url(self) -> str:
+        if self.db_url:
+            url = self.db_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'market.db'}"
+
+    def resolved_blob_store(self) -> str:
+        if self.blob_store:
+            return self.blob_store
+        return "db" if self.resolved_db_url().startswith("postgresql") else "folder"

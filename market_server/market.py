@@ -1,0 +1,495 @@
+"""The market's domain logic, independent of HTTP: publish with checks, search, anchors, delete.
+
+One ``Market`` per app (created by ``create_app``). It owns the store, the market identity, the
+per-island search indexes and anchor profiles (caches keyed by the island's version counter in
+the database, so every worker sees publishes and deletes made by any other worker).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protocol.artefact import sha256_hex, verify_artefact
+from protocol.encoding import decode_array, encode_array
+from protocol.errors import LearnwareError, SignatureError, UnsafeModelError
+from protocol.kernels import herd
+from protocol.modelfile import load_model
+from protocol.island import base_kernel
+from protocol.semantic import ISLAND_FIELDS, island_key, text_score
+
+from .config import ServerConfig
+from .search import IslandIndex, decode_spec
+from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
+
+
+class PublishRefused(LearnwareError):
+    code = "publish_refused"
+    status = 422
+
+
+@dataclass
+class Reason:
+    code: str
+    message: str
+    field: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+def kernel_wire(kernel: dict, version: int) -> dict:
+    return {"gamma": float(kernel["gamma"]), "scales": encode_array(np.asarray(kernel["scales"],
+                                                                              dtype=np.float64)),
+            "version": int(version)}
+
+
+class ModelCache:
+    """Loaded models by sha256 (LRU): anchors and kernel refinement reuse them."""
+
+    def __init__(self, store: Store, size: int = 512):
+        self.store, self.size = store, size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sha: str) -> Any:
+        with self._lock:
+            if sha in self._items:
+                self._items.move_to_end(sha)
+                return self._items[sha]
+        data = self.store.model_bytes(sha)
+        if data is None:
+            raise NotFound(f"model file {sha} is missing from the store")
+        model = load_model(data)
+        with self._lock:
+            self._items[sha] = model
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return model
+
+    def put(self, sha: str, model: Any) -> None:
+        with self._lock:
+            self._items[sha] = model
+
+
+class Market:
+    def __init__(self, config: ServerConfig, store: Store):
+        self.config = config
+        self.store = store
+        self.models = ModelCache(store)
+        self._indexes: dict[int, IslandIndex] = {}
+        self._profiles: dict[int, tuple[int, Any]] = {}
+        self._lock = threading.Lock()
+
+    # --- islands --------------------------------------------------------------------------
+    def island_info(self, island: dict, count: int | None = None) -> dict:
+        sem = island["semantic"]
+        return {"island_id": island["island_id"], "semantic_key": island["island_key"],
+                "semantic": {f: sem[f] for f in ISLAND_FIELDS},
+                "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
+                "n_features": island["n_features"],
+                "learnware_count": (self.store.count_live(island["pk"]) if count is None
+                                    else count),
+                "created_at": int(island["created_at"])}
+
+    def island_by_public_id(self, island_id: str) -> dict:
+        pk = parse_id(island_id, "isl")
+        island = self.store.island(pk) if pk is not None else None
+        if island is None:
+            raise NotFound(f"no island {island_id!r}", field="island_id")
+        return island
+
+    def island_for(self, semantic: dict, island_id: str | None = None) -> dict | None:
+        if island_id:
+            island = self.island_by_public_id(island_id)
+            if island["island_key"] != island_key(semantic):
+                raise LearnwareError(f"island {island_id} has another semantic key than the "
+                                     f"semantic specification given", code="island_mismatch",
+                                     status=409, field="island_id")
+            return island
+        return self.store.island_by_key(island_key(semantic))
+
+    # --- publish --------------------------------------------------------------------------
+    def publish(self, envelope) -> dict:
+        body = envelope.body
+        semantic, spec, model, artefact = (body["semantic"], body["spec"], body["model"],
+                                           body["artefact"])
+        reasons: list[Reason] = []
+        # The model file: size, encoding, hash.
+        model_bytes = b""
+        if model["size"] > self.config.max_model_bytes:
+            reasons.append(Reason("model_too_large", f"model file is {model['size']} bytes; the "
+                                  f"limit is {self.config.max_model_bytes}", "model.size"))
+        else:
+            try:
+                model_bytes = base64.b64decode(model["data"], validate=True)
+            except (binascii.Error, ValueError):
+                reasons.append(Reason("bad_model_encoding", "model.data is not valid base64",
+                                      "model.data"))
+            if model_bytes and len(model_bytes) != model["size"]:
+                reasons.append(Reason("model_size_mismatch", f"model.data holds "
+                                      f"{len(model_bytes)} bytes, model.size says {model['size']}",
+                                      "model.size"))
+            if model_bytes and sha256_hex(model_bytes) != model["sha256"]:
+                reasons.append(Reason("model_hash_mismatch", "model.sha256 is not the SHA-256 of "
+                                      "model.data", "model.sha256"))
+        try:
+            verify_artefact(envelope.sender, artefact, semantic=semantic, spec=spec,
+                            model_sha256=model["sha256"])
+        except SignatureError as exc:
+            reasons.append(Reason(exc.code, exc.message, exc.field))
+        # Semantic consistency and the island.
+        d = len(semantic["input_features"])
+        classes = semantic.get("classes")
+        if semantic["task_type"] == "classification" and semantic["objective"] in ("rmse", "mae",
+                                                                                  "r2"):
+            reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
+                                  "fit a classification task", "semantic.objective"))
+        if semantic["task_type"] == "regression" and semantic["objective"] in ("accuracy", "f1"):
+            reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
+                                  "fit a regression task", "semantic.objective"))
+        if semantic["task_type"] == "regression" and classes:
+            reasons.append(Reason("bad_semantic", "a regression learnware declares no classes",
+                                  "semantic.classes"))
+        declared = semantic.get("feature_scales")
+        declared_scales = None
+        if declared is not None:
+            declared_scales = decode_array(declared, field="semantic.feature_scales", ndim=1)
+            if len(declared_scales) != d or not (declared_scales > 0).all():
+                reasons.append(Reason("bad_feature_scales", f"semantic.feature_scales needs {d} "
+                                      "positive values, one per input feature",
+                                      "semantic.feature_scales"))
+                declared_scales = None
+        key = island_key(semantic)
+        island = self.store.island_by_key(key)
+        # The RKME specification.
+        z = beta = None
+        try:
+            z, beta = decode_spec(spec)
+        except LearnwareError as exc:
+            reasons.append(Reason("bad_spec", exc.message, exc.field))
+        if z is not None:
+            k = len(beta)
+            if z.shape != (k, d) or spec["n_features"] != d:
+                reasons.append(Reason("spec_dimension", f"spec.z is {z.shape[0]} x {z.shape[1]} "
+                                      f"with {len(beta)} weights; the island needs k x {d} "
+                                      f"(one column per input feature)", "spec.z"))
+            if not (self.config.min_spec_points <= k <= self.config.max_spec_points):
+                reasons.append(Reason("spec_size", f"spec has {k} reduced points; allowed "
+                                      f"{self.config.min_spec_points}..."
+                                      f"{self.config.max_spec_points}", "spec.beta"))
+            if (beta < -1e-12).any() or abs(beta.sum() - 1.0) > 1e-6:
+                reasons.append(Reason("spec_weights", "spec.beta must be non-negative and sum to 1",
+                                      "spec.beta"))
+            if island is not None:
+                kern = island["kernel"]
+                scales = spec.get("scales")
+                sc = None if scales is None else decode_array(scales, field="spec.scales")
+                same = (np.isclose(spec["gamma"], kern["gamma"], rtol=1e-9, atol=0)
+                        and sc is not None and sc.shape == (d,)
+                        and np.allclose(sc, kern["scales"], rtol=1e-9, atol=0))
+                if not same:
+                    reasons.append(Reason("kernel_mismatch", "spec was not computed with the "
+                                          f"island's kernel (version {island['kernel_version']});"
+                                          " fetch the island info and recompute the spec",
+                                          "spec.gamma"))
+            else:
+                gamma0, scales0 = base_kernel(declared_scales, d)
+                sc = spec.get("scales")
+                sc = None if sc is None else decode_array(sc, field="spec.scales")
+                if not (np.isclose(spec["gamma"], gamma0, rtol=1e-9, atol=0) and sc is not None
+                        and sc.shape == (d,) and np.allclose(sc, scales0, rtol=1e-9, atol=0)):
+                    reasons.append(Reason("kernel_mismatch", "the first spec of a new island must"
+                                          " use the base kernel of its declared feature scales",
+                                          "spec.gamma"))
+        # The model: loads safely, predicts on samples herded from its own spec.
+        loaded = None
+        if model_bytes and not any(r.field and r.field.startswith("model") for r in reasons):
+            try:
+                loaded = load_model(model_bytes, max_bytes=self.config.max_model_bytes)
+            except UnsafeModelError as exc:
+                reasons.append(Reason(exc.code, exc.message, "model.data"))
+        if loaded is not None and z is not None and not any(r.code.startswith("spec")
+                                                            for r in reasons):
+            reasons.extend(self._check_predictions(loaded, z, beta, spec, semantic))
+        if reasons:
+            raise PublishRefused(f"learnware refused: {len(reasons)} problem(s): "
+                                 + "; ".join(r.message for r in reasons),
+                                 details=[r.to_dict() for r in reasons])
+        if island is None:
+            gamma0, scales0 = base_kernel(declared_scales, d)
+            island = self.store.ensure_island(
+                key, {f: semantic[f] for f in ISLAND_FIELDS}, d,
+                {"gamma": float(gamma0), "scales": [float(s) for s in scales0],
+                 "base_scales": [float(s) for s in scales0]})
+        pk = self.store.publish(island_pk=island["pk"], developer=envelope.sender,
+                                developer_key_id=envelope.sender_key_id, semantic=semantic,
+                                spec=spec, model_sha256=model["sha256"], model=model_bytes,
+                                artefact=artefact)
+        self.models.put(model["sha256"], loaded)
+        self._maybe_refine(island["pk"])
+        island = self.store.island(island["pk"])
+        return {"learnware_id": learnware_public_id(pk), "island_id": island["island_id"],
+                "kernel": kernel_wire(island["kernel"], island["kernel_version"])}
+
+    def _check_predictions(self, model, z, beta, spec, semantic) -> list[Reason]:
+        """Does the model predict, with the declared output, on samples of its own spec?"""
+        scales = spec.get("scales")
+        scales = None if scales is None else decode_array(scales, field="spec.scales")
+        try:
+            X = herd(z, beta, spec["gamma"], scales, self.config.check_samples, random_state=0)
+        except Exception as exc:  # noqa: BLE001 - a spec we cannot sample from is refused
+            return [Reason("spec_unusable", f"cannot sample from the spec: {exc}", "spec")]
+        try:
+            pred = np.asarray(model.predict(X))
+        except Exception as exc:  # noqa: BLE001 - any failure of foreign model code is a refusal
+            return [Reason("model_predict_failed", f"the model cannot predict on samples of its "
+                           f"own spec: {type(exc).__name__}: {str(exc)[:300]}", "model")]
+        if pred.shape != (len(X),):
+            return [Reason("model_output_shape", f"the model returns shape {pred.shape} for "
+                           f"{len(X)} rows; one value per row is needed", "model")]
+        if semantic["task_type"] == "regression":
+            if pred.dtype.kind not in "fiu" or not np.isfinite(pred.astype(float)).all():
+                return [Reason("model_output", "the regression model returns non-finite or "
+                               "non-numeric values", "model")]
+        else:
+            classes = semantic.get("classes")
+            if classes is not None:
+                allowed = {str(c) for c in classes}
+                extra = sorted({str(p) for p in pred.tolist()} - allowed)
+                if extra:
+                    return [Reason("model_classes", f"the model predicts labels {extra[:5]} "
+                                   f"outside the declared classes {classes[:10]}",
+                                   "semantic.classes")]
+        return []
+
+    def _maybe_refine(self, island_pk: int) -> None:
+        """Refine the island's kernel from its own models when it reaches a refine size."""
+        count = self.store.count_live(island_pk)
+        if count not in self.config.refine_at:
+            return
+        self.refine_kernel(island_pk)
+
+    def refine_kernel(self, island_pk: int) -> bool:
+        from . import island_kernel
+        island = self.store.island(island_pk)
+        rows = self.store.island_learnwares(island_pk)
+        if not rows:
+            return False
+        lws = []
+        for r in rows:
+            z, beta = decode_spec(r["spec"])
+            sc = r["spec"].get("scales")
+            sc = None if sc is None else decode_array(sc, field="spec.scales")
+            lws.append({"model": self.models.get(r["model_sha256"]), "z": z, "beta": beta,
+                        "gamma": r["spec"]["gamma"], "scales": sc})
+        base = np.asarray(island["kernel"].get("base_scales", island["kernel"]["scales"]))
+        gamma, scales = island_kernel.refine_kernel(lws, base, island["semantic"]["task_type"],
+                                                    random_state=0)
+        kernel = dict(island["kernel"], gamma=float(gamma), scales=[float(s) for s in scales])
+        return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
+
+    # --- read -----------------------------------------------------------------------------
+    def learnware_row(self, learnware_id: str) -> dict:
+        pk = parse_id(learnware_id, "lw")
+        row = self.store.learnware(pk) if pk is not None else None
+        if row is None:
+            raise NotFound(f"no learnware {learnware_id!r}", field="learnware_id")
+        return row
+
+    def manifest(self, learnware_id: str) -> dict:
+        r = self.learnware_row(learnware_id)
+        return {"learnware_id": r["learnware_id"], "island_id": r["island_id"],
+                "semantic": r["semantic"], "spec": r["spec"], "model_sha256": r["model_sha256"],
+                "model_size": r["model_size"], "developer": r["developer"],
+                "artefact": r["artefact"], "deleted": r["deleted"],
+                "created_at": int(r["created_at"])}
+
+    def model_file(self, sha: str) -> bytes:
+        data = self.store.model_bytes(sha) if len(sha) == 64 else None
+        if data is None or not self.store.has_model(sha):
+            raise NotFound(f"no model file with sha256 {sha[:64]!r}", field="sha256")
+        return data
+
+    # --- delete ---------------------------------------------------------------------------
+    def delete(self, envelope) -> dict:
+        r = self.learnware_row(envelope.body["learnware_id"])
+        if r["developer"] != envelope.sender:
+            raise LearnwareError("only the learnware's own developer can delete it",
+                                 code="forbidden", status=403, field="learnware_id")
+        if r["deleted"]:
+            raise LearnwareError(f"{r['learnware_id']} is already deleted", code="gone",
+                                 status=410, field="learnware_id")
+        self.store.tombstone(r["pk"])
+        return {"learnware_id": r["learnware_id"], "deleted": True}
+
+    # --- search ---------------------------------------------------------------------------
+    def index(self, island: dict) -> IslandIndex:
+        """The island's search index, refreshed when any worker changed the island."""
+        pk = island["pk"]
+        with self._lock:
+            idx = self._indexes.get(pk)
+        if idx is not None and idx.version == island["version"]:
+            return idx
+        rows = self.store.island_learnwares(pk)
+        if idx is None or idx.kernel_version != island["kernel_version"]:
+            new = IslandIndex.build(island["kernel"], island["kernel_version"], [])
+            new.replace(rows, keep=idx)
+        else:
+            new = IslandIndex(idx.gamma, idx.scales, idx.kernel_version)
+            new.replace(rows, keep=idx)
+        new.version = island["version"]
+        with self._lock:
+            self._indexes[pk] = new
+        return new
+
+    def search(self, body: dict) -> dict:
+        semantic = body["semantic"]
+        island = self.island_for(semantic, body.get("island_id"))
+        text_matches = self._text_matches(semantic)
+        if island is None:
+            return {"island_id": None, "single": [], "mixture": None, "text_matches": text_matches,
+                    "message": "no island matches this semantic specification (data type, task, "
+                               "input features, target, objective); see text_matches"}
+        max_results = body["max_results"]
+        idx = self.index(island)
+        out: dict[str, Any] = {"island_id": island["island_id"], "single": [], "mixture": None,
+                               "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
+                               "objective": island["semantic"]["objective"],
+                               "baseline_mmd": idx.baseline, "text_matches": text_matches}
+        req = body.get("requirement")
+        if len(idx) == 0:
+            out["message"] = "the island has no live learnwares"
+            return out
+        if req is None:
+            out["message"] = ("no RKME requirement given: learnwares listed in publish order; "
+                              "send a requirement, or use the anchor path (localize)")
+            out["single"] = [{"learnware_id": i, "mmd": 0.0, "score": 0.0, "fit": "unknown"}
+                             for i in idx.ids[:max_results]]
+            return out
+        z, b = decode_spec(req)
+        if z.shape[1] != island["n_features"]:
+            raise LearnwareError(f"requirement has {z.shape[1]} features; the island has "
+                                 f"{island['n_features']}", code="spec_dimension", status=422,
+                                 field="requirement.z")
+        if not (np.isclose(req["gamma"], idx.gamma, rtol=1e-9, atol=0)):
+            out["message"] = ("requirement was computed with another kernel than the island's "
+                              "current one; MMD evaluated under the island's kernel")
+        mmd = idx.mmd_all(z, b)
+        order = np.argsort(mmd, kind="stable")[:max_results]
+        for i in order:
+            score, label = idx.fit_label(float(mmd[i]))
+            out["single"].append({"learnware_id": idx.ids[i], "mmd": float(mmd[i]),
+                                  "score": score, "fit": label})
+        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results))
+        if mix is not None:
+            ids, w, v = mix
+            score, _ = idx.fit_label(v)
+            out["mixture"] = {"learnware_ids": [idx.ids[i] for i in ids],
+                              "weights": [float(x) for x in w], "mmd": float(v), "score": score}
+        return out
+
+    def _text_matches(self, semantic: dict, limit: int = 10) -> list[dict]:
+        query = " ".join(filter(None, [semantic.get("name", ""),
+                                       " ".join(semantic.get("tags", []))]))
+        if not query.strip():
+            return []
+        return self.text_search(query, limit)
+
+    def text_search(self, query: str, limit: int = 20) -> list[dict]:
+        scored = []
+        for r in self.store.all_live_learnwares():
+            s = text_score(query, r["semantic"])
+            if s > 0:
+                scored.append((s, r["pk"], r))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return [{"learnware_id": r["learnware_id"], "name": r["semantic"].get("name", "")[:200],
+                 "score": float(s)} for s, _, r in scored[:limit]]
+
+    # --- anchors --------------------------------------------------------------------------
+    def profile(self, island: dict):
+        """The island's anchor profile (performance matrix etc.), cached per island version."""
+        from . import anchors
+        pk = island["pk"]
+        with self._lock:
+            cached = self._profiles.get(pk)
+        if cached is not None and cached[0] == island["version"]:
+            return cached[1]
+        rows = self.store.island_learnwares(pk)
+        if not rows:
+            raise LearnwareError("the island has no live learnwares", code="empty_island",
+                                 status=404)
+        lws = []
+        for r in rows:
+            z, beta = decode_spec(r["spec"])
+            sc = r["spec"].get("scales")
+            sc = None if sc is None else decode_array(sc, field="spec.scales")
+            lws.append((r["learnware_id"], self.models.get(r["model_sha256"]), z, beta,
+                        float(r["spec"]["gamma"]), sc))
+        prof = anchors.build_island_profile(lws, island["semantic"]["objective"],
+                                            island["semantic"]["task_type"], random_state=0)
+        with self._lock:
+            self._profiles[pk] = (island["version"], prof)
+        return prof
+
+    def anchor_set(self, body: dict) -> dict:
+        from . import anchors
+        island = self.island_for(body["semantic"], body.get("island_id"))
+        if island is None:
+            raise NotFound("no island matches this semantic specification", field="semantic")
+        prof = self.profile(island)
+        k = min(body.get("max_anchors", self.config.max_anchors), self.config.max_anchors)
+        ids = anchors.select_anchors(prof, max_anchors=k)
+        return {"island_id": island["island_id"], "anchors": list(ids),
+                "objective": island["semantic"]["objective"], "round": 0}
+
+    def localize(self, body: dict) -> dict:
+        from . import anchors
+        island = self.island_by_public_id(body["island_id"])
+        objective = island["semantic"]["objective"]
+        if body["metric"] != objective:
+            raise LearnwareError(f"the island's objective is {objective}; metrics were "
+                                 f"computed as {body['metric']}", code="wrong_metric",
+                                 status=422, field="metric")
+        prof = self.profile(island)
+        live = set(self._live_ids(island))
+        values = body["values"]
+        unknown = sorted(set(values) - live)
+        if unknown:
+            raise LearnwareError(f"not live learnwares of this island: {unknown[:5]}",
+                                 code="unknown_anchor", status=422, field="values")
+        ids = list(values)
+        vals = [float(values[i]) for i in ids]
+        res = anchors.localize(prof, ids, vals, body["n_rows"])
+        max_results = body.get("max_results", 5)
+        out = {"island_id": island["island_id"], "single": [], "mixture": None,
+               "objective": objective, "round": body["round"]}
+        for item in res["ranking"][:max_results]:
+            out["single"].append({"learnware_id": item["learnware_id"], "mmd": 0.0,
+                                  "score": float(item.get("score", 0.0)), "fit": "unknown",
+                                  "estimate": float(item["estimate"]),
+                                  "uncertainty": (None if item.get("uncertainty") is None
+                                                  else float(item["uncertainty"]))})
+        mix = res.get("mixture")
+        if mix:
+            out["mixture"] = {"learnware_ids": list(mix["learnware_ids"]),
+                              "weights": [float(w) for w in mix["weights"]], "mmd": 0.0,
+                              "score": float(mix.get("score", 0.0)),
+                              "estimate": (None if mix.get("estimate") is None
+                                           else float(mix["estimate"]))}
+        if res.get("message"):
+            out["message"] = res["message"]
+        more = body.get("more_anchors", 0)
+        if more:
+            out["next_anchors"] = list(anchors.next_anchors(prof, ids, vals, body["n_rows"],
+                                                            k=more))
+        return out
+
+    def _live_ids(self, island: dict) -> list[str]:
+        return self.index(island).ids

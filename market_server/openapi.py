@@ -1,0 +1,65 @@
+"""The OpenAPI description of every endpoint (served at /openapi.json)."""
+from __future__ import annotations
+
+ENVELOPE = {"type": "object", "description": "A signed envelope {v, type, sender, ts, nonce, "
+            "body, sig} in canonical JSON (see protocol/envelope.py)",
+            "required": ["v", "type", "sender", "ts", "nonce", "body", "sig"],
+            "properties": {"v": {"type": "integer"}, "type": {"type": "string"},
+                           "sender": {"type": "string"}, "ts": {"type": "integer"},
+                           "nonce": {"type": "string"}, "body": {"type": "object"},
+                           "sig": {"type": "string"}, "reply_to": {"type": "string"}}}
+
+
+def _op(summary: str, *, body: str | None = None, ok: str = "200", params=(), binary=False):
+    op = {"summary": summary, "parameters": [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+        "responses": {ok: {"description": "signed envelope" if not binary else "model file",
+                           "content": ({"application/octet-stream": {"schema": {
+                               "type": "string", "format": "binary"}}} if binary else
+                                       {"application/json": {"schema": ENVELOPE}})},
+                      "4XX": {"description": "signed error envelope, body {code, message, field}",
+                              "content": {"application/json": {"schema": ENVELOPE}}}}}
+    if body:
+        op["requestBody"] = {"required": True, "description": f"signed `{body}` envelope",
+                             "content": {"application/json": {"schema": ENVELOPE}}}
+    return op
+
+
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "learnware-market", "version": "1",
+                 "description": "A privacy-first learnware market. Mutating and search requests "
+                                "are signed envelopes; every answer is signed by the market."},
+        "paths": {
+            "/healthz": {"get": {"summary": "liveness and database check",
+                                 "responses": {"200": {"description": "ok"}}}},
+            "/openapi.json": {"get": {"summary": "this document",
+                                      "responses": {"200": {"description": "OpenAPI"}}}},
+            "/v1/market": {"get": {"summary": "the market's public key",
+                                   "responses": {"200": {"description": "key"}}}},
+            "/v1/learnwares": {
+                "post": _op("publish a learnware (semantic + RKME + model + artefact signature)",
+                            body="publish", ok="201"),
+                "get": {**_op("semantic text search across islands"), "parameters": [
+                    {"name": "q", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}}]}},
+            "/v1/learnwares/{learnware_id}": {
+                "get": _op("a learnware's download manifest", params=["learnware_id"]),
+                "delete": _op("delete (tombstone) one's own learnware", body="delete",
+                              params=["learnware_id"])},
+            "/v1/learnwares/{learnware_id}/model": {
+                "get": _op("the learnware's model file", params=["learnware_id"], binary=True)},
+            "/v1/models/{sha256}": {"get": _op("a model file by sha256", params=["sha256"],
+                                               binary=True)},
+            "/v1/islands": {"get": _op("list islands")},
+            "/v1/islands/{island_id}": {"get": _op("one island", params=["island_id"])},
+            "/v1/islands/by-key/{key}": {"get": _op("the island of a semantic key",
+                                                    params=["key"])},
+            "/v1/search": {"post": _op("RKME search: ranked matches and a mixture",
+                                       body="search")},
+            "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},
+            "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
+                                         body="metrics_report")},
+        },
+    }

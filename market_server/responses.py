@@ -1,0 +1,30 @@
+"""Signed responses and errors: every answer of the market is an envelope it signs."""
+from __future__ import annotations
+
+from flask import Response, current_app, request
+
+from protocol.envelope import seal
+from protocol.errors import LearnwareError
+
+
+def market():
+    return current_app.extensions["learnware_market"]
+
+
+def signed(message_type: str, body: dict, status: int = 200, reply_to: str | None = None) -> Response:
+    app_state = market()
+    data = seal(app_state.identity, message_type, body, reply_to=reply_to)
+    return Response(data, status=status, mimetype="application/json")
+
+
+def error_response(exc: LearnwareError) -> Response:
+    body = {"code": exc.code, "message": exc.message[:20_000]}
+    if exc.field is not None:
+        body["field"] = str(exc.field)[:1000]
+    if isinstance(exc.details, list):
+        body["details"] = [{"code": str(d.get("code", "")), "message": str(d.get("message", "")),
+                            "field": None if d.get("field") is None else str(d["field"])}
+                           for d in exc.details if isinstance(d, dict)][:100]
+    reply_to = getattr(request, "lwm_nonce", None)
+    status = exc.status if 400 <= exc.status < 600 else 400
+    return signed("error", body, status=status, reply_to=reply_to)

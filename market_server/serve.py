@@ -1,0 +1,81 @@
+"""``lwm serve``: run the market (werkzeug for one worker, gunicorn for several)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ServerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lwm serve", description="Run a learnware market server. It stores only "
+        "specifications and models: SQLite plus a blob folder under --data-dir by default, or "
+        "PostgreSQL with --db postgresql://...")
+    p.add_argument("--data-dir", default="./lwm-data", help="database, blobs and the market key "
+                   "(default ./lwm-data)")
+    p.add_argument("--db", default=None, help="database URL: sqlite:///path.db or "
+                   "postgresql://user@host/db (default: SQLite in --data-dir)")
+    p.add_argument("--blob-store", choices=["folder", "db"], default=None,
+                   help="where model files live (default: folder for SQLite, db for PostgreSQL)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (gunicorn when > 1)")
+    p.add_argument("--rate-limit-publish", type=int, default=0, help="publishes per minute per key")
+    p.add_argument("--rate-limit-search", type=int, default=0, help="searches per minute per key")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, blob_store=args.blob_store,
+                        rate_limit_publish=args.rate_limit_publish,
+                        rate_limit_search=args.rate_limit_search)
+
+
+def _config_to_env(cfg: ServerConfig) -> str:
+    return json.dumps({"data_dir": str(cfg.data_dir), "db_url": cfg.db_url,
+                       "blob_store": cfg.blob_store, "rate_limit_publish": cfg.rate_limit_publish,
+                       "rate_limit_search": cfg.rate_limit_search})
+
+
+def app_from_env():
+    """Entry point for gunicorn workers (config passed through LWM_SERVER_CONFIG)."""
+    from .app import create_app
+    raw = json.loads(os.environ["LWM_SERVER_CONFIG"])
+    raw["data_dir"] = Path(raw["data_dir"])
+    return create_app(ServerConfig(**raw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    from .app import create_app
+    app = create_app(cfg)  # creates schema and key before any worker starts
+    state = app.extensions["learnware_market"]
+    removed = state.store.collect_orphan_blobs()
+    url = f"http://{args.host}:{args.port}"
+    print(f"learnware market at {url}  market key id {state.identity.key_id}  "
+          f"db {cfg.resolved_db_url().split('@')[-1]}  workers {args.workers}"
+          + (f"  (removed {removed} orphan model file(s))" if removed else ""), flush=True)
+    if args.workers <= 1:
+        from werkzeug.serving import run_simple
+        import logging
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+        return 0
+    state.store.dispose()
+    os.environ["LWM_SERVER_CONFIG"] = _config_to_env(cfg)
+    try:
+        from gunicorn.app.wsgiapp import run as gunicorn_run
+    except ImportError:
+        print("--workers > 1 needs gunicorn: pip install 'learnware-market[server]'",
+              file=sys.stderr)
+        return 2
+    sys.argv = ["gunicorn", "-w", str(args.workers), "-b", f"{args.host}:{args.port}",
+                "--threads", "2", "--log-level", "warning", "--timeout", "120",
+                "market_server.serve:app_from_env()"]
+    gunicorn_run()
+    return 0

@@ -1,0 +1,421 @@
+"""Persistent market state on SQLite or PostgreSQL through SQLAlchemy Core.
+
+Holds islands, learnwares (metadata, specification, artefact signature; tombstones on delete),
+nonces (shared by every worker) and, optionally, model files. Schema changes are versioned in
+``schema_version``. Every publish is one transaction: the model file is written first (to a
+temporary name, then renamed into its content address), then the rows; a failure removes the file
+again, and start-up removes files that no row references (a crash between the two steps).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from protocol.errors import LearnwareError
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata,
+                          sa.Column("version", sa.Integer, primary_key=True),
+                          sa.Column("applied_at", sa.Float, nullable=False))
+
+islands = sa.Table(
+    "islands", metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True, autoincrement=True),
+    sa.Column("island_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("semantic", sa.Text, nullable=False),
+    sa.Column("n_features", sa.Integer, nullable=False),
+    sa.Column("kernel", sa.Text, nullable=False),
+    sa.Column("kernel_version", sa.Integer, nullable=False, default=0),
+    # bumped on every publish/delete/kernel change: workers compare it to refresh caches.
+    sa.Column("version", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+learnwares = sa.Table(
+    "learnwares", metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True, autoincrement=True),
+    sa.Column("island_id", sa.Integer, sa.ForeignKey("islands.id"), nullable=False, index=True),
+    sa.Column("developer", sa.String(44), nullable=False),
+    sa.Column("developer_key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("semantic", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("model_size", sa.Integer, nullable=False),
+    sa.Column("artefact", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    # 1 while live, NULL once deleted: the unique constraint refuses duplicate live models.
+    sa.Column("live", sa.Integer, nullable=True, default=1),
+    sa.UniqueConstraint("island_id", "model_sha256", "live", name="uq_live_model"),
+    sqlite_autoincrement=True,
+)
+
+blobs = sa.Table("blobs", metadata,
+                 sa.Column("sha256", sa.String(64), primary_key=True),
+                 sa.Column("size", sa.Integer, nullable=False),
+                 sa.Column("data", sa.LargeBinary, nullable=False))
+
+nonces = sa.Table("nonces", metadata,
+                  sa.Column("key_id", sa.String(32), primary_key=True),
+                  sa.Column("nonce", sa.String(32), primary_key=True),
+                  sa.Column("seen_at", sa.Float, nullable=False, index=True))
+
+
+class StorageError(LearnwareError):
+    code = "storage_error"
+    status = 503
+
+
+class NotFound(LearnwareError):
+    code = "not_found"
+    status = 404
+
+
+def learnware_public_id(pk: int) -> str:
+    return f"lw-{pk}"
+
+
+def island_public_id(pk: int) -> str:
+    return f"isl-{pk}"
+
+
+def parse_id(text: str, prefix: str) -> int | None:
+    if not isinstance(text, str) or not text.startswith(prefix + "-"):
+        return None
+    digits = text[len(prefix) + 1:]
+    if not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(digits)
+
+
+class FolderBlobs:
+    """Content-addressed files: ``blobs/ab/cd/<sha256>``; written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:4] / sha
+
+    def put(self, sha: str, data: bytes, conn=None) -> bool:
+        """Store; returns True when this call created the file."""
+        path = self._path(sha)
+        if path.exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return True
+
+    def get(self, sha: str, conn=None) -> bytes | None:
+        try:
+            return self._path(sha).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, sha: str, conn=None) -> None:
+        try:
+            self._path(sha).unlink()
+        except FileNotFoundError:
+            pass
+
+    def all_shas(self, conn=None) -> Iterator[str]:
+        for p in self.root.glob("*/*/*"):
+            if p.is_file() and not p.name.startswith(".tmp-"):
+                yield p.name
+        for p in self.root.glob("*/*/.tmp-*"):
+            p.unlink(missing_ok=True)
+
+
+class DatabaseBlobs:
+    """Model files inside the database: every server sharing the database sees them."""
+
+    def put(self, sha: str, data: bytes, conn=None) -> bool:
+        if conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha)).first():
+            return False
+        conn.execute(blobs.insert().values(sha256=sha, size=len(data), data=data))
+        return True
+
+    def get(self, sha: str, conn=None) -> bytes | None:
+        row = conn.execute(sa.select(blobs.c.data).where(blobs.c.sha256 == sha)).first()
+        return None if row is None else bytes(row[0])
+
+    def delete(self, sha: str, conn=None) -> None:
+        conn.execute(blobs.delete().where(blobs.c.sha256 == sha))
+
+    def all_shas(self, conn=None) -> Iterator[str]:
+        return iter([r[0] for r in conn.execute(sa.select(blobs.c.sha256))])
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class Store:
+    """All reads and writes of market state. Thread-safe; one per app."""
+
+    def __init__(self, db_url: str, *, blob_store: str = "folder", blob_dir: Path | None = None,
+                 db_schema: str | None = None):
+        self.db_url = db_url
+        kwargs: dict[str, Any] = {"future": True}
+        if db_url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+            if db_schema:
+                kwargs["connect_args"] = {"options": f"-csearch_path={db_schema}"}
+        self.engine = sa.create_engine(db_url, **kwargs)
+        if db_url.startswith("sqlite"):
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        self.blobs = DatabaseBlobs() if blob_store == "db" else FolderBlobs(
+            blob_dir or Path("./lwm-data/blobs"))
+        self.migrate()
+
+    # --- schema ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema (versioned; each step runs once)."""
+        with self.engine.begin() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            if current is None:
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
+                                                            applied_at=time.time()))
+            elif current > SCHEMA_VERSION:
+                raise StorageError(f"database schema version {current} is newer than this "
+                                   f"server ({SCHEMA_VERSION}); upgrade the server")
+
+    def collect_orphan_blobs(self) -> int:
+        """Remove model files that no learnware row references (left by a crash mid-publish)."""
+        with self.engine.begin() as conn:
+            referenced = {r[0] for r in conn.execute(sa.select(learnwares.c.model_sha256))}
+            removed = 0
+            for sha in list(self.blobs.all_shas(conn)):
+                if sha not in referenced:
+                    self.blobs.delete(sha, conn)
+                    removed += 1
+        return removed
+
+    # --- islands --------------------------------------------------------------------------
+    @staticmethod
+    def _island_row(row) -> dict:
+        return {"pk": row.id, "island_id": island_public_id(row.id), "island_key": row.island_key,
+                "semantic": _loads(row.semantic), "n_features": row.n_features,
+                "kernel": _loads(row.kernel), "kernel_version": row.kernel_version,
+                "version": row.version, "created_at": row.created_at}
+
+    def island_by_key(self, key: str, conn=None) -> dict | None:
+        stmt = sa.select(islands).where(islands.c.island_key == key)
+        if conn is None:
+            with self.engine.connect() as c:
+                row = c.execute(stmt).first()
+        else:
+            row = conn.execute(stmt).first()
+        return None if row is None else self._island_row(row)
+
+    def island(self, island_pk: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(islands).where(islands.c.id == island_pk)).first()
+        return None if row is None else self._island_row(row)
+
+    def list_islands(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(islands).order_by(islands.c.id)).all()
+            counts = dict(conn.execute(
+                sa.select(learnwares.c.island_id, sa.func.count())
+                .where(learnwares.c.deleted_at.is_(None)).group_by(learnwares.c.island_id)).all())
+        out = []
+        for r in rows:
+            d = self._island_row(r)
+            d["learnware_count"] = int(counts.get(r.id, 0))
+            out.append(d)
+        return out
+
+    def island_version(self, island_pk: int) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(islands.c.version)
+                                .where(islands.c.id == island_pk)).scalar()
+
+    def count_live(self, island_pk: int, conn=None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(learnwares).where(
+            learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+        if conn is not None:
+            return int(conn.execute(stmt).scalar())
+        with self.engine.connect() as c:
+            return int(c.execute(stmt).scalar())
+
+    def ensure_island(self, key: str, semantic: dict, n_features: int, kernel: dict) -> dict:
+        """The island of ``key``; created with ``kernel`` when it does not exist yet."""
+        found = self.island_by_key(key)
+        if found is not None:
+            return found
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(islands.insert().values(
+                    island_key=key, semantic=_dumps(semantic), n_features=n_features,
+                    kernel=_dumps(kernel), kernel_version=0, version=0, created_at=time.time()))
+        except sa.exc.IntegrityError:
+            pass  # another worker created it first
+        return self.island_by_key(key)
+
+    def set_kernel(self, island_pk: int, kernel: dict, expected_kernel_version: int) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(islands.update().where(
+                islands.c.id == island_pk, islands.c.kernel_version == expected_kernel_version
+            ).values(kernel=_dumps(kernel), kernel_version=expected_kernel_version + 1,
+                     version=islands.c.version + 1))
+            return res.rowcount == 1
+
+    # --- learnwares -----------------------------------------------------------------------
+    def publish(self, *, island_pk: int, developer: str, developer_key_id: str, semantic: dict,
+                spec: dict, model_sha256: str, model: bytes, artefact: dict) -> int:
+        """Store one learnware atomically; returns its integer id (never reused)."""
+        created_blob = False
+        try:
+            with self.engine.begin() as conn:
+                dup = conn.execute(sa.select(learnwares.c.id).where(
+                    learnwares.c.island_id == island_pk, learnwares.c.model_sha256 == model_sha256,
+                    learnwares.c.live == 1)).first()
+                if dup is not None:
+                    raise LearnwareError(
+                        f"this model file is already published on the island as "
+                        f"{learnware_public_id(dup[0])}", code="duplicate_model", status=409,
+                        field="model.sha256")
+                created_blob = self.blobs.put(model_sha256, model, conn)
+                res = conn.execute(learnwares.insert().values(
+                    island_id=island_pk, developer=developer, developer_key_id=developer_key_id,
+                    name=semantic.get("name", "")[:200], semantic=_dumps(semantic),
+                    spec=_dumps(spec), model_sha256=model_sha256, model_size=len(model),
+                    artefact=_dumps(artefact), created_at=time.time(), deleted_at=None, live=1))
+                pk = int(res.inserted_primary_key[0])
+                conn.execute(islands.update().where(islands.c.id == island_pk)
+                             .values(version=islands.c.version + 1))
+            return pk
+        except sa.exc.IntegrityError as exc:
+            if created_blob and isinstance(self.blobs, FolderBlobs):
+                self._drop_blob_if_unreferenced(model_sha256)
+            raise LearnwareError("this model file is already published on the island",
+                                 code="duplicate_model", status=409,
+                                 field="model.sha256") from exc
+        except LearnwareError:
+            if created_blob and isinstance(self.blobs, FolderBlobs):
+                self._drop_blob_if_unreferenced(model_sha256)
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            if created_blob and isinstance(self.blobs, FolderBlobs):
+                self._drop_blob_if_unreferenced(model_sha256)
+            raise StorageError(f"the database refused the write: {type(exc).__name__}") from exc
+        except OSError as exc:
+            raise StorageError(f"could not store the model file: {exc.strerror or exc}") from exc
+
+    def _drop_blob_if_unreferenced(self, sha: str) -> None:
+        with self.engine.begin() as conn:
+            ref = conn.execute(sa.select(learnwares.c.id)
+                               .where(learnwares.c.model_sha256 == sha)).first()
+            if ref is None:
+                self.blobs.delete(sha, conn)
+
+    @staticmethod
+    def _learnware_row(row) -> dict:
+        return {"pk": row.id, "learnware_id": learnware_public_id(row.id),
+                "island_pk": row.island_id, "island_id": island_public_id(row.island_id),
+                "developer": row.developer, "developer_key_id": row.developer_key_id,
+                "semantic": _loads(row.semantic), "spec": _loads(row.spec),
+                "model_sha256": row.model_sha256, "model_size": row.model_size,
+                "artefact": _loads(row.artefact), "created_at": row.created_at,
+                "deleted": row.deleted_at is not None}
+
+    def learnware(self, pk: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(learnwares).where(learnwares.c.id == pk)).first()
+        return None if row is None else self._learnware_row(row)
+
+    def island_learnwares(self, island_pk: int, *, include_deleted: bool = False) -> list[dict]:
+        stmt = sa.select(learnwares).where(learnwares.c.island_id == island_pk)
+        if not include_deleted:
+            stmt = stmt.where(learnwares.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(learnwares.c.id)).all()
+        return [self._learnware_row(r) for r in rows]
+
+    def all_live_learnwares(self, limit: int = 100_000) -> list[dict]:
+        stmt = (sa.select(learnwares.c.id, learnwares.c.island_id, learnwares.c.semantic)
+                .where(learnwares.c.deleted_at.is_(None)).order_by(learnwares.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
+                     "island_id": island_public_id(r.island_id), "semantic": _loads(r.semantic)}
+                    for r in conn.execute(stmt)]
+
+    def tombstone(self, pk: int) -> bool:
+        """Mark deleted (the id is never reused). The model file stays for existing downloads."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(learnwares.c.island_id, learnwares.c.deleted_at)
+                               .where(learnwares.c.id == pk)).first()
+            if row is None or row.deleted_at is not None:
+                return False
+            conn.execute(learnwares.update().where(learnwares.c.id == pk)
+                         .values(deleted_at=time.time(), live=None))
+            conn.execute(islands.update().where(islands.c.id == row.island_id)
+                         .values(version=islands.c.version + 1))
+        return True
+
+    def model_bytes(self, sha: str) -> bytes | None:
+        if isinstance(self.blobs, DatabaseBlobs):
+            with self.engine.connect() as conn:
+                return self.blobs.get(sha, conn)
+        return self.blobs.get(sha)
+
+    def has_model(self, sha: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(learnwares.c.id)
+                                .where(learnwares.c.model_sha256 == sha)).first() is not None
+
+    # --- nonces ---------------------------------------------------------------------------
+    def check_and_store(self, key_id: str, nonce: str, ts_ms: int, window_s: float) -> bool:
+        """The shared nonce store: an insert that fails on a duplicate means a replay."""
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(nonces.insert().values(key_id=key_id, nonce=nonce, seen_at=now))
+                if int(now * 1000) % 97 == 0:  # occasional purge of nonces out of the window
+                    conn.execute(nonces.delete().where(nonces.c.seen_at < now - 2 * window_s))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
