@@ -1,0 +1,288 @@
+"""``lwm``: the command line of the learnware market.
+
+Exit codes scripts can rely on: 0 success, 1 the market or the data refused the request (the
+message says why), 2 wrong usage, 3 the market could not be reached.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_IDENTITY = "~/.config/learnware-market/identity.pem"
+DEFAULT_MARKET = os.environ.get("LWM_MARKET", "http://127.0.0.1:8765")
+
+
+def _read_table(path: str):
+    import pandas as pd
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(p)
+    return pd.read_csv(p)
+
+
+def _read_semantic(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the semantic specification {path}: {exc}") from exc
+
+
+def _identity(args):
+    from protocol.identity import Identity
+    path = Path(args.identity).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no identity at {path}: create one with `lwm keygen`")
+    return Identity.load(path, os.environ.get(args.passphrase_env) if args.passphrase_env else None)
+
+
+def _client(args, need_identity: bool = False):
+    from client_sdk.client import MarketClient
+    ident = _identity(args) if need_identity or Path(args.identity).expanduser().exists() else None
+    return MarketClient(args.market, ident, market_key=args.market_key)
+
+
+def _emit(args, human: str, data: Any) -> None:
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True, default=str))
+    else:
+        print(human)
+
+
+def _result_dict(res) -> dict:
+    from dataclasses import asdict
+    return asdict(res)
+
+
+def _result_text(res) -> str:
+    lines = [f"island {res.island_id or '-'}" + (f"  objective {res.objective}"
+                                                if res.objective else "")]
+    if res.message:
+        lines.append(f"note: {res.message}")
+    for i, m in enumerate(res.single, 1):
+        est = (f"  expected {res.objective} about {m.estimate:.4g}"
+               if m.estimate is not None else "")
+        lines.append(f"{i:2d}. {m.learnware_id:10s} score {m.score:.3f}  mmd {m.mmd:.4g}  "
+                     f"fit {m.fit}{est}")
+    if res.mixture:
+        parts = ", ".join(f"{i} x{w:.2f}" for i, w in zip(res.mixture.learnware_ids,
+                                                          res.mixture.weights))
+        lines.append(f"mixture: {parts}  (score {res.mixture.score:.3f})")
+    for t in res.text_matches[:5]:
+        lines.append(f"text match: {t['learnware_id']} {t['name']!r} ({t['score']:.2f})")
+    return "\n".join(lines)
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_keygen(args) -> int:
+    from protocol.identity import Identity
+    ident = Identity.generate()
+    pw = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    path = ident.save(Path(args.out or args.identity).expanduser(), pw, overwrite=args.force)
+    _emit(args, f"new identity {ident.key_id} saved to {path} (mode 0600)",
+          {"key_id": ident.key_id, "public_key": ident.public_key_b64, "path": str(path)})
+    return EXIT_OK
+
+
+def cmd_serve(args, rest: list[str]) -> int:
+    # The server runs as its own program: the client SDK never imports it.
+    os.execv(sys.executable, [sys.executable, "-m", "market_server", "serve", *rest])
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_spec(args) -> int:
+    from client_sdk.data import as_matrix
+    from client_sdk.rkme import RKMESpec
+    from protocol.encoding import canonical_bytes
+    df = _read_table(args.data)
+    cols = args.features.split(",") if args.features else list(df.columns)
+    X = as_matrix(df, cols, name=args.data)
+    spec = RKMESpec.fit(X, k=args.k, gamma=args.gamma, random_state=args.seed)
+    out = Path(args.out)
+    out.write_bytes(canonical_bytes(spec.to_dict()))
+    _emit(args, f"RKME spec of {len(X)} rows x {X.shape[1]} features -> {out} "
+          f"({spec.k} reduced points, gamma {spec.gamma:.4g})",
+          {"path": str(out), "rows": len(X), "k": spec.k, "gamma": spec.gamma})
+    return EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    from protocol.modelfile import load_model
+    sem = _read_semantic(args.semantic)
+    model = load_model(Path(args.model).read_bytes())
+    df = _read_table(args.data)
+    with _client(args, need_identity=True) as c:
+        lid = c.publish(model, df, sem, k=args.k)
+    _emit(args, f"published {lid}", {"learnware_id": lid})
+    return EXIT_OK
+
+
+def cmd_search(args) -> int:
+    sem = _read_semantic(args.semantic)
+    df = _read_table(args.data) if args.data else None
+    with _client(args) as c:
+        res = c.search(df, sem, max_results=args.max_results)
+    _emit(args, _result_text(res), _result_dict(res))
+    return EXIT_OK
+
+
+def cmd_download(args) -> int:
+    from protocol.modelfile import dump_model
+    with _client(args) as c:
+        lw = c.download(args.learnware_id)
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{lw.id}.skops"
+    path.write_bytes(dump_model(lw.model))
+    (out / f"{lw.id}.semantic.json").write_text(json.dumps(lw.semantic, indent=1))
+    _emit(args, f"{lw.id}: {type(lw.model).__name__}, verified developer signature -> {path}",
+          {"learnware_id": lw.id, "path": str(path), "model": type(lw.model).__name__})
+    return EXIT_OK
+
+
+def cmd_localize(args) -> int:
+    sem = _read_semantic(args.semantic)
+    df = _read_table(args.data)
+    if args.target not in df.columns:
+        raise ValueError(f"{args.data} has no column {args.target!r}")
+    with _client(args) as c:
+        res = c.localize(df.drop(columns=[args.target]), df[args.target].to_numpy(), sem,
+                         rounds=args.rounds, max_anchors=args.max_anchors)
+    _emit(args, _result_text(res) + f"\n({len(res.anchors)} anchors evaluated locally in "
+          f"{res.rounds} round(s); only their metrics were sent)", _result_dict(res))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from client_sdk.demo.run import run_demo
+    run_demo(out=Path(args.out), islands=args.island, quick=args.quick, seed=args.seed,
+             progress=not args.json)
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lwm", description="learnware-market: publish models with specifications that "
+        "reveal no data, and find the right ones for your task. Raw data never leaves this "
+        "machine: only specifications, models and metrics are sent.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, market=True, identity=True):
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if market:
+            sp.add_argument("--market", default=DEFAULT_MARKET,
+                            help=f"market URL (default {DEFAULT_MARKET}; env LWM_MARKET)")
+            sp.add_argument("--market-key", default=None,
+                            help="pin the market's public key (default: trust on first use)")
+        if identity:
+            sp.add_argument("--identity", default=DEFAULT_IDENTITY,
+                            help=f"your key file (default {DEFAULT_IDENTITY})")
+            sp.add_argument("--passphrase-env", default=None,
+                            help="name of an environment variable holding the key's passphrase")
+
+    sp = sub.add_parser("keygen", help="create your Ed25519 identity",
+                        description="Create an Ed25519 key pair; the private key file is 0600.")
+    common(sp, market=False)
+    sp.add_argument("--out", default=None, help="where to write the key (default --identity)")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    sp.set_defaults(func=cmd_keygen)
+
+    sp = sub.add_parser("serve", help="run a market server (see `lwm serve --help`)",
+                        add_help=False)
+    sp.set_defaults(func=None)
+
+    sp = sub.add_parser("spec", help="compute an RKME specification of a table, locally",
+                        description="Fit a reduced kernel mean embedding of a CSV/Parquet table "
+                        "and write it as canonical JSON. Standalone kernel defaults; publishing "
+                        "uses the island's kernel instead.")
+    common(sp, market=False, identity=False)
+    sp.add_argument("data", help="CSV or Parquet file")
+    sp.add_argument("--features", default=None, help="comma-separated columns (default: all)")
+    sp.add_argument("-k", type=int, default=100, help="reduced points (default 100)")
+    sp.add_argument("--gamma", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", default="spec.json")
+    sp.set_defaults(func=cmd_spec)
+
+    sp = sub.add_parser("publish", help="publish a model with its specification",
+                        description="Compute the RKME of your training inputs locally under the "
+                        "island's kernel, sign model + specs, upload. Sends no rows.")
+    common(sp)
+    sp.add_argument("--model", required=True, help="the model as a .skops file")
+    sp.add_argument("--data", required=True, help="training inputs (CSV/Parquet) with the "
+                    "semantic spec's input_features as columns")
+    sp.add_argument("--semantic", required=True, help="semantic specification (JSON)")
+    sp.add_argument("-k", type=int, default=100)
+    sp.set_defaults(func=cmd_publish)
+
+    sp = sub.add_parser("search", help="find learnwares for your task",
+                        description="Sends only your RKME requirement (or only the semantic "
+                        "part without --data).")
+    common(sp)
+    sp.add_argument("--semantic", required=True)
+    sp.add_argument("--data", default=None, help="your unlabelled inputs (CSV/Parquet)")
+    sp.add_argument("--max-results", type=int, default=5)
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("download", help="download and verify a learnware")
+    common(sp)
+    sp.add_argument("learnware_id")
+    sp.add_argument("--out", default=None, help="folder for the model (default .)")
+    sp.set_defaults(func=cmd_download)
+
+    sp = sub.add_parser("localize", help="find learnwares from anchor metrics (few labels)",
+                        description="Downloads the island's anchor learnwares, evaluates them on "
+                        "your labelled rows locally, sends only the metric values.")
+    common(sp)
+    sp.add_argument("--semantic", required=True)
+    sp.add_argument("--data", required=True, help="your labelled rows (CSV/Parquet)")
+    sp.add_argument("--target", required=True, help="the label column of --data")
+    sp.add_argument("--rounds", type=int, default=1)
+    sp.add_argument("--max-anchors", type=int, default=8)
+    sp.set_defaults(func=cmd_localize)
+
+    sp = sub.add_parser("demo", help="the main job: a market of sales models helps new users",
+                        description="Starts a real market server on loopback, publishes one "
+                        "learnware per Texas city, and measures how held-out cities do with "
+                        "the market's help vs. training from scratch.")
+    sp.add_argument("--json", action="store_true", help="no progress bars")
+    sp.add_argument("--out", default="demo-out")
+    sp.add_argument("--island", choices=["txhousing", "vote", "all"], default="all")
+    sp.add_argument("--quick", action="store_true", help="fewer users and sizes (smoke run)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        return cmd_serve(None, argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from protocol.errors import LearnwareError
+    import httpx
+    try:
+        return args.func(args)
+    except LearnwareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        for d in exc.details or [] if isinstance(exc.details, list) else []:
+            print(f"  - {d.get('message')}", file=sys.stderr)
+        return EXIT_REFUSED
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the market: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
