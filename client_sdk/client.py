@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,24 @@ from .learnware import Learnware
 from .rkme import RKMESpec
 
 DEFAULT_K = 100
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically. The temporary name is unique per writer: several clients
+    (threads or processes sharing a config or cache directory) may write the same file at once,
+    and a shared temporary name would make one writer's rename fail."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def config_dir() -> Path:
@@ -135,10 +154,7 @@ class MarketClient:
         if not self._tofu:
             raise KeyMismatchError("no market key is pinned for this market; pass market_key=")
         known[self.url] = seen
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        _atomic_write(path, json.dumps(known, indent=1, sort_keys=True).encode("utf-8"))
         self._pinned = seen
         return seen
 
@@ -159,7 +175,11 @@ class MarketClient:
                 f"really changed keys, remove it from {self._known_markets_file()}")
         env = open_envelope(resp.content, nonce_store=None, expected_sender=pinned,
                             window_s=24 * 3600)
-        if reply_to is not None and env.reply_to != reply_to:
+        # An error the market raised before it could verify the request (too large, unsigned,
+        # replayed, stale...) cannot name the request's nonce: it is still the market's signed
+        # answer. Anything else must be bound to this request.
+        unbound_error = env.type == "error" and env.reply_to is None
+        if reply_to is not None and env.reply_to != reply_to and not unbound_error:
             raise ProtocolError("the market's answer is not bound to this request (reply_to)",
                                 code="bad_response")
         if env.type == "error":
@@ -291,10 +311,7 @@ class MarketClient:
             if sha256_hex(data) != sha:
                 raise ProtocolError("the model file does not match the developer-signed sha256",
                                     code="model_hash_mismatch")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            _atomic_write(path, data)
         model = load_model(data)
         return Learnware(man["learnware_id"], model, RKMESpec.from_dict(man["spec"]),
                          man["semantic"])

@@ -29,6 +29,13 @@ from .search import IslandIndex, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 
 
+#: search requirements with coordinates beyond this many kernel scales are refused (overflow).
+MAX_SCALED_COORD = 1e100
+#: plausible range of each objective's value as measured by a user (localize).
+METRIC_RANGES = {"rmse": (0.0, 1e100), "mae": (0.0, 1e100), "r2": (-1e100, 1.0),
+                 "accuracy": (0.0, 1.0), "f1": (0.0, 1.0)}
+
+
 class PublishRefused(LearnwareError):
     code = "publish_refused"
     status = 422
@@ -208,6 +215,12 @@ class Market:
                     reasons.append(Reason("kernel_mismatch", "the first spec of a new island must"
                                           " use the base kernel of its declared feature scales",
                                           "spec.gamma"))
+            ref = (np.asarray(island["kernel"]["scales"], dtype=np.float64) if island is not None
+                   else base_kernel(declared_scales, d)[1])
+            if z.shape[1] == d and not (np.abs(z / ref) <= MAX_SCALED_COORD).all():
+                reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
+                                      "scales: no data set looks like that, and the island's "
+                                      "kernel sums would overflow", "spec.z"))
         # The model: loads safely, predicts on samples herded from its own spec.
         loaded = None
         if model_bytes and not any(r.field and r.field.startswith("model") for r in reasons):
@@ -228,6 +241,17 @@ class Market:
                 key, {f: semantic[f] for f in ISLAND_FIELDS}, d,
                 {"gamma": float(gamma0), "scales": [float(s) for s in scales0],
                  "base_scales": [float(s) for s in scales0]})
+            kern = island["kernel"]
+            if not (np.isclose(kern["gamma"], gamma0, rtol=1e-9, atol=0)
+                    and np.allclose(kern["scales"], scales0, rtol=1e-9, atol=0)):
+                # Another worker created the island a moment ago from another publisher's
+                # declared scales: this spec was checked against a kernel the island does not
+                # have. Refuse it like any kernel mismatch (the SDK recomputes and retries).
+                reason = Reason("kernel_mismatch", "another publisher created this island at the "
+                                "same moment with other feature scales; fetch the island info "
+                                "and recompute the spec", "spec.gamma")
+                raise PublishRefused("learnware refused: 1 problem(s): " + reason.message,
+                                     details=[reason.to_dict()])
         pk = self.store.publish(island_pk=island["pk"], developer=envelope.sender,
                                 developer_key_id=envelope.sender_key_id, semantic=semantic,
                                 spec=spec, model_sha256=model["sha256"], model=model_bytes,
@@ -378,10 +402,24 @@ class Market:
             raise LearnwareError(f"requirement has {z.shape[1]} features; the island has "
                                  f"{island['n_features']}", code="spec_dimension", status=422,
                                  field="requirement.z")
+        if z.shape[0] != len(b) or len(b) < 1:
+            raise LearnwareError(f"requirement has {z.shape[0]} reduced points and {len(b)} "
+                                 "weights; one weight per point (at least one) is needed",
+                                 code="spec_dimension", status=422, field="requirement.beta")
+        if (b < -1e-12).any() or abs(b.sum() - 1.0) > 1e-6:
+            raise LearnwareError("requirement.beta must be non-negative and sum to 1",
+                                 code="spec_weights", status=422, field="requirement.beta")
+        if not (np.abs(z / idx.scales) <= MAX_SCALED_COORD).all():
+            raise LearnwareError("requirement.z has coordinates far outside any data set "
+                                 "(more than 1e100 kernel scales)", code="bad_spec", status=422,
+                                 field="requirement.z")
         if not (np.isclose(req["gamma"], idx.gamma, rtol=1e-9, atol=0)):
             out["message"] = ("requirement was computed with another kernel than the island's "
                               "current one; MMD evaluated under the island's kernel")
         mmd = idx.mmd_all(z, b)
+        if not np.isfinite(mmd).all():
+            raise LearnwareError("the requirement gives non-finite distances under the island's "
+                                 "kernel", code="bad_spec", status=422, field="requirement")
         order = np.argsort(mmd, kind="stable")[:max_results]
         for i in order:
             score, label = idx.fit_label(float(mmd[i]))
@@ -466,25 +504,34 @@ class Market:
                                  code="unknown_anchor", status=422, field="values")
         ids = list(values)
         vals = [float(values[i]) for i in ids]
-        res = anchors.localize(prof, ids, vals, body["n_rows"])
+        lo, hi = METRIC_RANGES[objective]
+        if not ids or not all(lo <= v <= hi for v in vals):
+            raise LearnwareError(f"values needs at least one {objective} measurement, each in "
+                                 f"[{lo:g}, {hi:g}]", code="bad_metrics", status=422,
+                                 field="values")
+        try:
+            res = anchors.localize(prof, ids, vals, body["n_rows"])
+        except ValueError as exc:
+            raise LearnwareError(f"cannot localise from these metrics: {exc}",
+                                 code="bad_metrics", status=422, field="values") from exc
         max_results = body.get("max_results", 5)
         out = {"island_id": island["island_id"], "single": [], "mixture": None,
                "objective": objective, "round": body["round"]}
-        for item in res["ranking"][:max_results]:
-            out["single"].append({"learnware_id": item["learnware_id"], "mmd": 0.0,
-                                  "score": float(item.get("score", 0.0)), "fit": "unknown",
-                                  "estimate": float(item["estimate"]),
-                                  "uncertainty": (None if item.get("uncertainty") is None
-                                                  else float(item["uncertainty"]))})
-        mix = res.get("mixture")
-        if mix:
-            out["mixture"] = {"learnware_ids": list(mix["learnware_ids"]),
-                              "weights": [float(w) for w in mix["weights"]], "mmd": 0.0,
-                              "score": float(mix.get("score", 0.0)),
-                              "estimate": (None if mix.get("estimate") is None
-                                           else float(mix["estimate"]))}
-        if res.get("message"):
-            out["message"] = res["message"]
+        # ``anchors.localize`` returns a Localization (ranking of RankedLearnware, a Mixture).
+        for item in res.ranking[:max_results]:
+            out["single"].append({"learnware_id": item.id, "mmd": 0.0,
+                                  "score": float(item.p_best), "fit": "unknown",
+                                  "estimate": float(item.estimate),
+                                  # half-width of the 80% interval, in objective units
+                                  "uncertainty": max(0.0, (float(item.high) - float(item.low))
+                                                     / 2.0)})
+        mix = res.mixture
+        if mix is not None and mix.ids:
+            out["mixture"] = {"learnware_ids": list(mix.ids),
+                              "weights": [float(w) for w in mix.weights], "mmd": 0.0,
+                              "score": 0.0, "estimate": float(mix.expected)}
+        if res.summary:
+            out["message"] = res.summary[:2000]
         more = body.get("more_anchors", 0)
         if more:
             out["next_anchors"] = list(anchors.next_anchors(prof, ids, vals, body["n_rows"],

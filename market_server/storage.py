@@ -83,6 +83,9 @@ class NotFound(LearnwareError):
     status = 404
 
 
+MAX_ID = 2**31 - 1
+
+
 def learnware_public_id(pk: int) -> str:
     return f"lw-{pk}"
 
@@ -95,9 +98,13 @@ def parse_id(text: str, prefix: str) -> int | None:
     if not isinstance(text, str) or not text.startswith(prefix + "-"):
         return None
     digits = text[len(prefix) + 1:]
-    if not digits.isdigit() or len(digits) > 18:
+    # ASCII only: str.isdigit() accepts e.g. "²", which int() then rejects.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         return None
-    return int(digits)
+    value = int(digits)
+    # ids are INTEGER columns (32-bit on PostgreSQL): a larger value names nothing, and querying
+    # it would make PostgreSQL fail with "integer out of range".
+    return value if value <= MAX_ID else None
 
 
 class FolderBlobs:

@@ -1,0 +1,349 @@
+"""Shared fixtures: in-process markets on SQLite and PostgreSQL, clients bound to them, and
+helpers that build publish envelopes by hand (for refusals the SDK would never send).
+
+* ``config_dir`` (function) points ``LWM_CONFIG_DIR`` at a fresh directory, so pinned market keys
+  never leak between tests; a session-wide fallback directory is set as well, so no test ever
+  writes to the real ``~/.config``.
+* ``market`` is one fresh market, parametrised over SQLite (a tmp dir) and PostgreSQL (a throw-away
+  schema in database ``test`` on 127.0.0.1:5432, dropped afterwards; skipped with a reason when
+  the server is unreachable). ``make_market(**config)`` builds more (same backend);
+  ``env.sibling()`` starts a second app ("worker") on the same database.
+* ``make_module_market`` is the same factory shared by a whole module (read-only tests).
+* Helpers build publish/search envelopes by hand and read signed error answers.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from client_sdk import Identity, MarketClient, RKMESpec
+from protocol.artefact import sha256_hex, sign_artefact
+from protocol.encoding import decode_array, encode_array
+from protocol.envelope import open_envelope, seal
+from protocol.island import base_kernel, robust_scales
+from protocol.modelfile import dump_model
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+PG_HOST = "127.0.0.1:5432"
+PG_DB = "test"
+PG_USERS = ("root", "postgres")
+
+_counter = itertools.count(1)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration directory
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _session_config_dir(tmp_path_factory):
+    """Fallback for every test of the session: never touch the real user config directory."""
+    old = os.environ.get("LWM_CONFIG_DIR")
+    os.environ["LWM_CONFIG_DIR"] = str(tmp_path_factory.mktemp("lwm-config-session"))
+    yield
+    if old is None:
+        os.environ.pop("LWM_CONFIG_DIR", None)
+    else:
+        os.environ["LWM_CONFIG_DIR"] = old
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh ``LWM_CONFIG_DIR`` for this test (where clients remember market keys)."""
+    d = tmp_path / "lwm-config"
+    monkeypatch.setenv("LWM_CONFIG_DIR", str(d))
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """``postgresql://<user>@127.0.0.1:5432/test`` for the first user that connects."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dev dependency
+        pytest.skip("psycopg is not installed: PostgreSQL backend not tested")
+    errors = []
+    for user in PG_USERS:
+        url = f"postgresql://{user}@{PG_HOST}/{PG_DB}"
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return url
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            errors.append(f"{user}: {str(exc).strip().splitlines()[0] if str(exc) else exc}")
+    pytest.skip(f"PostgreSQL at {PG_HOST}/{PG_DB} is unreachable ({'; '.join(errors)})")
+
+
+def _pg_exec(url: str, sql: str) -> None:
+    import psycopg
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+# --------------------------------------------------------------------------------------------
+# markets
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MarketEnv:
+    """One market app in-process, with everything a test needs to poke at it."""
+
+    backend: str
+    config: Any
+    app: Any
+    root: Path
+    url: str
+    siblings: list = field(default_factory=list)
+
+    @property
+    def state(self):
+        return self.app.extensions["learnware_market"]
+
+    @property
+    def store(self):
+        return self.state.store
+
+    @property
+    def market_key(self) -> str:
+        return self.state.identity.public_key_b64
+
+    @property
+    def transport(self) -> httpx.WSGITransport:
+        return httpx.WSGITransport(app=self.app)
+
+    def http(self) -> httpx.Client:
+        """A plain HTTP client (no signing, no verification) for raw requests."""
+        return httpx.Client(base_url=self.url, transport=self.transport)
+
+    def client(self, identity: Identity | None = None, *, cache_dir=None, transport=None,
+               **kw) -> MarketClient:
+        n = next(_counter)
+        return MarketClient(self.url, identity or Identity.generate(),
+                            transport=transport or self.transport,
+                            cache_dir=cache_dir or self.root / f"client-cache-{n}", **kw)
+
+    def sibling(self, **overrides) -> "MarketEnv":
+        """A second app (another worker, or another machine for PostgreSQL) on the same
+        database, signing with the same market identity."""
+        from market_server import ServerConfig, create_app
+        cfg = dict(vars(self.config))
+        if self.backend == "postgresql":  # other machine: own data dir, shared DB and key
+            cfg["data_dir"] = self.root / f"sibling-{next(_counter)}"
+        cfg["identity_path"] = Path(self.config.data_dir) / "market_key.pem" \
+            if self.config.identity_path is None else self.config.identity_path
+        cfg.update(overrides)
+        app = create_app(ServerConfig(**cfg))
+        env = MarketEnv(self.backend, app.extensions["learnware_market"].config, app, self.root,
+                        self.url)
+        self.siblings.append(env)
+        return env
+
+    def reply(self, resp: httpx.Response) -> tuple[str, dict]:
+        """(type, body) of a signed answer, after checking the market's signature."""
+        env = open_envelope(resp.content, nonce_store=None, expected_sender=self.market_key,
+                            window_s=3600)
+        return env.type, env.body
+
+    def close(self) -> None:
+        for s in self.siblings:
+            s.close()
+        self.store.dispose()
+
+
+class MarketFactory:
+    """Builds markets of one backend under ``root``; ``close()`` disposes them and drops their
+    PostgreSQL schemas."""
+
+    def __init__(self, backend: str, root: Path, pg_url: str | None):
+        self.backend, self.root, self.pg_url = backend, Path(root), pg_url
+        self.envs: list[MarketEnv] = []
+        self.schemas: list[str] = []
+
+    def make(self, **overrides) -> MarketEnv:
+        from market_server import ServerConfig, create_app
+        n = next(_counter)
+        root = self.root / f"market-{n}"
+        cfg = {"data_dir": root / "data", "refine_at": ()}
+        if self.backend == "postgresql":
+            schema = f"lwm_test_{uuid.uuid4().hex[:16]}"
+            _pg_exec(self.pg_url, f'CREATE SCHEMA "{schema}"')
+            self.schemas.append(schema)
+            cfg.update(db_url=self.pg_url, db_schema=schema)
+        cfg.update(overrides)
+        app = create_app(ServerConfig(**cfg))
+        env = MarketEnv(self.backend, app.extensions["learnware_market"].config, app, root,
+                        f"http://market-{n}.test")
+        self.envs.append(env)
+        return env
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        for schema in self.schemas:
+            _pg_exec(self.pg_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_market(backend, tmp_path, config_dir, request):
+    """Factory: ``make_market(**ServerConfig fields)`` -> a fresh :class:`MarketEnv` with its own
+    database (SQLite file or PostgreSQL schema). ``refine_at=()`` unless given."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    factory = MarketFactory(backend, tmp_path, url)
+    yield factory.make
+    factory.close()
+
+
+@pytest.fixture
+def market(make_market) -> MarketEnv:
+    return make_market()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def make_module_market(module_backend, tmp_path_factory, request):
+    """Like ``make_market`` but shared by a whole module (for read-only tests)."""
+    url = request.getfixturevalue("pg_url") if module_backend == "postgresql" else None
+    factory = MarketFactory(module_backend, tmp_path_factory.mktemp("module-markets"), url)
+    yield factory.make
+    factory.close()
+
+
+# --------------------------------------------------------------------------------------------
+# data and hand-built messages
+# --------------------------------------------------------------------------------------------
+def semantic(name: str = "toy task", *, features=("a", "b", "c"), task_type: str = "regression",
+             objective: str = "rmse", target: str = "y", description: str = "a toy task",
+             **extra) -> dict:
+    out = {"name": name, "description": description, "data_type": "table",
+           "task_type": task_type, "input_features": list(features), "target": target,
+           "objective": objective}
+    out.update(extra)
+    return out
+
+
+def query(sem: dict) -> dict:
+    return {f: sem[f] for f in ("data_type", "task_type", "input_features", "target",
+                                "objective")}
+
+
+def blob(rng: np.random.Generator, center, n: int = 200, spread: float = 1.0) -> np.ndarray:
+    center = np.asarray(center, dtype=float)
+    return center + spread * rng.normal(size=(n, center.size))
+
+
+def linear_task(rng, X: np.ndarray, w, noise: float = 0.1) -> np.ndarray:
+    return X @ np.asarray(w, dtype=float) + noise * rng.normal(size=len(X))
+
+
+def fitted_ridge(X, y):
+    from sklearn.linear_model import Ridge
+    return Ridge(alpha=1e-3).fit(X, y)
+
+
+def island_kernel_of(client: MarketClient, sem: dict):
+    """(gamma, scales) of the island of ``sem``; None when the island does not exist yet."""
+    info = client.island(sem)
+    if info is None:
+        return None
+    return (float(info["kernel"]["gamma"]),
+            decode_array(info["kernel"]["scales"], field="scales", ndim=1))
+
+
+def publish_parts(client: MarketClient, X: np.ndarray, sem: dict, *, model=None,
+                  model_bytes: bytes | None = None, k: int = 20, gamma: float | None = None,
+                  scales=None) -> tuple[dict, dict, bytes]:
+    """(semantic, spec dict, model bytes) exactly as the SDK would build them."""
+    sem = dict(sem)
+    kern = island_kernel_of(client, sem)
+    if kern is None:
+        sem.setdefault("feature_scales", encode_array(robust_scales(X)))
+        g0, s0 = base_kernel(decode_array(sem["feature_scales"], field="fs"), X.shape[1])
+    else:
+        sem.pop("feature_scales", None)
+        g0, s0 = kern
+    spec = RKMESpec.fit(X, k=k, gamma=g0 if gamma is None else gamma,
+                        scales=s0 if scales is None else scales, random_state=0).to_dict()
+    if model_bytes is None:
+        model_bytes = dump_model(model)
+    return sem, spec, model_bytes
+
+
+def publish_envelope(identity: Identity, sem: dict, spec: dict, model_bytes: bytes, *,
+                     sha256: str | None = None, size: int | None = None,
+                     data: str | None = None, artefact_sha256: str | None = None,
+                     validate: bool = True, **seal_kw) -> bytes:
+    """A sealed ``publish`` envelope; every part can be made inconsistent on purpose."""
+    sha = sha256 or sha256_hex(model_bytes)
+    body = {"semantic": sem, "spec": spec,
+            "model": {"format": "skops", "sha256": sha,
+                      "size": len(model_bytes) if size is None else size,
+                      "data": base64.b64encode(model_bytes).decode() if data is None else data},
+            "artefact": sign_artefact(identity, sem, spec, artefact_sha256 or sha)}
+    return seal(identity, "publish", body, validate=validate, **seal_kw)
+
+
+def search_envelope(identity: Identity, sem: dict, requirement: dict | None = None,
+                    max_results: int = 5, **seal_kw) -> bytes:
+    body = {"semantic": query(sem), "max_results": max_results}
+    if requirement is not None:
+        body["requirement"] = requirement
+    return seal(identity, "search", body, **seal_kw)
+
+
+def error_body(env: MarketEnv, resp: httpx.Response) -> dict:
+    """The body of a signed error answer; fails unless the answer is one (and is a 4xx)."""
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.content[:500])
+    assert resp.headers["content-type"].startswith("application/json")
+    mtype, body = env.reply(resp)
+    assert mtype == "error", (mtype, body)
+    assert isinstance(body["code"], str) and body["code"], body
+    assert isinstance(body["message"], str) and body["message"], body
+    return body
+
+
+def detail_codes(body: dict) -> set[str]:
+    return {d["code"] for d in body.get("details") or []}
+
+
+def count_rows(store, table: str) -> int:
+    import sqlalchemy as sa
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar())
+
+
+def blob_files(env: MarketEnv) -> set[str]:
+    """Names of the model files in the folder blob store (empty for database blobs)."""
+    root = Path(env.config.data_dir) / "blobs"
+    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def stored_blobs(env: MarketEnv) -> set[str]:
+    """sha256 of every stored model file, whatever the blob store."""
+    from market_server.storage import DatabaseBlobs
+    if isinstance(env.store.blobs, DatabaseBlobs):
+        with env.store.engine.connect() as conn:
+            return set(env.store.blobs.all_shas(conn))
+    return blob_files(env)
