@@ -49,14 +49,43 @@ def _progress(it, desc: str, enabled: bool, total: int | None = None):
     return tqdm(it, desc=desc, total=total, disable=None if enabled else True, leave=False)
 
 
-def developer_model(task: str, random_state: int = 0):
-    """What a typical developer would train on its own rows."""
+def _candidates(task: str, random_state: int):
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
     if task == "regression":
-        return HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05,
-                                             min_samples_leaf=10, random_state=random_state)
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, min_samples_leaf=20,
-                                          random_state=random_state)
+        return [make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 12))),
+                HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05,
+                                              min_samples_leaf=10, random_state=random_state)]
+    return [make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
+            HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05,
+                                           min_samples_leaf=20, random_state=random_state)]
+
+
+def developer_model(task: str, objective: str, X: np.ndarray, y: np.ndarray,
+                    time_ordered: bool, random_state: int = 0):
+    """What a careful developer does with its own rows: pick a linear model or gradient
+    boosting by validation on its own most recent rows (or a seeded holdout), then refit."""
+    from sklearn.base import clone
+    n = len(y)
+    n_val = max(12, n // 5)
+    if time_ordered:
+        tr, va = np.arange(n - n_val), np.arange(n - n_val, n)
+    else:
+        perm = np.random.default_rng(random_state).permutation(n)
+        tr, va = perm[n_val:], perm[:n_val]
+    sign = -1.0 if greater_is_better(objective) else 1.0
+    best, best_loss = None, np.inf
+    for cand in _candidates(task, random_state):
+        try:
+            m = clone(cand).fit(X[tr], y[tr])
+            loss = sign * float(evaluate(objective, y[va], m.predict(X[va])))
+        except ValueError:
+            continue
+        if loss < best_loss:
+            best, best_loss = cand, loss
+    return clone(best).fit(X, y)
 
 
 def scratch_model(task: str, X: np.ndarray, y: np.ndarray, random_state: int = 0):
@@ -96,8 +125,8 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
                 continue
             me = Identity.generate()
             with MarketClient(server.url, me, cache_dir=workdir / "dev-cache") as dev:
-                model = developer_model(task, seed).fit(sp.X_train[features].to_numpy(),
-                                                        sp.y_train)
+                model = developer_model(task, objective, sp.X_train[features].to_numpy(),
+                                        sp.y_train, island.time_ordered, seed)
                 sem = datasets.semantic_for(island, name=f"{island.name} model of {name}",
                                             description=f"{island.description} Trained on "
                                                         f"{name}.")
