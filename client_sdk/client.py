@@ -9,6 +9,7 @@ user's config directory) and bound to the request by ``reply_to``.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import tempfile
@@ -124,6 +125,7 @@ class MarketClient:
         self._tofu = trust_on_first_use and market_key is None
         self.cache_dir = Path(cache_dir) if cache_dir else config_dir() / "cache"
         self.model_transfers = 0  # how many model files this client fetched over the network
+        self._parsed: dict[str, Any] = {}  # sha256 -> model parsed from verified bytes
 
     def close(self) -> None:
         self._http.close()
@@ -312,7 +314,11 @@ class MarketClient:
                 raise ProtocolError("the model file does not match the developer-signed sha256",
                                     code="model_hash_mismatch")
             _atomic_write(path, data)
-        model = load_model(data)
+        # Parsing a skops file costs far more than hashing it: a model already parsed from the
+        # same verified bytes is copied instead of parsed again.
+        if sha not in self._parsed:
+            self._parsed[sha] = load_model(data)
+        model = copy.deepcopy(self._parsed[sha])
         return Learnware(man["learnware_id"], model, RKMESpec.from_dict(man["spec"]),
                          man["semantic"])
 

@@ -232,6 +232,10 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
 
 def run_demo(out: Path, islands: str = "all", quick: bool = False, seed: int = 0,
              progress: bool = True) -> pd.DataFrame:
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning)  # sklearn deprecation chatter
+    # Reuse says so when a user's few labels hold one class; the results table already shows it.
+    warnings.filterwarnings("ignore", message=".*labelled rows hold a single class.*")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = ["txhousing", "vote"] if islands == "all" else [islands]
