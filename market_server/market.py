@@ -362,12 +362,7 @@ class Market:
         if idx is not None and idx.version == island["version"]:
             return idx
         rows = self.store.island_learnwares(pk)
-        if idx is None or idx.kernel_version != island["kernel_version"]:
-            new = IslandIndex.build(island["kernel"], island["kernel_version"], [])
-            new.replace(rows, keep=idx)
-        else:
-            new = IslandIndex(idx.gamma, idx.scales, idx.kernel_version)
-            new.replace(rows, keep=idx)
+        new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
         new.version = island["version"]
         with self._lock:
             self._indexes[pk] = new
