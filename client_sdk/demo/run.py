@@ -205,6 +205,34 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
             .agg(metric=("metric", "first"), value=("value", "mean"), users=("user", "nunique")))
 
 
+def headline(summary: pd.DataFrame) -> list[str]:
+    """The figures the demo must show, computed from this run's summary."""
+    lines = []
+    for isl in summary["island"].unique():
+        s = summary[summary["island"] == isl]
+        metric = s["metric"].iloc[0]
+        sign = 1.0 if greater_is_better(metric) else -1.0
+        val = {(r.method, r.n_labelled): r.value for r in s.itertuples()}
+        mean, oracle, top1 = val[("market_mean", 0)], val[("oracle", 0)], val[("rkme_top1", 0)]
+        gap = (top1 - mean) / (oracle - mean) if oracle != mean else float("nan")
+        lines.append(f"\n{isl}: rkme_top1 closes {100 * gap:.0f}% of the market_mean -> oracle "
+                     f"gap ({mean:.4f} -> {oracle:.4f}, top-1 {top1:.4f})")
+        market_methods = [m for m in METHODS if m not in ("scratch", "market_mean", "oracle")]
+        for n in sorted(s["n_labelled"].unique()):
+            if n == 0 or ("scratch", n) not in val:
+                continue
+            best = max(((sign * val[(m, n)], m) for m in market_methods if (m, n) in val))
+            beats = sign * val[("scratch", n)] < best[0]
+            label_users = [m for m in ("feature_augment", "ensemble_pruning", "anchors")
+                           if (m, n) in val]
+            worst = min(label_users, key=lambda m: sign * val[(m, n)])
+            lines.append(f"  n={n:3d}: best market method {best[1]} {val[(best[1], n)]:.4f} "
+                         f"{'beats' if beats else 'does not beat'} scratch "
+                         f"{val[('scratch', n)]:.4f}; weakest label-using reuse {worst} "
+                         f"{val[(worst, n)]:.4f}")
+    return lines
+
+
 def plot(summary: pd.DataFrame, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -261,6 +289,8 @@ def run_demo(out: Path, islands: str = "all", quick: bool = False, seed: int = 0
         table = table.reindex([m for m in METHODS if m in table.index])
         print(f"\n{isl} ({s['metric'].iloc[0]}, mean over {s['users'].max()} held-out users)")
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    for line in headline(summary):
+        print(line)
     print(f"\nwrote {out / 'results.csv'}, {out / 'summary.csv'}, {out / 'curves.png'} "
           f"in {time.time() - t0:.0f} s")
     return summary
