@@ -162,7 +162,7 @@ def cmd_localize(args) -> int:
 def cmd_demo(args) -> int:
     from client_sdk.demo.run import run_demo
     run_demo(out=Path(args.out), islands=args.island, quick=args.quick, seed=args.seed,
-             progress=not args.json)
+             progress=not args.json, refine=not args.no_kernel_refinement)
     return EXIT_OK
 
 
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--island", choices=["txhousing", "vote", "all"], default="all")
     sp.add_argument("--quick", action="store_true", help="fewer users and sizes (smoke run)")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--no-kernel-refinement", action="store_true",
+                    help="ablation: islands keep their base kernel (declared feature scales)")
     sp.set_defaults(func=cmd_demo)
     return p
 

@@ -53,7 +53,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     identity = load_or_create_identity(config.identity_path or data_dir / "market_key.pem")
     state = AppState(config, store, identity, Market(config, store),
                      RateLimiter({"publish": config.rate_limit_publish,
-                                  "search": config.rate_limit_search}))
+                                  "search": config.rate_limit_search}, store=store))
     app = Flask("market_server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_bytes
     app.extensions["learnware_market"] = state

@@ -19,25 +19,50 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default ./lwm-data)")
     p.add_argument("--db", default=None, help="database URL: sqlite:///path.db or "
                    "postgresql://user@host/db (default: SQLite in --data-dir)")
+    p.add_argument("--db-schema", default=None,
+                   help="PostgreSQL schema holding the market's tables (default: the "
+                   "database's search_path, usually public); several servers given the same "
+                   "--db and --db-schema share one market")
     p.add_argument("--blob-store", choices=["folder", "db"], default=None,
                    help="where model files live (default: folder for SQLite, db for PostgreSQL)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--workers", type=int, default=1, help="worker processes (gunicorn when > 1)")
+    p.add_argument("--refine-at", default=None,
+                   help="island sizes at which the island's kernel is refined from its models, "
+                        "comma-separated, or 'none' (default 4,8,16,...,256)")
     p.add_argument("--rate-limit-publish", type=int, default=0, help="publishes per minute per key")
     p.add_argument("--rate-limit-search", type=int, default=0, help="searches per minute per key")
     return p
 
 
+def _refine_at(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise SystemExit(f"--refine-at takes comma-separated integers or 'none', got {text!r}")
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, blob_store=args.blob_store,
-                        rate_limit_publish=args.rate_limit_publish,
-                        rate_limit_search=args.rate_limit_search)
+    cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, blob_store=args.blob_store,
+                       db_schema=args.db_schema,
+                       rate_limit_publish=args.rate_limit_publish,
+                       rate_limit_search=args.rate_limit_search)
+    refine = _refine_at(args.refine_at)
+    if refine is not None:
+        cfg.refine_at = refine
+    return cfg
 
 
 def _config_to_env(cfg: ServerConfig) -> str:
     return json.dumps({"data_dir": str(cfg.data_dir), "db_url": cfg.db_url,
-                       "blob_store": cfg.blob_store, "rate_limit_publish": cfg.rate_limit_publish,
+                       "refine_at": list(cfg.refine_at),
+                       "blob_store": cfg.blob_store, "db_schema": cfg.db_schema,
+                       "rate_limit_publish": cfg.rate_limit_publish,
                        "rate_limit_search": cfg.rate_limit_search})
 
 
@@ -46,6 +71,8 @@ def app_from_env():
     from .app import create_app
     raw = json.loads(os.environ["LWM_SERVER_CONFIG"])
     raw["data_dir"] = Path(raw["data_dir"])
+    if "refine_at" in raw:
+        raw["refine_at"] = tuple(raw["refine_at"])
     return create_app(ServerConfig(**raw))
 
 

@@ -72,6 +72,15 @@ nonces = sa.Table("nonces", metadata,
                   sa.Column("nonce", sa.String(32), primary_key=True),
                   sa.Column("seen_at", sa.Float, nullable=False, index=True))
 
+# per-key request budgets, shared by every worker and server on the database (see ratelimit.py)
+rate_hits = sa.Table("rate_hits", metadata,
+                     sa.Column("id", sa.Integer, sa.Identity(), primary_key=True,
+                               autoincrement=True),
+                     sa.Column("action", sa.String(16), nullable=False),
+                     sa.Column("key_id", sa.String(32), nullable=False),
+                     sa.Column("at", sa.Float, nullable=False),
+                     sa.Index("ix_rate_hits_key", "action", "key_id", "at"))
+
 
 class StorageError(LearnwareError):
     code = "storage_error"
@@ -350,11 +359,16 @@ class Store:
             raise StorageError(f"could not store the model file: {exc.strerror or exc}") from exc
 
     def _drop_blob_if_unreferenced(self, sha: str) -> None:
-        with self.engine.begin() as conn:
-            ref = conn.execute(sa.select(learnwares.c.id)
-                               .where(learnwares.c.model_sha256 == sha)).first()
-            if ref is None:
-                self.blobs.delete(sha, conn)
+        """Best effort: when the database is unreachable the file stays, and start-up's
+        ``collect_orphan_blobs`` removes it; the caller's error is what the client must see."""
+        try:
+            with self.engine.begin() as conn:
+                ref = conn.execute(sa.select(learnwares.c.id)
+                                   .where(learnwares.c.model_sha256 == sha)).first()
+                if ref is None:
+                    self.blobs.delete(sha, conn)
+        except (sa.exc.SQLAlchemyError, OSError):
+            pass
 
     @staticmethod
     def _learnware_row(row) -> dict:
@@ -423,6 +437,35 @@ class Store:
             return True
         except sa.exc.IntegrityError:
             return False
+
+    # --- rate limits ----------------------------------------------------------------------
+    def rate_hit(self, action: str, key_id: str, limit: int, window_s: float = 60.0
+                 ) -> float | None:
+        """Count one request of ``key_id`` against ``limit`` per ``window_s`` (shared by all
+        workers): None when allowed (and recorded), else the seconds until the next one is."""
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":  # one check at a time per key
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                 {"k": f"rate:{action}:{key_id}"})
+                # a write first: on SQLite it takes the database's write lock, serialising
+                # concurrent checks of every worker
+                conn.execute(rate_hits.delete().where(
+                    rate_hits.c.action == action, rate_hits.c.key_id == key_id,
+                    rate_hits.c.at <= now - window_s))
+                recent = [r[0] for r in conn.execute(
+                    sa.select(rate_hits.c.at).where(rate_hits.c.action == action,
+                                                    rate_hits.c.key_id == key_id)
+                    .order_by(rate_hits.c.at).limit(limit))]
+                if len(recent) >= limit:
+                    return max(0.0, window_s - (now - recent[0]))
+                conn.execute(rate_hits.insert().values(action=action, key_id=key_id, at=now))
+                if int(now * 1000) % 97 == 0:  # occasional purge of keys that went quiet
+                    conn.execute(rate_hits.delete().where(rate_hits.c.at <= now - window_s))
+            return None
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"the database refused the write: {type(exc).__name__}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -106,7 +106,7 @@ def scratch_model(task: str, X: np.ndarray, y: np.ndarray, random_state: int = 0
 
 
 def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
-               progress: bool) -> list[dict]:
+               progress: bool, refine: bool = True) -> list[dict]:
     island = setup.load()
     task, objective = island.task, island.objective
     users, developers = datasets.choose_users(island, n_users=setup.n_users, random_state=seed)
@@ -115,7 +115,8 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
     splits = datasets.split_island(island, test_size=setup.test_size, random_state=seed)
     features = island.feature_names
     rows: list[dict] = []
-    with ServerProcess(workdir / f"market-{setup.name}") as server:
+    server_args = [] if refine else ["--refine-at", "none"]
+    with ServerProcess(workdir / f"market-{setup.name}", extra_args=server_args) as server:
         # --- developers publish --------------------------------------------------------
         ids, too_small = [], []
         for name in _progress(developers, f"{setup.name}: developers publish", progress):
@@ -248,6 +249,10 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
             style = "--" if method in ("market_mean", "oracle") else "-"
             ax.plot(m["n_labelled"], m["value"], style, marker="o", ms=3, label=method)
         ax.set_xscale("symlog", linthresh=5)
+        ticks = sorted(s["n_labelled"].unique())
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("labelled rows of the user (n)")
         ax.set_ylabel(s["metric"].iloc[0])
         ax.set_title(f"{isl}: error vs labelled data")
@@ -259,7 +264,7 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
 
 
 def run_demo(out: Path, islands: str = "all", quick: bool = False, seed: int = 0,
-             progress: bool = True) -> pd.DataFrame:
+             progress: bool = True, refine: bool = True) -> pd.DataFrame:
     import warnings
     warnings.filterwarnings("ignore", category=FutureWarning)  # sklearn deprecation chatter
     # Reuse says so when a user's few labels hold one class; the results table already shows it.
@@ -272,7 +277,7 @@ def run_demo(out: Path, islands: str = "all", quick: bool = False, seed: int = 0
     with tempfile.TemporaryDirectory(prefix="lwm-demo-") as tmp:
         for name in names:
             rows.extend(run_island(ISLANDS[name], Path(tmp), seed=seed, quick=quick,
-                                   progress=progress))
+                                   progress=progress, refine=refine))
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["island", "user", "n_labelled", "method", "metric",
                                            "value"])
