@@ -411,16 +411,16 @@ class Market:
         if not (np.isclose(req["gamma"], idx.gamma, rtol=1e-9, atol=0)):
             out["message"] = ("requirement was computed with another kernel than the island's "
                               "current one; MMD evaluated under the island's kernel")
-        mmd = idx.mmd_all(z, b)
+        # best candidates by exact MMD (large islands: sketch pre-selection, exact re-rank)
+        cand, mmd = idx.rank(z, b, top=max(max_results, 12))
         if not np.isfinite(mmd).all():
             raise LearnwareError("the requirement gives non-finite distances under the island's "
                                  "kernel", code="bad_spec", status=422, field="requirement")
-        order = np.argsort(mmd, kind="stable")[:max_results]
-        for i in order:
-            score, label = idx.fit_label(float(mmd[i]))
-            out["single"].append({"learnware_id": idx.ids[i], "mmd": float(mmd[i]),
+        for i, v in zip(cand[:max_results], mmd[:max_results]):
+            score, label = idx.fit_label(float(v))
+            out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
-        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results))
+        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand)
         if mix is not None:
             ids, w, v = mix
             score, _ = idx.fit_label(v)

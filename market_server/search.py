@@ -7,6 +7,13 @@ Rebuilds reuse the decoded points of learnwares already indexed; a kernel change
 cached inner products from the stored reduced points (kept in raw feature units, so every spec
 stays comparable under the island's current kernel).
 
+Scale (issue #8): from ``IslandIndex.coarse_min`` learnwares on, each embedding also has a
+fixed random-feature sketch (:mod:`market_server.sketch`, N x D float32), so a search ranks the
+island with one matrix-vector product, re-ranks the best few hundred candidates with the exact
+MMD and builds the mixture from them (:meth:`IslandIndex.rank`). Sketches are reused across
+rebuilds while the kernel is unchanged (publishing sketches only the new learnwares) and
+recomputed when it changes.
+
 Mixture: among the best single candidates, (a) the exact simplex QP of the requirement onto all
 of them, pruned to at most ``max_size`` learnwares and re-solved, and (b) greedy forward
 selection (the reference's strategy: add the learnware that lowers the mixture MMD most, exact
@@ -20,8 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.encoding import decode_array
-from protocol.kernels import EmbeddingStack, embedding_inner
+from protocol.kernels import EmbeddingStack, augmented_cols, augmented_rows, embedding_inner
 from protocol.simplex import simplex_qp
+
+from .sketch import RFFSketch
 
 
 def decode_spec(spec: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -37,43 +46,143 @@ class IslandIndex:
     kernel_version: int
     ids: list[str] = field(default_factory=list)
     pks: list[int] = field(default_factory=list)
-    points: dict = field(default_factory=dict)  # pk -> (z, beta), decoded once
+    points: dict = field(default_factory=dict)  # pk -> (z, beta), decoded once (views of stack)
     stack: EmbeddingStack | None = None
     baseline: float | None = None
     version: int = -1
+    # Two-stage search (issue #8): islands of at least ``coarse_min`` learnwares are ranked by
+    # a random-feature sketch first (N x D float32, one matrix-vector product), then the exact
+    # MMD re-ranks the best candidates. Smaller islands are ranked exactly over all.
+    coarse_min: int = 2000
+    sketch_dim: int = 512
+    sketch_seed: int = 0
+    sketch: RFFSketch | None = None
+    S: np.ndarray | None = None  # N x D float32 sketches, row i = learnware i
+    sketch_err: float = 0.0
+    margin_sigmas: float = 2.0
+    wide: int = 10  # rms error of the sketch's cross term, measured on random pairs
+
+    #: defaults for new indexes (``build`` keeps those of the index it refreshes)
+    COARSE_MIN = 2000
+    SKETCH_DIM = 512
+    SKETCH_SEED = 0
 
     @classmethod
     def build(cls, kernel: dict, kernel_version: int, rows: list[dict],
-              keep: "IslandIndex | None" = None) -> "IslandIndex":
+              keep: "IslandIndex | None" = None, **options) -> "IslandIndex":
+        """The index of these store rows (``pk``, ``learnware_id``, ``spec``). ``keep``: the
+        island's previous index, whose decoded points (always), self inner products and sketches
+        (when the kernel is unchanged) are reused. ``options``: coarse_min, sketch_dim,
+        sketch_seed."""
+        old = keep.points if keep is not None else {}
+        points = {r["pk"]: old.get(r["pk"]) or decode_spec(r["spec"]) for r in rows}
+        return cls.from_points(kernel, kernel_version, [r["learnware_id"] for r in rows],
+                               [r["pk"] for r in rows], points, keep=keep, **options)
+
+    @classmethod
+    def from_points(cls, kernel: dict, kernel_version: int, ids: list[str], pks: list[int],
+                    points: dict, keep: "IslandIndex | None" = None, *,
+                    coarse_min: int | None = None, sketch_dim: int | None = None,
+                    sketch_seed: int | None = None) -> "IslandIndex":
+        """The index of learnwares given as decoded arrays: ``points[pk] = (z, beta)``."""
         idx = cls(float(kernel["gamma"]), np.asarray(kernel["scales"], dtype=np.float64),
                   kernel_version)
-        old = keep.points if keep is not None else {}
-        for r in rows:
-            idx.points[r["pk"]] = old.get(r["pk"]) or decode_spec(r["spec"])
-        idx.ids = [r["learnware_id"] for r in rows]
-        idx.pks = [r["pk"] for r in rows]
-        if rows:
-            zs = [idx.points[pk][0] for pk in idx.pks]
-            bs = [idx.points[pk][1] for pk in idx.pks]
-            owner = np.repeat(np.arange(len(rows)), [len(b) for b in bs])
-            self_inner = None
-            if (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
-                    and np.array_equal(keep.scales, idx.scales)):
-                # unchanged kernel: reuse the inner products of learnwares already indexed
-                known = dict(zip(keep.pks, keep.stack.self_inner))
-                if all(pk in known for pk in idx.pks):
-                    self_inner = np.array([known[pk] for pk in idx.pks])
-            idx.stack = EmbeddingStack(np.concatenate(zs), np.concatenate(bs), owner, idx.gamma,
-                                       idx.scales, self_inner=self_inner)
-            idx.baseline = idx._baseline_mmd()
+        idx.coarse_min = int(coarse_min if coarse_min is not None else
+                             keep.coarse_min if keep is not None else cls.COARSE_MIN)
+        idx.sketch_dim = int(sketch_dim if sketch_dim is not None else
+                             keep.sketch_dim if keep is not None else cls.SKETCH_DIM)
+        idx.sketch_seed = int(sketch_seed if sketch_seed is not None else
+                              keep.sketch_seed if keep is not None else cls.SKETCH_SEED)
+        idx.ids, idx.pks = list(ids), list(pks)
+        if not idx.pks:
+            return idx
+        zs = [points[pk][0] for pk in idx.pks]
+        bs = [points[pk][1] for pk in idx.pks]
+        counts = np.array([len(b) for b in bs])
+        owner = np.repeat(np.arange(len(idx.pks)), counts)
+        same_kernel = (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
+                       and np.array_equal(keep.scales, idx.scales))
+        self_inner = None
+        if same_kernel:
+            # unchanged kernel: reuse the inner products of learnwares already indexed
+            # (a publish computes only the new learnware's own inner product)
+            known = dict(zip(keep.pks, keep.stack.self_inner))
+            self_inner = np.array([known.get(pk, np.nan) for pk in idx.pks])
+            new = np.flatnonzero(np.isnan(self_inner))
+            if new.size:
+                sub = EmbeddingStack(np.concatenate([zs[i] for i in new]),
+                                     np.concatenate([bs[i] for i in new]),
+                                     np.repeat(np.arange(new.size), counts[new]), idx.gamma,
+                                     idx.scales)
+                self_inner[new] = sub.self_inner
+        Z, B = np.concatenate(zs), np.concatenate(bs)
+        del zs, bs
+        ends = np.cumsum(counts)
+        for pk, s, e in zip(idx.pks, ends - counts, ends):  # views: one copy of the points
+            idx.points[pk] = (Z[s:e], B[s:e])
+        idx.stack = EmbeddingStack(Z, B, owner, idx.gamma, idx.scales, self_inner=self_inner)
+        if len(idx.pks) >= idx.coarse_min:
+            idx._build_sketches(counts, keep if same_kernel else None)
+            idx.stack._csr_view()  # prepared now, not by the first search
+            idx.sketch_err = idx._sketch_error()
+        idx.baseline = idx._baseline_mmd()
         return idx
+
+    def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
+        """Sketch every learnware; reuse the rows of ``keep`` (same kernel) when it has them."""
+        n = len(self.pks)
+        reuse = None
+        if (keep is not None and keep.sketch is not None and keep.S is not None
+                and keep.sketch.matches(self.gamma, self.scales, self.sketch_dim,
+                                        self.sketch_seed)):
+            self.sketch = keep.sketch  # same features (and reference point) as the kept rows
+            known = {pk: i for i, pk in enumerate(keep.pks)}
+            reuse = np.array([known.get(pk, -1) for pk in self.pks])
+        else:
+            center = self.stack._Z.mean(axis=0)  # a reference point: small float32 arguments
+            self.sketch = RFFSketch(self.gamma, self.scales, self.stack.n_features,
+                                    self.sketch_dim, self.sketch_seed, center=center)
+        S = np.empty((n, self.sketch_dim), dtype=np.float32)
+        new = np.arange(n) if reuse is None else np.flatnonzero(reuse < 0)
+        if reuse is not None:
+            old = np.flatnonzero(reuse >= 0)
+            S[old] = keep.S[reuse[old]]
+        if new.size:
+            if new.size == n:
+                S[:] = self.sketch.embed(self.stack._Z, self.stack.B, counts)
+            else:
+                Z = np.concatenate([self.points[self.pks[i]][0] for i in new])
+                B = np.concatenate([self.points[self.pks[i]][1] for i in new])
+                S[new] = self.sketch.embed(Z, B, counts[new])
+        self.S = S
+
+    def _sketch_error(self, pairs: int = 400, seed: int = 1) -> float:
+        """Root mean square error of ``S_i . S_j`` against the exact ``<mu_i, mu_j>`` over random
+        pairs of learnwares (mostly far apart, where the estimate is noisiest)."""
+        n = len(self.ids)
+        if n < 2 or self.S is None:
+            return 0.0
+        rng = np.random.default_rng(seed)
+        errs = []
+        for i in rng.choice(n, size=min(n, max(1, pairs // 10)), replace=False):
+            j = rng.choice(n - 1, size=min(n - 1, 10), replace=False)
+            j = j + (j >= i)
+            z, b = self.points[self.pks[i]]
+            mmd = self._exact_mmd(z, b, j)
+            cross = 0.5 * (self.stack.self_inner[i] + self.stack.self_inner[j] - mmd)
+            est = self.S[j].astype(np.float64) @ self.S[i].astype(np.float64)
+            errs.append(est - cross)
+        return float(np.sqrt(np.mean(np.concatenate(errs) ** 2)))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _baseline_mmd(self, probes: int = 40, seed: int = 0) -> float | None:
         """Median squared MMD between two different learnwares of the island: the scale of
-        'a different task' that makes a requirement's MMD readable in absolute terms."""
+        'a different task' that makes a requirement's MMD readable in absolute terms.
+
+        40 probe learnwares, each against 10 others drawn at random: 400 exact pairwise MMDs,
+        whatever the size of the island."""
         n = len(self.ids)
         if n < 2:
             return None
@@ -81,13 +190,94 @@ class IslandIndex:
         vals = []
         for i in rng.choice(n, size=min(n, probes), replace=False):
             z, b = self.points[self.pks[i]]
-            d = np.delete(self.mmd_all(z, b), i)
-            vals.append(d[rng.choice(len(d), size=min(len(d), 10), replace=False)])
+            j = rng.choice(n - 1, size=min(n - 1, 10), replace=False)
+            j = j + (j >= i)  # the others: indices of the island without i
+            vals.append(self._exact_mmd(z, b, j))
         v = float(np.median(np.concatenate(vals)))
         return v if v > 0 else None
 
+    def _exact_mmd(self, z: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Squared MMD from (z, b) to the learnwares ``idx`` only, with the precision of
+        :meth:`mmd_all` (float32 kernel blocks of "augmented" rows, sums in float64; float64
+        throughout when a weight is negative)."""
+        st = self.stack
+        idx = np.asarray(idx, dtype=np.intp).ravel()
+        zc, bq = st._query(z, b)
+        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
+        rows, pos = st._rows_of(idx)
+        if rows.size == 0:
+            cross = np.zeros(idx.size)
+        elif np.all(bq >= 0) and np.all(st.B[rows] >= 0):
+            keep = bq > 0
+            Q = augmented_cols(zc[keep], self.gamma, np.log(bq[keep]))
+            w = st.B[rows]
+            logw = np.full(w.shape, -1.0e4)  # exp() of it is exactly 0
+            logw[w > 0] = np.log(w[w > 0])
+            G = augmented_rows(st._zc_rows(rows), self.gamma, logw) @ Q
+            np.exp(G, out=G)
+            cross = np.bincount(pos, weights=G.sum(axis=1, dtype=np.float64),
+                                minlength=idx.size)
+        else:
+            cross = st.cross_inner(z, b, idx)
+        return np.maximum(q_self + st.self_inner[idx] - 2.0 * cross, 0.0)
+
     def mmd_all(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.stack.mmd2_to(z, b)
+
+    def coarse_mmd(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Sketch estimate of the squared MMD to every learnware (needs the sketches): exact
+        self inner products and the sketch's estimate of the cross term, ``|s_q|^2`` replaced by
+        the requirement's exact ``<mu_q, mu_q>`` too (only the cross term is estimated)."""
+        s = self.sketch.embed_one(z, b)
+        q_self = embedding_inner(z, b, z, b, self.gamma, self.scales)
+        cross = (self.S @ s.astype(np.float32)).astype(np.float64)
+        # the true cross term is >= 0 (positive kernel, weights >= 0): clipping the estimate
+        # removes half its noise for the many learnwares far from the requirement
+        np.maximum(cross, 0.0, out=cross)
+        return q_self + self.stack.self_inner - 2.0 * cross
+
+    def rank(self, z: np.ndarray, b: np.ndarray, top: int = 10,
+             candidates: int | None = None, *, widen: bool = True
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The best learnwares for the requirement (z, b): ``(indices, squared MMD)``, sorted by
+        the MMD, ``m = max(top, candidates)`` of them (default ``candidates`` =
+        ``max(200, 20 * top)``; fewer when the island is smaller).
+
+        Below ``coarse_min`` learnwares: the MMD to every learnware (float32 kernel blocks), the
+        best m returned. From ``coarse_min`` on: the sketch picks m candidates (exact self inner
+        products + the estimated cross term: one N x D product), widened (``widen``) to all
+        learnwares within the sketch's noise of the top-th best estimate (at most ``wide * m``);
+        their exact MMD (same precision as :meth:`mmd_all`) re-ranks them and the best m are
+        returned. Nothing is O(N k) per query."""
+        n = len(self.ids)
+        top = max(1, int(top))
+        m = min(n, max(top, int(candidates) if candidates is not None else max(200, 20 * top)))
+        if n == 0:
+            return np.zeros(0, dtype=np.intp), np.zeros(0)
+        if n < self.coarse_min or self.S is None:
+            mmd = self.mmd_all(z, b)
+            order = np.argsort(mmd, kind="stable")[:m]
+            return order, mmd[order]
+        coarse = self.coarse_mmd(z, b)
+        if not np.isfinite(coarse).all():
+            return np.arange(m), np.full(m, np.nan)  # the caller refuses non-finite distances
+        # Candidates: the best m by the sketch, widened to every learnware whose estimate is
+        # within the sketch's noise (``margin_sigmas`` rms errors of the MMD estimate) of the
+        # top-th best estimate, at most ``wide`` x m of them: where many learnwares are about
+        # as far from the requirement, the noise could otherwise push true top ones out.
+        kth = float(np.partition(coarse, top - 1)[top - 1]) if top < n else float(coarse.max())
+        within = np.flatnonzero(coarse <= kth + self.margin_sigmas * 2.0 * self.sketch_err)
+        m_max = min(n, self.wide * m) if widen else m
+        if within.size <= m:
+            cand = np.argpartition(coarse, m - 1)[:m] if m < n else np.arange(n)
+        elif within.size <= m_max:
+            cand = within
+        else:
+            cand = np.argpartition(coarse, m_max - 1)[:m_max] if m_max < n else np.arange(n)
+        cand.sort()  # ties then resolve to the lower index, as in the exact path
+        exact = self._exact_mmd(z, b, cand)
+        order = np.argsort(exact, kind="stable")[:m]
+        return cand[order], exact[order]
 
     def fit_label(self, mmd: float) -> tuple[float, str]:
         """Absolute fit: MMD relative to the island's typical between-learnware MMD."""
@@ -98,12 +288,17 @@ class IslandIndex:
         return float(max(0.0, 1.0 - ratio)), label
 
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
-                candidates: int = 12):
-        """Sparse simplex mixture closest to the requirement: (indices, weights, mmd)."""
+                candidates: int = 12, among: np.ndarray | None = None):
+        """Sparse simplex mixture closest to the requirement: (indices, weights, mmd).
+
+        ``single``: squared MMD to every learnware, or, with ``among`` (learnware indices), to
+        those learnwares only (e.g. the candidates of :meth:`rank`)."""
         n = len(self.ids)
-        if n == 0:
+        if n == 0 or len(single) == 0:
             return None
-        cand = np.argsort(single, kind="stable")[: min(n, candidates)]
+        cand = np.argsort(single, kind="stable")[: min(len(single), candidates)]
+        if among is not None:
+            cand = np.asarray(among, dtype=np.intp)[cand]
         G = self.stack.gram(cand)
         c = self.stack.cross_inner(z, b, cand)
         r = embedding_inner(z, b, z, b, self.gamma, self.scales)
