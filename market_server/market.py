@@ -361,7 +361,8 @@ class Market:
             idx = self._indexes.get(pk)
         if idx is not None and idx.version == island["version"]:
             return idx
-        rows = self.store.island_learnwares(pk)
+        known = set(idx.points) if idx is not None else set()
+        rows = self.store.island_specs(pk, known)
         new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
         new.version = island["version"]
         with self._lock:
@@ -371,7 +372,8 @@ class Market:
     def search(self, body: dict) -> dict:
         semantic = body["semantic"]
         island = self.island_for(semantic, body.get("island_id"))
-        text_matches = self._text_matches(semantic)
+        # Text search scans every live learnware: only worth it when no island matches.
+        text_matches = self._text_matches(semantic) if island is None else []
         if island is None:
             return {"island_id": None, "single": [], "mixture": None, "text_matches": text_matches,
                     "message": "no island matches this semantic specification (data type, task, "

@@ -393,6 +393,30 @@ class Store:
             rows = conn.execute(stmt.order_by(learnwares.c.id)).all()
         return [self._learnware_row(r) for r in rows]
 
+    def island_specs(self, island_pk: int, known: set[int]) -> list[dict]:
+        """Live learnwares of an island in id order, as ``{pk, learnware_id, spec?}``: the spec
+        is read and decoded only for ids not in ``known`` (a search index refresh after a
+        publish reads one spec, not the whole island)."""
+        with self.engine.connect() as conn:
+            pks = [r[0] for r in conn.execute(
+                sa.select(learnwares.c.id).where(learnwares.c.island_id == island_pk,
+                                                 learnwares.c.deleted_at.is_(None))
+                .order_by(learnwares.c.id))]
+            new = [pk for pk in pks if pk not in known]
+            specs: dict[int, Any] = {}
+            for i in range(0, len(new), 500):
+                chunk = new[i:i + 500]
+                specs.update({r.id: _loads(r.spec) for r in conn.execute(
+                    sa.select(learnwares.c.id, learnwares.c.spec)
+                    .where(learnwares.c.id.in_(chunk)))})
+        out = []
+        for pk in pks:
+            row = {"pk": pk, "learnware_id": learnware_public_id(pk)}
+            if pk in specs:
+                row["spec"] = specs[pk]
+            out.append(row)
+        return out
+
     def all_live_learnwares(self, limit: int = 100_000) -> list[dict]:
         stmt = (sa.select(learnwares.c.id, learnwares.c.island_id, learnwares.c.semantic)
                 .where(learnwares.c.deleted_at.is_(None)).order_by(learnwares.c.id).limit(limit))
