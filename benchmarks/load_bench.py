@@ -34,55 +34,16 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-D, K = 10, 50
-SEMANTIC = {"name": "bench", "description": "synthetic island", "data_type": "table",
-            "task_type": "regression", "input_features": [f"x{i}" for i in range(D)],
-            "target": "y", "objective": "rmse"}
+from search_bench import D, K, SEMANTIC, centers, fill_island  # noqa: E402  (same island)
+
 QUERY = {k: SEMANTIC[k] for k in ("data_type", "task_type", "input_features", "target",
                                   "objective")}
 MAX_OPS_PER_CLIENT = 200_000  # hard bound next to the time bound
 
 
-def centers(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-20, 20, size=(n, D))
-
-
 def base_kernel_wire():
     from protocol.island import base_kernel
     return base_kernel(np.ones(D), D)
-
-
-def fill_island(cfg, n: int, seed: int = 0) -> None:
-    """N learnwares, each a cluster of the island (as benchmarks/search_bench.py)."""
-    from sklearn.linear_model import Ridge
-    from client_sdk import Identity
-    from market_server import create_app
-    from protocol.artefact import sha256_hex, sign_artefact
-    from protocol.encoding import encode_array
-    from protocol.modelfile import dump_model
-    from protocol.semantic import island_key
-    app = create_app(cfg)
-    store = app.extensions["learnware_market"].store
-    gamma, scales = base_kernel_wire()
-    island = store.ensure_island(island_key(SEMANTIC), QUERY, D,
-                                 {"gamma": gamma, "scales": scales.tolist(),
-                                  "base_scales": scales.tolist()})
-    rng = np.random.default_rng(seed)
-    C = centers(n, seed)
-    me = Identity.generate()
-    base = Ridge().fit(rng.normal(size=(20, D)), rng.normal(size=20))
-    for i in range(n):
-        base.intercept_ = float(i)
-        model = dump_model(base)
-        sha = sha256_hex(model)
-        spec = {"z": encode_array(C[i] + rng.normal(size=(K, D))),
-                "beta": encode_array(np.full(K, 1.0 / K)), "gamma": gamma,
-                "scales": encode_array(scales), "n_features": D}
-        store.publish(island_pk=island["pk"], developer=me.public_key_b64,
-                      developer_key_id=me.key_id, semantic=SEMANTIC, spec=spec,
-                      model_sha256=sha, model=model, artefact=sign_artefact(me, SEMANTIC, spec,
-                                                                            sha))
-    store.dispose()
 
 
 def requirements(n_learnwares: int, count: int) -> list[dict]:

@@ -43,10 +43,13 @@ def centers(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-20, 20, size=(n, D))
 
 
-def fill_island(data_dir: Path, n: int, seed: int = 0) -> None:
-    """N learnwares, each a cluster of the island: spec points drawn from it, uniform weights."""
+def fill_island(target: Path | ServerConfig, n: int, seed: int = 0) -> None:
+    """N learnwares, each a cluster of the island: spec points drawn from it, uniform weights.
+    ``target``: a data folder (SQLite) or a full ServerConfig (e.g. PostgreSQL)."""
     from sklearn.linear_model import Ridge
-    app = create_app(ServerConfig(data_dir=data_dir, refine_at=()))
+    cfg = target if isinstance(target, ServerConfig) else ServerConfig(data_dir=target,
+                                                                        refine_at=())
+    app = create_app(cfg)
     store = app.extensions["learnware_market"].store
     gamma, scales = base_kernel(np.ones(D), D)
     island = store.ensure_island(island_key(SEMANTIC), {k: SEMANTIC[k] for k in

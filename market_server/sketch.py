@@ -72,12 +72,6 @@ class RFFSketch:
                 and (dim is None or int(dim) == self.dim)
                 and (seed is None or int(seed) == self.seed))
 
-    def same_features(self, other: "RFFSketch | None") -> bool:
-        """Whether sketches made by ``other`` are sketches under these very features."""
-        return (other is not None and other.matches(self.gamma, self.scales, self.dim, self.seed)
-                and other.orthogonal == self.orthogonal
-                and np.array_equal(other.center, self.center))
-
     def features(self, X) -> np.ndarray:
         """``phi(x)`` for each row of X (raw units): ``(n, D)`` float32."""
         X = np.asarray(X, dtype=np.float64)
