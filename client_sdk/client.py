@@ -12,6 +12,7 @@ import base64
 import copy
 import json
 import os
+import time
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,7 @@ class MarketClient:
         self.cache_dir = Path(cache_dir) if cache_dir else config_dir() / "cache"
         self.model_transfers = 0  # how many model files this client fetched over the network
         self._parsed: dict[str, Any] = {}  # sha256 -> model parsed from verified bytes
+        self._islands: dict[str, tuple[float, dict]] = {}  # island key -> (fetched at, info)
 
     def close(self) -> None:
         self._http.close()
@@ -207,14 +209,23 @@ class MarketClient:
     def islands(self) -> list[dict]:
         return self._get("/v1/islands", "island_list")["islands"]
 
-    def island(self, semantic: dict) -> dict | None:
-        """The island of this semantic specification, or None when none exists yet."""
+    def island(self, semantic: dict, *, max_age_s: float = 0.0) -> dict | None:
+        """The island of this semantic specification, or None when none exists yet.
+
+        ``max_age_s`` > 0 accepts an answer fetched that recently (publishing many learnwares
+        to one island; a stale kernel is caught by the market and the spec recomputed)."""
+        key = island_key(semantic)
+        hit = self._islands.get(key)
+        if hit is not None and time.monotonic() - hit[0] <= max_age_s:
+            return hit[1]
         try:
-            return self._get(f"/v1/islands/by-key/{island_key(semantic)}", "island_info")
+            info = self._get(f"/v1/islands/by-key/{key}", "island_info")
         except LearnwareError as exc:
             if exc.code == "not_found":
                 return None
             raise
+        self._islands[key] = (time.monotonic(), info)
+        return info
 
     @staticmethod
     def _kernel(island: dict) -> tuple[float, np.ndarray]:
@@ -231,7 +242,7 @@ class MarketClient:
         model_bytes = dump_model(model)
         model_sha = sha256_hex(model_bytes)
         for attempt in range(3):
-            island = self.island(semantic)
+            island = self.island(semantic, max_age_s=30.0 if attempt == 0 else 0.0)
             if island is None:
                 if "feature_scales" not in semantic:
                     semantic["feature_scales"] = encode_array(robust_scales(X))
