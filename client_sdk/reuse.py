@@ -215,6 +215,17 @@ class _LearnwareReuser(BaseEstimator):
             out[np.arange(X.shape[0]), _columns_for(labels, self.classes_)] = 1.0
         return out
 
+    def _labelled_rows(self, X: Any, y: Any, need: str) -> tuple[np.ndarray, np.ndarray]:
+        """Validated (X, y) for a reuser that learns from labels; at least 2 rows."""
+        self._check_learnwares()
+        X = self._check_X(X, reset=True)
+        y = _check_y(y, X.shape[0], self.task_type_)
+        if X.shape[0] < 2:
+            raise DataError(f"{type(self).__name__} needs at least 2 labelled rows{need}, got "
+                            f"{X.shape[0]}; use Averaging or JobSelector without labels",
+                            field="y")
+        return X, y
+
     def _all_outputs(self, X: np.ndarray) -> np.ndarray:
         """(L, n) predictions for regression, (L, n, C) probabilities for classification."""
         if self.task_type_ == REGRESSION:
@@ -561,14 +572,8 @@ class EnsemblePruning(_LearnwareReuser):
     # -- fit / predict
     def fit(self, X, y=None):
         """Pick the ensemble on the labelled rows (X, y); needs at least 2 rows."""
-        self._check_learnwares()
-        X = self._check_X(X, reset=True)
-        y = _check_y(y, X.shape[0], self.task_type_)
+        X, y = self._labelled_rows(X, y, " to compare ensembles")
         n = X.shape[0]
-        if n < 2:
-            raise DataError(f"EnsemblePruning needs at least 2 labelled rows to compare "
-                            f"ensembles, got {n}; use Averaging or JobSelector without labels",
-                            field="y")
         metric = self.metric
         if metric is None:
             metric = "brier" if self.task_type_ == CLASSIFICATION else "mse"
@@ -738,13 +743,8 @@ class FeatureAugment(_LearnwareReuser):
         from sklearn.linear_model import LogisticRegression, RidgeCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
-        self._check_learnwares()
-        X = self._check_X(X, reset=True)
-        y = _check_y(y, X.shape[0], self.task_type_)
+        X, y = self._labelled_rows(X, y, "")
         n = X.shape[0]
-        if n < 2:
-            raise DataError(f"FeatureAugment needs at least 2 labelled rows, got {n}; use "
-                            f"Averaging or JobSelector without labels", field="y")
         outputs = self._all_outputs(X)
         L = outputs.shape[0]
         n_lw_features = L if self.task_type_ == REGRESSION else L * outputs.shape[2]
