@@ -61,12 +61,39 @@ top-1 stays near 10%; the QP mixture under the refined kernel does best of the n
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from protocol.island import base_kernel as _protocol_base_kernel
 from protocol.kernels import check_kernel, herd
+
+_HERD_MEMO: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_HERD_MEMO_SIZE = 2048
+_HERD_MEMO_LOCK = threading.Lock()
+
+
+def _herd_memo(z, beta, gamma, scales, t: int, seed: int) -> np.ndarray:
+    """``herd`` is deterministic: refinements at 4, 8, 16, ... learnwares re-herd only the specs
+    they have not seen (keyed by the exact bytes of every input)."""
+    key = (hashlib.sha256(np.ascontiguousarray(z).tobytes()
+                          + np.ascontiguousarray(beta).tobytes()
+                          + np.ascontiguousarray(scales).tobytes()).hexdigest(),
+           z.shape, float(gamma), int(t), int(seed))
+    with _HERD_MEMO_LOCK:
+        hit = _HERD_MEMO.get(key)
+        if hit is not None:
+            _HERD_MEMO.move_to_end(key)
+            return hit.copy()
+    out = herd(z, beta, gamma, scales, t, random_state=seed)
+    with _HERD_MEMO_LOCK:
+        _HERD_MEMO[key] = out.copy()
+        while len(_HERD_MEMO) > _HERD_MEMO_SIZE:
+            _HERD_MEMO.popitem(last=False)
+    return out
 
 __all__ = ["base_kernel", "refine_kernel", "model_relevance", "model_outputs", "DEFAULT_FLOOR"]
 
@@ -249,7 +276,9 @@ def refine_kernel(learnwares: Sequence[Any], base_scales, task_type: str, random
         beta = np.clip(beta, 0, None)
         beta = beta / beta.sum() if beta.sum() > 0 else np.full(len(beta), 1.0 / len(beta))
         t = int(min(n_herd, max(1, 10 * len(z))))
-        samples.append(herd(z, beta, g, sc, t, random_state=int(rng.integers(2**31))))
+        samples.append(_herd_memo(np.asarray(z, dtype=np.float64),
+                                  np.asarray(beta, dtype=np.float64), g, sc, t,
+                                  int(rng.integers(2**31))))
     pool = np.vstack(samples)
 
     # b. spreads
