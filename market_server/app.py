@@ -56,6 +56,9 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
                                   "search": config.rate_limit_search}, store=store))
     app = Flask("market_server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_bytes
+    # Werkzeug answers "//" in a path with an unsigned HTML 308 redirect (routing redirects skip
+    # the error handlers); without merging, such a path is a plain signed 404.
+    app.url_map.merge_slashes = False
     app.extensions["learnware_market"] = state
     for bp in (meta, learnwares, islands, search):
         app.register_blueprint(bp)

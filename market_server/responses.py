@@ -17,13 +17,21 @@ def signed(message_type: str, body: dict, status: int = 200, reply_to: str | Non
     return Response(data, status=status, mimetype="application/json")
 
 
+def _text(value, limit: int | None = None) -> str:
+    """``str(value)`` made encodable: an error may echo request text (a field name), which can
+    hold a lone surrogate the market could not encode (and sign) as UTF-8."""
+    text = str(value)[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def error_response(exc: LearnwareError) -> Response:
-    body = {"code": exc.code, "message": exc.message[:20_000]}
+    body = {"code": _text(exc.code, 100) or "error", "message": _text(exc.message, 20_000)}
     if exc.field is not None:
-        body["field"] = str(exc.field)[:1000]
+        body["field"] = _text(exc.field, 1000)
     if isinstance(exc.details, list):
-        body["details"] = [{"code": str(d.get("code", "")), "message": str(d.get("message", "")),
-                            "field": None if d.get("field") is None else str(d["field"])}
+        body["details"] = [{"code": _text(d.get("code", "")),
+                            "message": _text(d.get("message", "")),
+                            "field": None if d.get("field") is None else _text(d["field"])}
                            for d in exc.details if isinstance(d, dict)][:100]
     reply_to = getattr(request, "lwm_nonce", None)
     status = exc.status if 400 <= exc.status < 600 else 400

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,9 @@ def decode_array(obj: Any, *, field: str = "array", allow_nonfinite: bool = Fals
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
         raise EncodingError(f"{field} must hold exactly dtype, shape and data", field=field)
     dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
-    if dtype not in ALLOWED_DTYPES:
-        raise EncodingError(f"{field} has dtype {dtype!r}; allowed: {sorted(ALLOWED_DTYPES)}",
-                            field=field)
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:  # (a list is unhashable)
+        raise EncodingError(f"{field} has dtype {str(dtype)[:40]!r}; "
+                            f"allowed: {sorted(ALLOWED_DTYPES)}", field=field)
     if (not isinstance(shape, list) or len(shape) > 4
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s for s in shape)):
         raise EncodingError(f"{field} has an invalid shape {shape!r}", field=field)
@@ -181,4 +182,29 @@ def decode(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES,
         raise EncodingError(f"message is not valid UTF-8 JSON: {exc}") from exc
     if _nesting_depth(obj) - 1 > max_depth:
         raise EncodingError(f"message nests deeper than {max_depth} levels")
+    # A "\\udXXX" escape can smuggle a lone surrogate into a string: not Unicode text, so the
+    # message has no canonical (UTF-8) form, and echoing it (an error naming the field) could
+    # not be encoded. Raw UTF-8 input cannot hold one, so only texts with such escapes are walked.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        raise EncodingError("message holds a lone UTF-16 surrogate (\\ud800-\\udfff escape); "
+                            "strings must be valid Unicode")
     return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False

@@ -67,6 +67,8 @@ class Float(Node):
     def check(self, value, path):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self._fail(path, "must be a number")
+        if isinstance(value, int) and not -1e308 <= value <= 1e308:  # float(10**400) overflows
+            self._fail(path, "is out of range")
         if not math.isfinite(value):
             self._fail(path, "must be finite")
         if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
