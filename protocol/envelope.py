@@ -2,8 +2,12 @@
 
 An envelope is ``{v, type, sender, ts, nonce, body, sig}`` (+ ``reply_to`` on responses, the nonce
 of the request answered, so an old response cannot be replayed as the answer to a new request).
-``sig`` is Ed25519 over a domain tag plus the canonical bytes of everything else. On the wire the
-bytes must be exactly the canonical encoding, so any change to any bit is refused.
+``sig`` is Ed25519 over a domain tag plus the canonical bytes of everything else, and
+:func:`seal` sends exactly those bytes. The receiver verifies the signature over the bytes as
+received (minus the ``sig`` member), without re-encoding: any change to any bit is refused. A
+sender that signs a non-canonical form of its own message is not refused (it vouched for those
+very bytes), but hashes that must agree across parties (artefact hashes, island keys) are always
+computed from the canonical encoding of the parsed values.
 
 :func:`open_envelope` checks, in order: well-formed, known version and type, body valid against the
 type's schema, signature, timestamp within the window, nonce not seen within the window.
