@@ -25,7 +25,7 @@ from protocol.island import base_kernel
 from protocol.semantic import ISLAND_FIELDS, island_key, text_score
 
 from .config import ServerConfig
-from .search import IslandIndex, decode_spec
+from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 
 
@@ -194,29 +194,21 @@ class Market:
             if (beta < -1e-12).any() or abs(beta.sum() - 1.0) > 1e-6:
                 reasons.append(Reason("spec_weights", "spec.beta must be non-negative and sum to 1",
                                       "spec.beta"))
+            # The spec must use the island's kernel (a new island's: the base kernel of the
+            # declared feature scales).
             if island is not None:
-                kern = island["kernel"]
-                scales = spec.get("scales")
-                sc = None if scales is None else decode_array(scales, field="spec.scales")
-                same = (np.isclose(spec["gamma"], kern["gamma"], rtol=1e-9, atol=0)
-                        and sc is not None and sc.shape == (d,)
-                        and np.allclose(sc, kern["scales"], rtol=1e-9, atol=0))
-                if not same:
-                    reasons.append(Reason("kernel_mismatch", "spec was not computed with the "
-                                          f"island's kernel (version {island['kernel_version']});"
-                                          " fetch the island info and recompute the spec",
-                                          "spec.gamma"))
+                gamma0, scales0 = island["kernel"]["gamma"], island["kernel"]["scales"]
+                why = (f"spec was not computed with the island's kernel (version "
+                       f"{island['kernel_version']}); fetch the island info and recompute the spec")
             else:
                 gamma0, scales0 = base_kernel(declared_scales, d)
-                sc = spec.get("scales")
-                sc = None if sc is None else decode_array(sc, field="spec.scales")
-                if not (np.isclose(spec["gamma"], gamma0, rtol=1e-9, atol=0) and sc is not None
-                        and sc.shape == (d,) and np.allclose(sc, scales0, rtol=1e-9, atol=0)):
-                    reasons.append(Reason("kernel_mismatch", "the first spec of a new island must"
-                                          " use the base kernel of its declared feature scales",
-                                          "spec.gamma"))
-            ref = (np.asarray(island["kernel"]["scales"], dtype=np.float64) if island is not None
-                   else base_kernel(declared_scales, d)[1])
+                why = ("the first spec of a new island must use the base kernel of its declared "
+                       "feature scales")
+            sc = decode_scales(spec)
+            if not (np.isclose(spec["gamma"], gamma0, rtol=1e-9, atol=0) and sc is not None
+                    and sc.shape == (d,) and np.allclose(sc, scales0, rtol=1e-9, atol=0)):
+                reasons.append(Reason("kernel_mismatch", why, "spec.gamma"))
+            ref = np.asarray(scales0, dtype=np.float64)
             if z.shape[1] == d and not (np.abs(z / ref) <= MAX_SCALED_COORD).all():
                 reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
                                       "scales: no data set looks like that, and the island's "
@@ -264,10 +256,9 @@ class Market:
 
     def _check_predictions(self, model, z, beta, spec, semantic) -> list[Reason]:
         """Does the model predict, with the declared output, on samples of its own spec?"""
-        scales = spec.get("scales")
-        scales = None if scales is None else decode_array(scales, field="spec.scales")
         try:
-            X = herd(z, beta, spec["gamma"], scales, self.config.check_samples, random_state=0)
+            X = herd(z, beta, spec["gamma"], decode_scales(spec), self.config.check_samples,
+                     random_state=0)
         except Exception as exc:  # noqa: BLE001 - a spec we cannot sample from is refused
             return [Reason("spec_unusable", f"cannot sample from the spec: {exc}", "spec")]
         try:
@@ -306,18 +297,23 @@ class Market:
         rows = self.store.island_learnwares(island_pk)
         if not rows:
             return False
-        lws = []
-        for r in rows:
-            z, beta = decode_spec(r["spec"])
-            sc = r["spec"].get("scales")
-            sc = None if sc is None else decode_array(sc, field="spec.scales")
-            lws.append({"model": self.models.get(r["model_sha256"]), "z": z, "beta": beta,
-                        "gamma": r["spec"]["gamma"], "scales": sc})
+        lws = [{"model": model, "z": z, "beta": beta, "gamma": gamma, "scales": sc}
+               for _, model, z, beta, gamma, sc in self._learnware_arrays(rows)]
         base = np.asarray(island["kernel"].get("base_scales", island["kernel"]["scales"]))
         gamma, scales = island_kernel.refine_kernel(lws, base, island["semantic"]["task_type"],
                                                     random_state=0)
         kernel = dict(island["kernel"], gamma=float(gamma), scales=[float(s) for s in scales])
         return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
+
+    def _learnware_arrays(self, rows: list[dict]) -> list[tuple]:
+        """(id, loaded model, z, beta, gamma, scales) of store rows: what the island-level
+        computations (kernel refinement, anchor profile) work on."""
+        out = []
+        for r in rows:
+            z, beta = decode_spec(r["spec"])
+            out.append((r["learnware_id"], self.models.get(r["model_sha256"]), z, beta,
+                        float(r["spec"]["gamma"]), decode_scales(r["spec"])))
+        return out
 
     # --- read -----------------------------------------------------------------------------
     def learnware_row(self, learnware_id: str) -> dict:
@@ -460,14 +456,8 @@ class Market:
         if not rows:
             raise LearnwareError("the island has no live learnwares", code="empty_island",
                                  status=404)
-        lws = []
-        for r in rows:
-            z, beta = decode_spec(r["spec"])
-            sc = r["spec"].get("scales")
-            sc = None if sc is None else decode_array(sc, field="spec.scales")
-            lws.append((r["learnware_id"], self.models.get(r["model_sha256"]), z, beta,
-                        float(r["spec"]["gamma"]), sc))
-        prof = anchors.build_island_profile(lws, island["semantic"]["objective"],
+        prof = anchors.build_island_profile(self._learnware_arrays(rows),
+                                            island["semantic"]["objective"],
                                             island["semantic"]["task_type"], random_state=0)
         with self._lock:
             self._profiles[pk] = (island["version"], prof)

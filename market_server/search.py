@@ -33,6 +33,12 @@ from protocol.simplex import simplex_qp
 from .sketch import RFFSketch
 
 
+def decode_scales(spec: dict) -> np.ndarray | None:
+    """The per-feature kernel scales a spec was fitted with (None when it states none)."""
+    scales = spec.get("scales")
+    return None if scales is None else decode_array(scales, field="spec.scales")
+
+
 def decode_spec(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     z = decode_array(spec["z"], field="spec.z", ndim=2).astype(np.float64)
     beta = decode_array(spec["beta"], field="spec.beta", ndim=1).astype(np.float64)
