@@ -234,25 +234,30 @@ class MarketClient:
 
     # --- publish ----------------------------------------------------------------------------
     def publish(self, model: Any, X_train, semantic: dict, *, k: int = DEFAULT_K,
-                random_state: int = 0) -> str:
-        """Compute the RKME locally, write the model safely, sign, upload. Returns the id."""
+                random_state: int = 0, spec: RKMESpec | None = None) -> str:
+        """Compute the RKME locally, write the model safely, sign, upload. Returns the id.
+
+        ``spec``: an RKME computed beforehand with :meth:`island_spec` (pass the semantic
+        dict it was given: it fills in or drops ``feature_scales``). It is sent as is; if the
+        market refuses it for its kernel (the
+        island was refined since), it is recomputed from ``X_train``, which may be None only
+        when no recomputation is possible (the refusal is then raised)."""
         semantic = dict(semantic)
         validate_semantic(semantic)
-        X = as_matrix(X_train, semantic["input_features"], name="X_train")
+        X = (None if X_train is None and spec is not None
+             else as_matrix(X_train, semantic["input_features"], name="X_train"))
         model_bytes = dump_model(model)
         model_sha = sha256_hex(model_bytes)
         for attempt in range(3):
-            island = self.island(semantic, max_age_s=30.0 if attempt == 0 else 0.0)
-            if island is None:
-                if "feature_scales" not in semantic:
-                    semantic["feature_scales"] = encode_array(robust_scales(X))
-                declared = decode_array(semantic["feature_scales"], field="feature_scales")
-                gamma, scales = base_kernel(declared, X.shape[1])
+            if spec is not None and attempt == 0:
+                spec_dict = spec.to_dict()  # semantic as island_spec left it
             else:
-                semantic.pop("feature_scales", None)
-                gamma, scales = self._kernel(island)
-            spec = RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
-            spec_dict = spec.to_dict()
+                if X is None:
+                    raise LearnwareError("the market refused the prepared spec for its kernel "
+                                         "and no X_train was given to recompute it",
+                                         code="kernel_mismatch")
+                spec_dict = self.island_spec(X, semantic, k=k, random_state=random_state,
+                                             max_age_s=30.0 if attempt == 0 else 0.0).to_dict()
             body = {"semantic": semantic, "spec": spec_dict,
                     "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
                               "data": base64.b64encode(model_bytes).decode("ascii")},
@@ -266,6 +271,23 @@ class MarketClient:
                     continue  # the island's kernel changed meanwhile: recompute under the new one
                 raise
         raise LearnwareError("publish failed after recomputing the spec twice")  # pragma: no cover
+
+    def island_spec(self, X, semantic: dict, *, k: int = DEFAULT_K, random_state: int = 0,
+                    max_age_s: float = 30.0) -> RKMESpec:
+        """The RKME of X under the kernel a publish to this semantic's island needs now (the
+        island's, or for a new island the base kernel of ``semantic["feature_scales"]``,
+        which is filled in from X when missing)."""
+        X = as_matrix(X, semantic["input_features"], name="X_train")
+        island = self.island(semantic, max_age_s=max_age_s)
+        if island is None:
+            if "feature_scales" not in semantic:
+                semantic["feature_scales"] = encode_array(robust_scales(X))
+            declared = decode_array(semantic["feature_scales"], field="feature_scales")
+            gamma, scales = base_kernel(declared, X.shape[1])
+        else:
+            semantic.pop("feature_scales", None)
+            gamma, scales = self._kernel(island)
+        return RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
 
     # --- search -----------------------------------------------------------------------------
     def requirement(self, X_user, semantic: dict, *, k: int = DEFAULT_K,

@@ -92,6 +92,7 @@ class Market:
         self.models = ModelCache(store)
         self._indexes: dict[int, IslandIndex] = {}
         self._profiles: dict[int, tuple[int, Any]] = {}
+        self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self._lock = threading.Lock()
 
     # --- islands --------------------------------------------------------------------------
@@ -120,7 +121,17 @@ class Market:
                                      f"semantic specification given", code="island_mismatch",
                                      status=409, field="island_id")
             return island
-        return self.store.island_by_key(island_key(semantic))
+        key = island_key(semantic)
+        head = self.store.island_head(key)
+        if head is None:
+            return None
+        cached = self._islands.get(key)  # the row, decoded once per island version
+        if cached is not None and (cached["pk"], cached["version"]) == head:
+            return cached
+        island = self.store.island(head[0])
+        if island is not None:
+            self._islands[key] = island
+        return island
 
     # --- publish --------------------------------------------------------------------------
     def publish(self, envelope) -> dict:
@@ -194,21 +205,26 @@ class Market:
             if (beta < -1e-12).any() or abs(beta.sum() - 1.0) > 1e-6:
                 reasons.append(Reason("spec_weights", "spec.beta must be non-negative and sum to 1",
                                       "spec.beta"))
-            # The spec must use the island's kernel (a new island's: the base kernel of the
-            # declared feature scales).
+            # The spec must use the island's kernel, or the one its last refinement replaced
+            # (a new island's: the base kernel of the declared feature scales).
             if island is not None:
-                gamma0, scales0 = island["kernel"]["gamma"], island["kernel"]["scales"]
+                kernels = [(island["kernel"]["gamma"], island["kernel"]["scales"])]
+                prev = island["kernel"].get("previous")
+                if prev is not None:
+                    kernels.append((prev["gamma"], prev["scales"]))
                 why = (f"spec was not computed with the island's kernel (version "
-                       f"{island['kernel_version']}); fetch the island info and recompute the spec")
+                       f"{island['kernel_version']}) nor the one before it; fetch the island "
+                       f"info and recompute the spec")
             else:
-                gamma0, scales0 = base_kernel(declared_scales, d)
+                kernels = [base_kernel(declared_scales, d)]
                 why = ("the first spec of a new island must use the base kernel of its declared "
                        "feature scales")
             sc = decode_scales(spec)
-            if not (np.isclose(spec["gamma"], gamma0, rtol=1e-9, atol=0) and sc is not None
-                    and sc.shape == (d,) and np.allclose(sc, scales0, rtol=1e-9, atol=0)):
+            if not (sc is not None and sc.shape == (d,) and any(
+                    np.isclose(spec["gamma"], g0, rtol=1e-9, atol=0)
+                    and np.allclose(sc, s0, rtol=1e-9, atol=0) for g0, s0 in kernels)):
                 reasons.append(Reason("kernel_mismatch", why, "spec.gamma"))
-            ref = np.asarray(scales0, dtype=np.float64)
+            ref = np.asarray(kernels[0][1], dtype=np.float64)
             if z.shape[1] == d and not (np.abs(z / ref) <= MAX_SCALED_COORD).all():
                 reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
                                       "scales: no data set looks like that, and the island's "
@@ -302,7 +318,14 @@ class Market:
         base = np.asarray(island["kernel"].get("base_scales", island["kernel"]["scales"]))
         gamma, scales = island_kernel.refine_kernel(lws, base, island["semantic"]["task_type"],
                                                     random_state=0)
-        kernel = dict(island["kernel"], gamma=float(gamma), scales=[float(s) for s in scales])
+        # The kernel it replaces stays acceptable for specs in flight: a developer who fetched
+        # the island a moment before publishes without recomputing. Such a spec is then on the
+        # same footing as every spec published before the refinement (raw-unit points,
+        # evaluated under the current kernel).
+        old = island["kernel"]
+        kernel = dict(old, gamma=float(gamma), scales=[float(s) for s in scales],
+                      previous={"gamma": float(old["gamma"]),
+                                "scales": [float(s) for s in old["scales"]]})
         return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
 
     def _learnware_arrays(self, rows: list[dict]) -> list[tuple]:

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.encoding import decode_array
-from protocol.kernels import EmbeddingStack, augmented_cols, augmented_rows, embedding_inner
+from protocol.kernels import (EmbeddingStack, LazyGram, augmented_cols, augmented_rows,
+                              embedding_inner)
 from protocol.simplex import simplex_qp
 
+from .bounds import balls, cross_upper
 from .sketch import RFFSketch
 
 
@@ -67,6 +69,16 @@ class IslandIndex:
     sketch_err: float = 0.0
     margin_sigmas: float = 2.0
     wide: int = 10  # rms error of the sketch's cross term, measured on random pairs
+    # Exact pruning (market_server.bounds): each learnware's enclosing ball, scaled units, the
+    # centres relative to the stack's centre; ``ball_src`` the same centres uncentred (reused
+    # by later builds while the kernel is unchanged)
+    ball_C: np.ndarray | None = None
+    ball_r: np.ndarray | None = None
+    ball_w: np.ndarray | None = None
+    ball_src: np.ndarray | None = None
+    #: largest number of learnwares a large island evaluates exactly after pruning before it
+    #: leaves the rest to the sketch
+    exact_budget: int = 2000
 
     #: defaults for new indexes (``build`` keeps those of the index it refreshes)
     COARSE_MIN = 2000
@@ -127,12 +139,38 @@ class IslandIndex:
         for pk, s, e in zip(idx.pks, ends - counts, ends):  # views: one copy of the points
             idx.points[pk] = (Z[s:e], B[s:e])
         idx.stack = EmbeddingStack(Z, B, owner, idx.gamma, idx.scales, self_inner=self_inner)
+        if np.all(B >= 0):  # (always so for published specs: simplex weights)
+            idx._build_balls(counts, keep if same_kernel else None)
+            if len(idx.pks) < idx.coarse_min:
+                idx.stack._A32  # float32 rows for the exact stage: ~50 bytes per point
         if len(idx.pks) >= idx.coarse_min:
             idx._build_sketches(counts, keep if same_kernel else None)
             idx.stack._csr_view()  # prepared now, not by the first search
             idx.sketch_err = idx._sketch_error()
         idx.baseline = idx._baseline_mmd()
         return idx
+
+    def _build_balls(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
+        """Each learnware's enclosing ball (scaled units); reuse those of ``keep`` (same
+        kernel) and compute the new ones in chunks of embeddings (memory stays flat)."""
+        n, d = len(self.pks), self.stack.n_features
+        src, r, w = np.empty((n, d)), np.empty(n), np.empty(n)
+        known = ({pk: i for i, pk in enumerate(keep.pks)}
+                 if keep is not None and keep.ball_src is not None else {})
+        reuse = np.array([known.get(pk, -1) for pk in self.pks], dtype=np.intp)
+        old = np.flatnonzero(reuse >= 0)
+        if old.size:
+            src[old], r[old], w[old] = (keep.ball_src[reuse[old]], keep.ball_r[reuse[old]],
+                                        keep.ball_w[reuse[old]])
+        new = np.flatnonzero(reuse < 0)
+        per = max(1, (1 << 20) // max(1, int(counts.max())))  # embeddings per chunk
+        for s in range(0, new.size, per):
+            part = new[s:s + per]
+            Zs = np.concatenate([self.points[self.pks[i]][0] for i in part]) / self.scales
+            Bp = np.concatenate([self.points[self.pks[i]][1] for i in part])
+            src[part], r[part], w[part] = balls(Zs, Bp, counts[part])
+        self.ball_src, self.ball_r, self.ball_w = src, r, w
+        self.ball_C = src - self.stack.center
 
     def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
         """Sketch every learnware; reuse the rows of ``keep`` (same kernel) when it has them."""
@@ -206,26 +244,37 @@ class IslandIndex:
         """Squared MMD from (z, b) to the learnwares ``idx`` only, with the precision of
         :meth:`mmd_all` (float32 kernel blocks of "augmented" rows, sums in float64; float64
         throughout when a weight is negative)."""
+        zc, bq = self.stack._query(z, b)
+        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
+        return self._mmd_of(zc, bq, q_self, idx)
+
+    def _mmd_of(self, zc, bq, q_self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.intp).ravel()
+        cross = self._cross(zc, bq, idx)
+        return np.maximum(q_self + self.stack.self_inner[idx] - 2.0 * cross, 0.0)
+
+    def _cross(self, zc: np.ndarray, bq: np.ndarray, idx) -> np.ndarray:
+        """``<mu_q, mu_i>`` for the learnwares ``idx``; ``zc`` already scaled and centred."""
         st = self.stack
         idx = np.asarray(idx, dtype=np.intp).ravel()
-        zc, bq = st._query(z, b)
-        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
         rows, pos = st._rows_of(idx)
         if rows.size == 0:
-            cross = np.zeros(idx.size)
-        elif np.all(bq >= 0) and np.all(st.B[rows] >= 0):
+            return np.zeros(idx.size)
+        if np.all(bq >= 0) and (self.ball_C is not None or np.all(st.B[rows] >= 0)):
             keep = bq > 0
             Q = augmented_cols(zc[keep], self.gamma, np.log(bq[keep]))
-            w = st.B[rows]
-            logw = np.full(w.shape, -1.0e4)  # exp() of it is exactly 0
-            logw[w > 0] = np.log(w[w > 0])
-            G = augmented_rows(st._zc_rows(rows), self.gamma, logw) @ Q
+            if st._A32_cache is not None:  # prepared rows (small islands): a gather
+                A = st._A32_cache[rows]
+            else:
+                w = st.B[rows]
+                logw = np.full(w.shape, -1.0e4)  # exp() of it is exactly 0
+                logw[w > 0] = np.log(w[w > 0])
+                A = augmented_rows(st._zc_rows(rows), self.gamma, logw)
+            G = A @ Q
             np.exp(G, out=G)
-            cross = np.bincount(pos, weights=G.sum(axis=1, dtype=np.float64),
-                                minlength=idx.size)
-        else:
-            cross = st.cross_inner(z, b, idx)
-        return np.maximum(q_self + st.self_inner[idx] - 2.0 * cross, 0.0)
+            return np.bincount(pos, weights=G @ np.ones(G.shape[1], dtype=np.float32),
+                               minlength=idx.size)
+        return st._cross(zc, bq, idx, "double")
 
     def mmd_all(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.stack.mmd2_to(z, b)
@@ -243,30 +292,43 @@ class IslandIndex:
         return q_self + self.stack.self_inner - 2.0 * cross
 
     def rank(self, z: np.ndarray, b: np.ndarray, top: int = 10,
-             candidates: int | None = None, *, widen: bool = True
+             candidates: int | None = None, *, widen: bool = True, prune: bool = True
              ) -> tuple[np.ndarray, np.ndarray]:
-        """The best learnwares for the requirement (z, b): ``(indices, squared MMD)``, sorted by
-        the MMD, ``m = max(top, candidates)`` of them (default ``candidates`` =
-        ``max(200, 20 * top)``; fewer when the island is smaller).
+        """The ``top`` best learnwares for the requirement (z, b): ``(indices, squared MMD)``,
+        sorted by the MMD (ties to the lower index), fewer when the island is smaller.
 
-        Below ``coarse_min`` learnwares: the MMD to every learnware (float32 kernel blocks), the
-        best m returned. From ``coarse_min`` on: the sketch picks m candidates (exact self inner
-        products + the estimated cross term: one N x D product), widened (``widen``) to all
-        learnwares within the sketch's noise of the top-th best estimate (at most ``wide * m``);
-        their exact MMD (same precision as :meth:`mmd_all`) re-ranks them and the best m are
-        returned. Nothing is O(N k) per query."""
+        1. Exact pruning (``prune``, non-negative weights): ball bounds
+           (:mod:`market_server.bounds`) give a lower bound on every learnware's MMD in
+           ``O(N k_q)``; the exact MMD is evaluated in order of the bound until no bound is below
+           the ``top``-th best exact value. The answer is the exact ranking's head; it is
+           returned whenever the learnwares left to evaluate are at most half the island (small
+           islands) or ``exact_budget`` (islands with sketches).
+        2. Otherwise, below ``coarse_min`` learnwares: the MMD to every learnware (float32
+           kernel blocks).
+        3. Otherwise the sketch picks ``candidates`` (default ``max(200, 20 * top)``) among the
+           learnwares the bounds did not exclude, widened (``widen``) to all whose estimate is
+           within the sketch's noise of the top-th best estimate (at most ``wide`` times as
+           many); their exact MMD (same precision as :meth:`mmd_all`) re-ranks them. Nothing is
+           ``O(N k)`` per query on this path."""
         n = len(self.ids)
-        top = max(1, int(top))
-        m = min(n, max(top, int(candidates) if candidates is not None else max(200, 20 * top)))
+        top = min(n, max(1, int(top)))
         if n == 0:
             return np.zeros(0, dtype=np.intp), np.zeros(0)
+        lower = threshold = None
+        if prune and self.ball_C is not None and np.all(np.asarray(b) >= 0):
+            lower, threshold, done = self._pruned(z, b, top)
+            if done is not None:
+                return done
         if n < self.coarse_min or self.S is None:
             mmd = self.mmd_all(z, b)
-            order = np.argsort(mmd, kind="stable")[:m]
+            order = np.argsort(mmd, kind="stable")[:top]
             return order, mmd[order]
+        m = min(n, max(top, int(candidates) if candidates is not None else max(200, 20 * top)))
         coarse = self.coarse_mmd(z, b)
         if not np.isfinite(coarse).all():
-            return np.arange(m), np.full(m, np.nan)  # the caller refuses non-finite distances
+            return np.arange(top), np.full(top, np.nan)  # the caller refuses non-finite distances
+        if lower is not None:
+            coarse[lower > threshold] = np.inf  # provably outside the top: never a candidate
         # Candidates: the best m by the sketch, widened to every learnware whose estimate is
         # within the sketch's noise (``margin_sigmas`` rms errors of the MMD estimate) of the
         # top-th best estimate, at most ``wide`` x m of them: where many learnwares are about
@@ -280,10 +342,41 @@ class IslandIndex:
             cand = within
         else:
             cand = np.argpartition(coarse, m_max - 1)[:m_max] if m_max < n else np.arange(n)
+        cand = cand[np.isfinite(coarse[cand])]
         cand.sort()  # ties then resolve to the lower index, as in the exact path
         exact = self._exact_mmd(z, b, cand)
-        order = np.argsort(exact, kind="stable")[:m]
+        order = np.argsort(exact, kind="stable")[:top]
         return cand[order], exact[order]
+
+    #: squared-MMD slack of the pruning test: covers the float32 error of the exact values
+    PRUNE_TOL = 1e-5
+
+    def _pruned(self, z, b, top):
+        """Exact top by bound-ordered evaluation: ``(lower bounds, threshold, result or None)``.
+
+        The result is None when too many learnwares survive the bounds for an exact answer to
+        pay off; the caller then uses ``lower > threshold`` to exclude learnwares for sure."""
+        n, st = len(self.ids), self.stack
+        zc, bq = st._query(z, b)
+        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)
+        lower = (q_self + st.self_inner
+                 - 2.0 * cross_upper(zc, bq, self.ball_C, self.ball_r, self.ball_w, self.gamma))
+        if not np.isfinite(lower).all():
+            return None, None, None
+        first = min(n, max(2 * top, 16))
+        idx0 = np.argpartition(lower, first - 1)[:first] if first < n else np.arange(n)
+        ex0 = self._mmd_of(zc, bq, q_self, idx0)
+        threshold = float(np.partition(ex0, top - 1)[top - 1]) + self.PRUNE_TOL
+        mask = lower <= threshold
+        mask[idx0] = False
+        rest = np.flatnonzero(mask)
+        small = n < self.coarse_min or self.S is None
+        if rest.size > (n // 2 if small else self.exact_budget):
+            return lower, threshold, None
+        idx = np.concatenate([idx0, rest])
+        mmd = np.concatenate([ex0, self._mmd_of(zc, bq, q_self, rest)]) if rest.size else ex0
+        order = np.lexsort((idx, mmd))[:top]
+        return lower, threshold, (idx[order], mmd[order])
 
     def fit_label(self, mmd: float) -> tuple[float, str]:
         """Absolute fit: MMD relative to the island's typical between-learnware MMD."""
@@ -293,43 +386,64 @@ class IslandIndex:
         label = "good" if ratio < 0.3 else "fair" if ratio < 0.7 else "poor"
         return float(max(0.0, 1.0 - ratio)), label
 
+    #: parsimony of the recommended mixture: a learnware joins it only if it lowers the
+    #: mixture's squared MMD by at least this fraction, and the full QP runs only when the
+    #: Frank-Wolfe gap says a mixture of the candidates could do that much better. (Without it,
+    #: far learnwares join with weights ~1e-3 that shave a fraction of a percent off the MMD
+    #: and only add models for the user to download and run.)
+    MIXTURE_RTOL = 0.05
+
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
                 candidates: int = 12, among: np.ndarray | None = None):
         """Sparse simplex mixture closest to the requirement: (indices, weights, mmd).
 
         ``single``: squared MMD to every learnware, or, with ``among`` (learnware indices), to
-        those learnwares only (e.g. the candidates of :meth:`rank`)."""
+        those learnwares only (e.g. the candidates of :meth:`rank`).
+
+        Greedy forward selection over the best ``candidates`` singles first (exact line search
+        for every candidate at once, then the QP on the chosen set, warm-started); the Gram
+        matrix is computed a column at a time as learnwares are chosen. Then, only if greedy
+        filled all ``max_size`` places and the Frank-Wolfe gap of its mixture over all
+        candidates says a mixture of them could be better by more than ``MIXTURE_RTOL`` of its
+        squared MMD, the full QP over the
+        candidates, pruned to ``max_size`` and re-solved; it replaces the greedy answer when it
+        is better by that fraction too."""
         n = len(self.ids)
         if n == 0 or len(single) == 0:
             return None
         cand = np.argsort(single, kind="stable")[: min(len(single), candidates)]
         if among is not None:
             cand = np.asarray(among, dtype=np.intp)[cand]
-        G = self.stack.gram(cand)
-        c = self.stack.cross_inner(z, b, cand)
-        r = embedding_inner(z, b, z, b, self.gamma, self.scales)
+        m = len(cand)
+        zc, bq = self.stack._query(z, b)
+        c = self._cross(zc, bq, cand)
+        r = embedding_inner(zc, bq, zc, bq, self.gamma)
+        lazy = LazyGram(self.stack, cand)
+        G, need = lazy.G, lazy.need
 
         def value(sel, w):
             return max(float(w @ G[np.ix_(sel, sel)] @ w - 2 * w @ c[sel] + r), 0.0)
 
-        def solve(sel):
-            w, _ = simplex_qp(G[np.ix_(sel, sel)], c[sel])
+        def solve(sel, b0=None):
+            # warm starts (a vertex, a pruned or extended solution) let the active set finish
+            # in a few face solves instead of starting from the full support
+            w, _ = simplex_qp(G[np.ix_(sel, sel)], c[sel], b0=b0)
             return w, value(sel, w)
 
-        # (a) full QP over the candidates, pruned to the largest weights and re-solved.
-        w_all, _ = solve(np.arange(len(cand)))
-        keep = np.argsort(-w_all, kind="stable")[:max_size]
-        keep = keep[w_all[keep] > 1e-9] if (w_all[keep] > 1e-9).any() else keep[:1]
-        w_a, v_a = solve(keep)
-        # (b) greedy forward selection with an exact line search for every candidate at once.
-        diag = np.diag(G)
-        first = int(np.argmin(diag - 2 * c))
+        def fw_gap(sel, w):
+            """Bound on how much any mixture of the candidates lowers the squared MMD."""
+            g = G[:, sel] @ w - c  # gradient of 0.5 w'Gw - c'w over all candidates
+            return 2.0 * max(float(g[sel] @ w - g.min()), 0.0)
+
+        diag = np.diag(G).copy()
+        first = int(np.argmin(diag - 2 * c))  # the best single learnware
+        need(first)
         sel, w = [first], np.array([1.0])
         v_b = value(np.array(sel), w)
-        while len(sel) < min(max_size, len(cand)):
-            full = np.zeros(len(cand))
+        while len(sel) < min(max_size, m) and fw_gap(sel, w) > self.MIXTURE_RTOL * v_b:
+            full = np.zeros(m)
             full[sel] = w
-            Gw = G @ full
+            Gw = G[:, sel] @ w
             wGw, cw = float(full @ Gw), float(full @ c)
             # mixture (1 - t) w + t e_j: quadratic in t with these coefficients
             A = wGw - 2 * Gw + diag
@@ -340,15 +454,30 @@ class IslandIndex:
             j = int(np.argmin(gain))
             if not np.isfinite(gain[j]) or gain[j] >= -1e-12:
                 break
+            need(j)
             sel.append(j)
-            w, v_new = solve(np.array(sel))
-            if v_new >= v_b - 1e-15:
+            w_prev = w
+            w, v_new = solve(np.array(sel), np.append((1.0 - t[j]) * w, t[j]))
+            if v_new > v_b * (1.0 - self.MIXTURE_RTOL):  # too little gain: keep the previous
                 sel.pop()
-                w, _ = solve(np.array(sel))
+                w = w_prev
                 break
             v_b = v_new
-        if v_b < v_a:
-            keep, w_a, v_a = np.array(sel), w, v_b
+        keep, w_a, v_a = np.array(sel), w, v_b
+        # Greedy stops short of max_size when no single addition is worth it; when it filled
+        # every place, a better set of max_size may exist: the full QP over the candidates
+        # (if the Frank-Wolfe gap leaves room for it), pruned to max_size and re-solved.
+        if (len(sel) == max_size < m and fw_gap(sel, w) > self.MIXTURE_RTOL * v_b):
+            # the full QP over the candidates, from the greedy support, pruned and re-solved
+            need(np.arange(m))
+            start = np.zeros(m)
+            start[sel] = w
+            w_all, _ = solve(np.arange(m), start)
+            top = np.argsort(-w_all, kind="stable")[:max_size]
+            top = top[w_all[top] > 1e-9] if (w_all[top] > 1e-9).any() else top[:1]
+            w_q, v_q = solve(top, w_all[top])
+            if v_q < v_a * (1.0 - self.MIXTURE_RTOL):
+                keep, w_a, v_a = top, w_q, v_q
         nz = w_a > 1e-9
         keep, w_a = keep[nz], w_a[nz] / w_a[nz].sum()
         order = np.argsort(-w_a, kind="stable")

@@ -263,6 +263,14 @@ class Store:
             row = conn.execute(stmt).first()
         return None if row is None else self._island_row(row)
 
+    def island_head(self, key: str) -> tuple[int, int] | None:
+        """``(pk, version)`` of the island with this key: the cheap freshness check a search
+        makes before using its cached island row and index."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(islands.c.id, islands.c.version)
+                            .where(islands.c.island_key == key)).first()
+        return None if row is None else (int(row[0]), int(row[1]))
+
     def island(self, island_pk: int) -> dict | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(islands).where(islands.c.id == island_pk)).first()

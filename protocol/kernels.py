@@ -30,7 +30,7 @@ import numpy as np
 __all__ = [
     "BLOCK_ELEMENTS", "check_kernel", "gaussian_kernel", "embedding_inner", "mmd2",
     "self_inners", "mmd2_to_many", "embedding_gram", "cross_inner", "EmbeddingStack",
-    "augmented_rows", "augmented_cols", "herd",
+    "augmented_rows", "augmented_cols", "herd", "LazyGram",
 ]
 
 BLOCK_ELEMENTS = 1 << 17  # ~1 MiB of float64 per kernel block: stays in cache
@@ -375,16 +375,92 @@ class EmbeddingStack:
         out = q_self + self.self_inner - 2.0 * cross
         return np.maximum(out, 0.0)
 
-    def gram(self, idx) -> np.ndarray:
-        """Gram matrix ``G[a, c] = <mu_idx[a], mu_idx[c]>`` of the selected embeddings (float64)."""
+    def gram(self, idx, cols=None, *, precision: str = "double") -> np.ndarray:
+        """Gram matrix ``G[a, c] = <mu_idx[a], mu_cols[c]>`` of the selected embeddings (float64;
+        ``cols`` defaults to ``idx``, the symmetric case).
+
+        ``precision="single"`` evaluates the kernel block in float32 "augmented" form (sums in
+        float64, entries of an embedding with itself taken from the cached self inner products):
+        about 1e-7 off, several times faster; it needs non-negative weights (falls back to
+        double otherwise)."""
         idx = np.asarray(idx, dtype=np.intp).ravel()
+        sym = cols is None
+        cols = idx if sym else np.asarray(cols, dtype=np.intp).ravel()
         rows, pos = self._rows_of(idx)
-        zc = self._zc_rows(rows)
-        K = np.exp(self.gamma * _neg_sqdist(zc, zc, np.einsum("ij,ij->i", zc, zc)))
+        crows, cpos = (rows, pos) if sym else self._rows_of(cols)
+        zc, zc2 = self._zc_rows(rows), self._zc_rows(crows)
+        w, w2 = self.B[rows], self.B[crows]
+        if (precision == "single" and idx.size and cols.size and np.all(w >= 0)
+                and np.all(w2 >= 0) and np.all(self._counts[idx] > 0)
+                and np.all(self._counts[cols] > 0)):
+            E = (augmented_rows(zc, self.gamma, _safe_log(w))
+                 @ augmented_cols(zc2, self.gamma, _safe_log(w2)))
+            np.exp(E, out=E)
+            starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+            cstarts = np.flatnonzero(np.r_[True, cpos[1:] != cpos[:-1]])
+            G = np.add.reduceat(np.add.reduceat(E, cstarts, axis=1, dtype=np.float64),
+                                starts, axis=0)
+            if sym:
+                G = 0.5 * (G + G.T)
+            same = idx[:, None] == cols[None, :]
+            G[same] = np.broadcast_to(self.self_inner[idx][:, None], same.shape)[same]
+            return G
+        if precision not in ("single", "double"):
+            raise ValueError("precision must be 'single' or 'double'")
+        K = np.exp(self.gamma * _neg_sqdist(zc, zc2, np.einsum("ij,ij->i", zc2, zc2)))
         W = np.zeros((idx.size, rows.size))
-        W[pos, np.arange(rows.size)] = self.B[rows]
-        G = W @ K @ W.T
-        return 0.5 * (G + G.T)
+        W[pos, np.arange(rows.size)] = w
+        W2 = np.zeros((cols.size, crows.size))
+        W2[cpos, np.arange(crows.size)] = w2
+        G = W @ K @ W2.T
+        return 0.5 * (G + G.T) if sym else G
+
+
+class LazyGram:
+    """``G[a, c] = <mu_idx[a], mu_idx[c]>`` computed a column at a time (``need``), for a search
+    that only ever looks at the columns of the learnwares it picks (greedy mixtures).
+
+    ``G`` holds NaN where nothing was computed yet; its diagonal is the cached self inner
+    products. Single precision blocks as in :meth:`EmbeddingStack.gram` (non-negative weights;
+    otherwise every column is computed in double at the first call)."""
+
+    def __init__(self, stack: "EmbeddingStack", idx):
+        self.stack = stack
+        self.idx = np.asarray(idx, dtype=np.intp).ravel()
+        m = self.idx.size
+        self.G = np.full((m, m), np.nan)
+        self.G[np.diag_indices(m)] = stack.self_inner[self.idx]
+        self.known = np.zeros(m, dtype=bool)
+        rows, pos = stack._rows_of(self.idx)
+        w = stack.B[rows]
+        self._single = bool(m and np.all(w >= 0) and np.all(stack._counts[self.idx] > 0))
+        if self._single:
+            self._zc, self._logw = stack._zc_rows(rows), _safe_log(w)
+            self._A = augmented_rows(self._zc, stack.gamma, self._logw)
+            self._starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+            self._ends = np.r_[self._starts[1:], rows.size]
+
+    def need(self, cols) -> np.ndarray:
+        """Make columns ``cols`` (positions in ``idx``) available; returns G."""
+        cols = np.atleast_1d(np.asarray(cols, dtype=np.intp))
+        cols = cols[~self.known[cols]]
+        if cols.size == 0:
+            return self.G
+        if not self._single:
+            cols = np.arange(self.idx.size)
+            self.G[:] = self.stack.gram(self.idx)
+        else:
+            sel = np.concatenate([np.arange(self._starts[j], self._ends[j]) for j in cols])
+            E = self._A @ augmented_cols(self._zc[sel], self.stack.gamma, self._logw[sel])
+            np.exp(E, out=E)
+            cstarts = np.r_[0, np.cumsum(self._ends[cols] - self._starts[cols])[:-1]]
+            block = np.add.reduceat(np.add.reduceat(E, cstarts, axis=1, dtype=np.float64),
+                                    self._starts, axis=0)
+            self.G[:, cols] = block
+            self.G[cols, :] = block.T
+            self.G[cols, cols] = self.stack.self_inner[self.idx[cols]]
+        self.known[cols] = True
+        return self.G
 
 
 def self_inners(Z_stack, B_stack, owner, gamma, scales=None, n_embeddings=None) -> np.ndarray:

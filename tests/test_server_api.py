@@ -267,3 +267,29 @@ def test_search_without_island_or_requirement(market):
     res = user.search(None, SEM, max_results=2)
     assert [m.learnware_id for m in res.single] == [lw["id"] for lw in lws[:2]]
     assert all(m.fit == "unknown" for m in res.single)
+
+
+def test_publish_a_spec_prepared_beforehand(market):
+    """``island_spec`` then ``publish(..., spec=)``: the fit can happen before (and apart from)
+    the upload; a spec under the wrong kernel is recomputed from X, or refused without X."""
+    from client_sdk import RKMESpec
+    env = market
+    rng = np.random.default_rng(77)
+    client = env.client()
+    X1, X2 = blob(rng, (0, 0, 0), n=150), blob(rng, (2, 0, 1), n=150)
+    sem = dict(SEM)
+    spec = client.island_spec(X1, sem)  # a new island: the declared scales are filled in
+    assert "feature_scales" in sem
+    assert client.publish(fitted_ridge(X1, linear_task(rng, X1, (1, 2, 3))), None, sem,
+                          spec=spec) == "lw-1"
+    sem2 = dict(SEM)
+    spec2 = client.island_spec(X2, sem2)
+    assert "feature_scales" not in sem2
+    assert client.publish(fitted_ridge(X2, linear_task(rng, X2, (3, 2, 1))), None, sem2,
+                          spec=spec2) == "lw-2"
+    bad = RKMESpec.fit(X2, k=20, gamma=0.9, random_state=0)
+    model = fitted_ridge(X2, linear_task(rng, X2, (0, 2, 1)))
+    with pytest.raises(LearnwareError) as exc:
+        client.publish(model, None, sem2, spec=bad)
+    assert exc.value.code == "kernel_mismatch"
+    assert client.publish(model, X2, sem2, spec=bad) == "lw-3"  # recomputed from X

@@ -15,7 +15,7 @@ from protocol.envelope import seal
 from protocol.errors import LearnwareError
 
 from tests.conftest import (blob, blob_files, count_rows, detail_codes, error_body,
-                            fitted_ridge, linear_task, publish_envelope, publish_parts, query,
+                            fitted_ridge, island_kernel_of, linear_task, publish_envelope, publish_parts, query,
                             search_envelope, semantic, stored_blobs)
 
 SEM = semantic("error cases")
@@ -662,3 +662,34 @@ def test_absurd_spec_values_are_refused_not_crashed(market):
     assert env.client(dev).publish(fitted_ridge(X, X @ [1.0, 1.0, 1.0]), X, SEM) == "lw-1"
     res = env.client().search(X, SEM)
     assert res.single[0].learnware_id == "lw-1" and np.isfinite(res.single[0].mmd)
+
+
+def test_spec_under_the_kernel_a_refinement_replaced_is_accepted(one_published):
+    """A developer who fetched the island just before a refinement publishes without
+    recomputing; a spec two kernels old is refused."""
+    env, _, X, rng = one_published
+    market = env.app.extensions["learnware_market"].market
+    client = env.client(Identity.generate())
+    old = island_kernel_of(client, SEM)
+    island = env.store.island(1)
+
+    def refine(scales):
+        kernel = dict(island["kernel"], previous={"gamma": island["kernel"]["gamma"],
+                                                  "scales": island["kernel"]["scales"]})
+        kernel["scales"] = list(scales)
+        assert env.store.set_kernel(1, kernel, env.store.island(1)["kernel_version"])
+        island.update(env.store.island(1))
+
+    parts = [publish_parts(client, X, SEM, gamma=old[0], scales=old[1],
+                           model=fitted_ridge(X, linear_task(rng, X, (i, -1, 1))))
+             for i in (1, 2)]
+    refine(np.asarray(old[1]) * 1.5)
+    dev = Identity.generate()
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[0]))
+    assert r.status_code == 201, r.content[:300]
+    refine(np.asarray(old[1]) * 2.0)  # the spec's kernel is now two refinements old
+    before = _state(env)
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[1]))
+    assert r.status_code == 422 and "kernel_mismatch" in detail_codes(error_body(env, r))
+    assert _state(env) == before
+    assert market.search({"semantic": query(SEM), "max_results": 5})["single"]
