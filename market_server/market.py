@@ -273,8 +273,11 @@ class Market:
     def _check_predictions(self, model, z, beta, spec, semantic) -> list[Reason]:
         """Does the model predict, with the declared output, on samples of its own spec?"""
         try:
-            X = herd(z, beta, spec["gamma"], decode_scales(spec), self.config.check_samples,
-                     random_state=0)
+            t = self.config.check_samples
+            # a pool of 8 candidates per sample is plenty for a check (the default pool of
+            # 2,000 serves the refinement's and the anchors' estimates)
+            X = herd(z, beta, spec["gamma"], decode_scales(spec), t, random_state=0,
+                     n_candidates=max(8 * t, 256))
         except Exception as exc:  # noqa: BLE001 - a spec we cannot sample from is refused
             return [Reason("spec_unusable", f"cannot sample from the spec: {exc}", "spec")]
         try:

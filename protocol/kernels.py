@@ -583,12 +583,20 @@ def herd(z, beta, gamma, scales=None, t: int = 100, random_state=0, *,
     mu = _weighted_kernel_sums(cc, zc, beta, gamma, None)  # <k(c, .), mu> for every candidate
     acc = np.zeros(cc.shape[0])
     chosen = np.empty(t, dtype=np.intp)
+    score = np.empty_like(acc)
     for s in range(t):  # herding is sequential by nature: one vectorised update per sample
-        score = mu - acc / (s + 1)
-        score[chosen[:s]] = -np.inf
+        np.divide(acc, s + 1, out=score)
+        np.subtract(mu, score, out=score)  # used candidates have acc = inf: score -inf
         i = int(np.argmax(score))
         chosen[s] = i
-        diff = 2.0 * (cc @ cc[i]) - csq - csq[i]
-        acc += np.exp(gamma * np.minimum(diff, 0.0))
+        diff = cc @ cc[i]
+        diff *= 2.0
+        diff -= csq
+        diff -= csq[i]
+        np.minimum(diff, 0.0, out=diff)
+        diff *= gamma
+        np.exp(diff, out=diff)
+        acc += diff
+        acc[i] = np.inf
     out = cc[chosen] + center
     return out if scales is None else out * scales

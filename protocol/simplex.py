@@ -5,17 +5,36 @@ RKHS distance ``||sum_i b_i mu_i - mu||^2 = b'Kb - 2c'b + const`` over the simpl
 ``{b >= 0, sum b = 1}``. :func:`simplex_qp` minimises ``0.5 b'Kb - c'b``, which has the same
 minimiser, for a symmetric positive semi-definite ``K`` (singular ones included).
 
-Method: accelerated projected gradient (FISTA with adaptive restart and exact projection) finds
-the support, then a primal active-set method solves the equality-constrained problem on that
-support exactly and adds/drops indices until the KKT conditions hold to ``tol``. Every accepted
-active-set step lowers the objective, so the polish can only improve on the gradient phase. A
-warm start (``b0``) goes to the active set directly. Singular K (duplicate or near-duplicate
-points) is handled by running the active set on ``K + 1e-13 * scale * I``, which changes the KKT
-residual for K by at most that much.
+Method: a dual active-set solver in C (Goldfarb-Idnani, the ``quadprog`` package) solves a
+slightly regularised copy (``K + 1e-10 * scale * I``: it needs K positive definite) in well
+under a millisecond for k <= a few hundred; a primal active-set method then solves the
+equality-constrained problem on the support exactly and adds/drops indices until the KKT
+conditions hold to ``tol`` for K itself (usually one or two face solves). Without quadprog, or
+when it fails (near-singular K beyond what the regularisation absorbs) or its polish does not
+certify, accelerated projected gradient (FISTA with adaptive restart and exact projection) finds
+the support instead, and the same active set finishes. Every accepted active-set step lowers the
+objective, so the polish can only improve on its start. A warm start (``b0``) goes to the active
+set directly when quadprog is not used. Singular K (duplicate or near-duplicate points) is
+handled by running the active set on ``K + 1e-13 * scale * I``, which changes the KKT residual
+for K by at most that much.
+
+Why quadprog: under a refined island kernel (a few relevant features) the RKME's reduced points
+are nearly collinear in the kernel's eyes, K is ill-conditioned (eigenvalues down to 1e-7 of its
+largest), and the gradient phase needed 40-180 iterations plus ~30 face solves: 11-23 ms per
+QP, most of an RKME fit. quadprog + polish takes ~0.6 ms on the same problems (measured on 50
+QPs captured from fits under a refined kernel: 283 ms -> 30 ms, same objective).
 """
 from __future__ import annotations
 
 import numpy as np
+
+try:  # a small C extension; the pure-numpy path below stays the fallback
+    import quadprog as _quadprog
+except ImportError:  # pragma: no cover - quadprog is a declared dependency
+    _quadprog = None
+
+#: quadprog is O(n^3) in dense form: beyond this many variables the gradient phase is used
+QUADPROG_MAX_N = 600
 
 __all__ = ["project_simplex", "simplex_qp", "kkt_residual"]
 
@@ -199,6 +218,27 @@ def _active_set(K, c, b, tol, max_iter, scale):
     return b, it, False
 
 
+def _dual_active_set(K: np.ndarray, c: np.ndarray, scale: float) -> np.ndarray | None:
+    """quadprog's solution on ``K + 1e-10 * scale * I``, projected onto the simplex (None when
+    it fails): a start for the exact polish."""
+    n = len(c)
+    G = K + (1e-10 * scale) * np.eye(n)
+    C = np.empty((n, n + 1))
+    C[:, 0] = 1.0
+    C[:, 1:] = np.eye(n)
+    rhs = np.zeros(n + 1)
+    rhs[0] = 1.0
+    try:
+        x = _quadprog.solve_qp(G, c, C, rhs, meq=1)[0]
+    except ValueError:  # "matrix G is not positive definite", "constraints are inconsistent"
+        return None
+    if not np.all(np.isfinite(x)):
+        return None
+    x = np.maximum(x, 0.0)
+    total = x.sum()
+    return x / total if total > 0 else None
+
+
 def simplex_qp(K, c, tol: float = 1e-10, max_iter: int = 5000, b0=None):
     """Minimise ``0.5 b'Kb - c'b`` over ``{b >= 0, sum(b) = 1}`` for symmetric PSD ``K``.
 
@@ -224,6 +264,17 @@ def simplex_qp(K, c, tol: float = 1e-10, max_iter: int = 5000, b0=None):
         return b, {"kkt": 0.0, "gap": 0.0, "iterations": 0, "fista_iterations": 0,
                    "active_set_iterations": 0, "converged": True,
                    "objective": _objective(K, c, b)}
+    if _quadprog is not None and n <= QUADPROG_MAX_N:
+        b_qp = _dual_active_set(K, c, scale)
+        if b_qp is not None:
+            b_as, as_iter0, ok = _active_set(K, c, b_qp, tol, max_iter=max(10, 2 * n + 20),
+                                             scale=scale)
+            nat, gap = kkt_residual(K, c, b_as)
+            if ok and nat <= tol * scale:
+                return b_as, {"kkt": nat, "gap": gap, "iterations": as_iter0,
+                              "fista_iterations": 0, "active_set_iterations": as_iter0,
+                              "converged": True, "objective": _objective(K, c, b_as),
+                              "method": "quadprog"}
     # First the active set alone: from the support of b0 (a warm start is usually nearly right),
     # or from the full support (dense minimisers, such as RKME weights, need only a few drops).
     # Sparse minimisers (mixture weights) leave it short of budget, and the gradient phase follows.

@@ -86,8 +86,19 @@ def test_projection_rejects_empty():
 
 
 # ------------------------------------------------------------------------------------ QP
+@pytest.fixture(params=["quadprog", "numpy"])
+def solver(request, monkeypatch):
+    """Every QP test runs with the quadprog start and with the pure-numpy fallback."""
+    import protocol.simplex as sx
+    if request.param == "numpy":
+        monkeypatch.setattr(sx, "_quadprog", None)
+    elif sx._quadprog is None:  # pragma: no cover - quadprog is a declared dependency
+        pytest.skip("quadprog is not installed")
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_qp_matches_brute_force_on_small_problems(seed):
+def test_qp_matches_brute_force_on_small_problems(seed, solver):
     rng = np.random.default_rng(seed)
     n = 2 + seed % 5
     K, c = _kernel_qp(rng, n, dup=1 if seed % 3 == 0 and n > 2 else 0)
@@ -99,7 +110,7 @@ def test_qp_matches_brute_force_on_small_problems(seed):
 
 @pytest.mark.parametrize("n,d,dup", [(50, 5, 0), (100, 10, 0), (100, 2, 0), (60, 3, 20),
                                      (200, 10, 0)])
-def test_qp_matches_scipy_and_meets_kkt(n, d, dup):
+def test_qp_matches_scipy_and_meets_kkt(n, d, dup, solver):
     from scipy.optimize import minimize
 
     rng = np.random.default_rng(n + d + dup)
@@ -119,7 +130,7 @@ def test_qp_matches_scipy_and_meets_kkt(n, d, dup):
     assert _objective(K, c, b) - ref.fun <= info["gap"] + 1e-12
 
 
-def test_qp_singular_low_rank_matrix():
+def test_qp_singular_low_rank_matrix(solver):
     rng = np.random.default_rng(5)
     F = rng.normal(size=(30, 3))
     K = F @ F.T  # rank 3, PSD
@@ -132,7 +143,7 @@ def test_qp_singular_low_rank_matrix():
     assert f <= _objective(K, c, np.full(30, 1 / 30)) + 1e-12
 
 
-def test_qp_edge_cases():
+def test_qp_edge_cases(solver):
     b, info = simplex_qp(np.array([[2.0]]), np.array([0.3]))
     assert b.tolist() == [1.0] and info["converged"]
     # K = 0: a linear objective is minimised at the best vertex
@@ -148,7 +159,7 @@ def test_qp_edge_cases():
         simplex_qp(np.eye(2), np.array([np.nan, 1.0]))
 
 
-def test_qp_warm_start_gives_the_same_minimiser():
+def test_qp_warm_start_gives_the_same_minimiser(solver):
     rng = np.random.default_rng(9)
     K, c = _kernel_qp(rng, 80, d=6)
     b1, i1 = simplex_qp(K, c)
@@ -159,7 +170,7 @@ def test_qp_warm_start_gives_the_same_minimiser():
     assert abs(_objective(K, c2, b2) - _objective(K, c2, b3)) < 1e-12
 
 
-def test_qp_near_duplicate_points_with_noisy_linear_term():
+def test_qp_near_duplicate_points_with_noisy_linear_term(solver):
     # near-identical points (K numerically singular) whose c differs by float32-like noise: the
     # faces have no stationary point, and the solver must follow the singular direction
     rng = np.random.default_rng(11)
