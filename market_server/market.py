@@ -436,7 +436,7 @@ class Market:
             out["message"] = ("requirement was computed with another kernel than the island's "
                               "current one; MMD evaluated under the island's kernel")
         # best candidates by exact MMD (large islands: sketch pre-selection, exact re-rank)
-        cand, mmd = idx.rank(z, b, top=max(max_results, 12))
+        cand, mmd, cross = idx.rank(z, b, top=max(max_results, 12), with_cross=True)
         if not np.isfinite(mmd).all():
             raise LearnwareError("the requirement gives non-finite distances under the island's "
                                  "kernel", code="bad_spec", status=422, field="requirement")
@@ -444,7 +444,7 @@ class Market:
             score, label = idx.fit_label(float(v))
             out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
-        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand)
+        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross)
         if mix is not None:
             ids, w, v = mix
             score, _ = idx.fit_label(v)

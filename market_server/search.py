@@ -79,6 +79,7 @@ class IslandIndex:
     #: largest number of learnwares a large island evaluates exactly after pruning before it
     #: leaves the rest to the sketch
     exact_budget: int = 2000
+    pair_mmd: dict = field(default_factory=dict)  # (pk, pk) -> squared MMD (baseline pairs)
 
     #: defaults for new indexes (``build`` keeps those of the index it refreshes)
     COARSE_MIN = 2000
@@ -141,13 +142,11 @@ class IslandIndex:
         idx.stack = EmbeddingStack(Z, B, owner, idx.gamma, idx.scales, self_inner=self_inner)
         if np.all(B >= 0):  # (always so for published specs: simplex weights)
             idx._build_balls(counts, keep if same_kernel else None)
-            if len(idx.pks) < idx.coarse_min:
-                idx.stack._A32  # float32 rows for the exact stage: ~50 bytes per point
         if len(idx.pks) >= idx.coarse_min:
             idx._build_sketches(counts, keep if same_kernel else None)
             idx.stack._csr_view()  # prepared now, not by the first search
             idx.sketch_err = idx._sketch_error()
-        idx.baseline = idx._baseline_mmd()
+        idx.baseline = idx._baseline_mmd(keep.pair_mmd if same_kernel else None)
         return idx
 
     def _build_balls(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
@@ -221,23 +220,40 @@ class IslandIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _baseline_mmd(self, probes: int = 40, seed: int = 0) -> float | None:
+    #: learnwares in the baseline's sample (all pairs among them: 435 pairs for 30)
+    BASELINE_SAMPLE = 30
+
+    def _baseline_mmd(self, known: dict | None = None) -> float | None:
         """Median squared MMD between two different learnwares of the island: the scale of
         'a different task' that makes a requirement's MMD readable in absolute terms.
 
-        40 probe learnwares, each against 10 others drawn at random: 400 exact pairwise MMDs,
-        whatever the size of the island."""
+        Over all pairs of a sample of ``BASELINE_SAMPLE`` learnwares chosen by a fixed hash
+        of their ids, so the figure depends only on the island's current learnwares and
+        kernel (every worker computes the same one) and a publish rarely changes the sample
+        (the chance is BASELINE_SAMPLE / N); pair values already known under this kernel
+        (``known``, kept in ``pair_mmd``) are reused, so a refresh costs ~nothing."""
         n = len(self.ids)
+        self.pair_mmd = {}
         if n < 2:
             return None
-        rng = np.random.default_rng(seed)
+        pks = np.asarray(self.pks, dtype=np.uint64)
+        h = (pks * np.uint64(0x9E3779B97F4A7C15)) ^ (pks >> np.uint64(7))  # fixed mixing
+        sample = np.sort(np.argsort(h, kind="stable")[: min(n, self.BASELINE_SAMPLE)])
+        known = known or {}
         vals = []
-        for i in rng.choice(n, size=min(n, probes), replace=False):
-            z, b = self.points[self.pks[i]]
-            j = rng.choice(n - 1, size=min(n - 1, 10), replace=False)
-            j = j + (j >= i)  # the others: indices of the island without i
-            vals.append(self._exact_mmd(z, b, j))
-        v = float(np.median(np.concatenate(vals)))
+        for a, i in enumerate(sample[:-1]):
+            others = sample[a + 1:]
+            keys = [(self.pks[i], self.pks[j]) for j in others]
+            missing = [j for j, key in zip(others, keys) if key not in known]
+            if missing:
+                z, b = self.points[self.pks[i]]
+                for j, v in zip(missing, self._exact_mmd(z, b, np.array(missing))):
+                    self.pair_mmd[(self.pks[i], self.pks[j])] = float(v)
+            for key in keys:
+                v = self.pair_mmd.get(key, known.get(key))
+                self.pair_mmd[key] = v
+                vals.append(v)
+        v = float(np.median(vals))
         return v if v > 0 else None
 
     def _exact_mmd(self, z: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -248,10 +264,11 @@ class IslandIndex:
         q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
         return self._mmd_of(zc, bq, q_self, idx)
 
-    def _mmd_of(self, zc, bq, q_self, idx) -> np.ndarray:
+    def _mmd_of(self, zc, bq, q_self, idx, with_cross: bool = False):
         idx = np.asarray(idx, dtype=np.intp).ravel()
         cross = self._cross(zc, bq, idx)
-        return np.maximum(q_self + self.stack.self_inner[idx] - 2.0 * cross, 0.0)
+        mmd = np.maximum(q_self + self.stack.self_inner[idx] - 2.0 * cross, 0.0)
+        return (mmd, cross) if with_cross else mmd
 
     def _cross(self, zc: np.ndarray, bq: np.ndarray, idx) -> np.ndarray:
         """``<mu_q, mu_i>`` for the learnwares ``idx``; ``zc`` already scaled and centred."""
@@ -292,8 +309,8 @@ class IslandIndex:
         return q_self + self.stack.self_inner - 2.0 * cross
 
     def rank(self, z: np.ndarray, b: np.ndarray, top: int = 10,
-             candidates: int | None = None, *, widen: bool = True, prune: bool = True
-             ) -> tuple[np.ndarray, np.ndarray]:
+             candidates: int | None = None, *, widen: bool = True, prune: bool = True,
+             with_cross: bool = False):
         """The ``top`` best learnwares for the requirement (z, b): ``(indices, squared MMD)``,
         sorted by the MMD (ties to the lower index), fewer when the island is smaller.
 
@@ -309,11 +326,23 @@ class IslandIndex:
            learnwares the bounds did not exclude, widened (``widen``) to all whose estimate is
            within the sketch's noise of the top-th best estimate (at most ``wide`` times as
            many); their exact MMD (same precision as :meth:`mmd_all`) re-ranks them. Nothing is
-           ``O(N k)`` per query on this path."""
+           ``O(N k)`` per query on this path.
+
+        ``with_cross``: also return the requirement's inner products with those learnwares
+        (what :meth:`mixture` needs), ``(indices, squared MMD, inner products)``."""
+        out = self._rank(z, b, top, candidates, widen, prune)
+        if not with_cross:
+            return out[:2]
+        if out[2] is None:
+            zc, bq = self.stack._query(z, b)
+            return out[0], out[1], self._cross(zc, bq, out[0])
+        return out
+
+    def _rank(self, z, b, top, candidates, widen, prune):
         n = len(self.ids)
         top = min(n, max(1, int(top)))
         if n == 0:
-            return np.zeros(0, dtype=np.intp), np.zeros(0)
+            return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
         lower = threshold = None
         if prune and self.ball_C is not None and np.all(np.asarray(b) >= 0):
             lower, threshold, done = self._pruned(z, b, top)
@@ -322,11 +351,11 @@ class IslandIndex:
         if n < self.coarse_min or self.S is None:
             mmd = self.mmd_all(z, b)
             order = np.argsort(mmd, kind="stable")[:top]
-            return order, mmd[order]
+            return order, mmd[order], None
         m = min(n, max(top, int(candidates) if candidates is not None else max(200, 20 * top)))
         coarse = self.coarse_mmd(z, b)
         if not np.isfinite(coarse).all():
-            return np.arange(top), np.full(top, np.nan)  # the caller refuses non-finite distances
+            return np.arange(top), np.full(top, np.nan), None  # the caller refuses non-finite
         if lower is not None:
             coarse[lower > threshold] = np.inf  # provably outside the top: never a candidate
         # Candidates: the best m by the sketch, widened to every learnware whose estimate is
@@ -346,7 +375,7 @@ class IslandIndex:
         cand.sort()  # ties then resolve to the lower index, as in the exact path
         exact = self._exact_mmd(z, b, cand)
         order = np.argsort(exact, kind="stable")[:top]
-        return cand[order], exact[order]
+        return cand[order], exact[order], None
 
     #: squared-MMD slack of the pruning test: covers the float32 error of the exact values
     PRUNE_TOL = 1e-5
@@ -365,7 +394,7 @@ class IslandIndex:
             return None, None, None
         first = min(n, max(2 * top, 16))
         idx0 = np.argpartition(lower, first - 1)[:first] if first < n else np.arange(n)
-        ex0 = self._mmd_of(zc, bq, q_self, idx0)
+        ex0, cr0 = self._mmd_of(zc, bq, q_self, idx0, with_cross=True)
         threshold = float(np.partition(ex0, top - 1)[top - 1]) + self.PRUNE_TOL
         mask = lower <= threshold
         mask[idx0] = False
@@ -374,9 +403,12 @@ class IslandIndex:
         if rest.size > (n // 2 if small else self.exact_budget):
             return lower, threshold, None
         idx = np.concatenate([idx0, rest])
-        mmd = np.concatenate([ex0, self._mmd_of(zc, bq, q_self, rest)]) if rest.size else ex0
+        mmd, cross = ex0, cr0
+        if rest.size:
+            ex1, cr1 = self._mmd_of(zc, bq, q_self, rest, with_cross=True)
+            mmd, cross = np.concatenate([ex0, ex1]), np.concatenate([cr0, cr1])
         order = np.lexsort((idx, mmd))[:top]
-        return lower, threshold, (idx[order], mmd[order])
+        return lower, threshold, (idx[order], mmd[order], cross[order])
 
     def fit_label(self, mmd: float) -> tuple[float, str]:
         """Absolute fit: MMD relative to the island's typical between-learnware MMD."""
@@ -394,11 +426,13 @@ class IslandIndex:
     MIXTURE_RTOL = 0.05
 
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
-                candidates: int = 12, among: np.ndarray | None = None):
+                candidates: int = 12, among: np.ndarray | None = None,
+                cross: np.ndarray | None = None):
         """Sparse simplex mixture closest to the requirement: (indices, weights, mmd).
 
         ``single``: squared MMD to every learnware, or, with ``among`` (learnware indices), to
-        those learnwares only (e.g. the candidates of :meth:`rank`).
+        those learnwares only (e.g. the candidates of :meth:`rank`); ``cross``: the
+        requirement's inner products with the same learnwares, when known (``rank`` gives them).
 
         Greedy forward selection over the best ``candidates`` singles first (exact line search
         for every candidate at once, then the QP on the chosen set, warm-started); the Gram
@@ -411,12 +445,11 @@ class IslandIndex:
         n = len(self.ids)
         if n == 0 or len(single) == 0:
             return None
-        cand = np.argsort(single, kind="stable")[: min(len(single), candidates)]
-        if among is not None:
-            cand = np.asarray(among, dtype=np.intp)[cand]
+        pos = np.argsort(single, kind="stable")[: min(len(single), candidates)]
+        cand = pos if among is None else np.asarray(among, dtype=np.intp)[pos]
         m = len(cand)
         zc, bq = self.stack._query(z, b)
-        c = self._cross(zc, bq, cand)
+        c = self._cross(zc, bq, cand) if cross is None else np.asarray(cross, float)[pos]
         r = embedding_inner(zc, bq, zc, bq, self.gamma)
         lazy = LazyGram(self.stack, cand)
         G, need = lazy.G, lazy.need
@@ -452,7 +485,9 @@ class IslandIndex:
             gain = A * t ** 2 + B * t
             gain[sel] = np.inf
             j = int(np.argmin(gain))
-            if not np.isfinite(gain[j]) or gain[j] >= -1e-12:
+            # the line search alone must promise the required gain (the QP can only add to it
+            # when re-weighting the chosen ones; for a pair it is exact)
+            if not np.isfinite(gain[j]) or -gain[j] < self.MIXTURE_RTOL * v_b:
                 break
             need(j)
             sel.append(j)

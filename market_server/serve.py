@@ -73,7 +73,18 @@ def app_from_env():
     raw["data_dir"] = Path(raw["data_dir"])
     if "refine_at" in raw:
         raw["refine_at"] = tuple(raw["refine_at"])
-    return create_app(ServerConfig(**raw))
+    app = create_app(ServerConfig(**raw))
+    _freeze_startup_objects()
+    return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything allocated at start-up (modules, the app) out of the garbage
+    collector's reach: a full collection over those ~10^5 objects took ~0.1 s in the middle
+    of requests (an index refresh measured 6 ms, and 119 ms when a collection hit it)."""
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         from werkzeug.serving import run_simple
         import logging
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        _freeze_startup_objects()
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
         return 0
     state.store.dispose()

@@ -8,6 +8,8 @@ again, and start-up removes files that no row references (a crash between the tw
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -159,6 +161,24 @@ class FolderBlobs:
         except FileNotFoundError:
             pass
 
+    @contextlib.contextmanager
+    def lock(self, sha: str, *, exclusive: bool):
+        """An advisory lock on a model file's name, across threads and processes: publishers
+        hold it shared from writing the file until their row is committed, a clean-up holds it
+        exclusively from checking that no row references the file until deleting it. Without
+        it, a failing publish could delete a file that a concurrent publish of the same model
+        (on another island) had found in place and was about to reference. 256 lock files
+        (by the sha's first two hex digits) in a sibling folder ``<root>.locks``, made on
+        first use."""
+        folder = self.root.with_name(self.root.name + ".locks")
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder / sha[:2], os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def all_shas(self, conn=None) -> Iterator[str]:
         for p in self.root.glob("*/*/*"):
             if p.is_file() and not p.name.startswith(".tmp-"):
@@ -182,6 +202,12 @@ class DatabaseBlobs:
 
     def delete(self, sha: str, conn=None) -> None:
         conn.execute(blobs.delete().where(blobs.c.sha256 == sha))
+
+    @contextlib.contextmanager
+    def lock(self, sha: str, *, exclusive: bool):
+        """Nothing to do: the database's transactions already order put, reference and
+        delete of a blob row."""
+        yield
 
     def all_shas(self, conn=None) -> Iterator[str]:
         return iter([r[0] for r in conn.execute(sa.select(blobs.c.sha256))])
@@ -239,11 +265,11 @@ class Store:
         """Remove model files that no learnware row references (left by a crash mid-publish)."""
         with self.engine.begin() as conn:
             referenced = {r[0] for r in conn.execute(sa.select(learnwares.c.model_sha256))}
-            removed = 0
-            for sha in list(self.blobs.all_shas(conn)):
-                if sha not in referenced:
-                    self.blobs.delete(sha, conn)
-                    removed += 1
+            candidates = [sha for sha in self.blobs.all_shas(conn) if sha not in referenced]
+        removed = 0
+        for sha in candidates:  # each under its lock: a publish may be placing it right now
+            if self._drop_blob_if_unreferenced(sha):
+                removed += 1
         return removed
 
     # --- islands --------------------------------------------------------------------------
@@ -330,7 +356,8 @@ class Store:
         """Store one learnware atomically; returns its integer id (never reused)."""
         created_blob = False
         try:
-            with self.engine.begin() as conn:
+            # the blob's shared lock until the row is committed (see FolderBlobs.lock)
+            with self.blobs.lock(model_sha256, exclusive=False), self.engine.begin() as conn:
                 dup = conn.execute(sa.select(learnwares.c.id).where(
                     learnwares.c.island_id == island_pk, learnwares.c.model_sha256 == model_sha256,
                     learnwares.c.live == 1)).first()
@@ -366,17 +393,20 @@ class Store:
         except OSError as exc:
             raise StorageError(f"could not store the model file: {exc.strerror or exc}") from exc
 
-    def _drop_blob_if_unreferenced(self, sha: str) -> None:
+    def _drop_blob_if_unreferenced(self, sha: str) -> bool:
         """Best effort: when the database is unreachable the file stays, and start-up's
-        ``collect_orphan_blobs`` removes it; the caller's error is what the client must see."""
+        ``collect_orphan_blobs`` removes it; the caller's error is what the client must see.
+        Runs under the blob's exclusive lock (see :meth:`FolderBlobs.lock`)."""
         try:
-            with self.engine.begin() as conn:
+            with self.blobs.lock(sha, exclusive=True), self.engine.begin() as conn:
                 ref = conn.execute(sa.select(learnwares.c.id)
                                    .where(learnwares.c.model_sha256 == sha)).first()
                 if ref is None:
                     self.blobs.delete(sha, conn)
+                    return True
         except (sa.exc.SQLAlchemyError, OSError):
             pass
+        return False
 
     @staticmethod
     def _learnware_row(row) -> dict:

@@ -292,3 +292,51 @@ def test_racing_first_publishers_of_an_island(market, monkeypatch):
         spec = a.client().manifest(lid)["spec"]
         assert spec["gamma"] == pytest.approx(island["kernel"]["gamma"])
         np.testing.assert_allclose(decode_array(spec["scales"], field="scales"), island_scales)
+
+
+def test_a_failing_publish_never_deletes_a_file_another_publish_is_placing(tmp_path):
+    """Two publishes of the same model file on two islands: B finds the file A just wrote and
+    is about to reference it when A fails and cleans up. A's clean-up must wait for B's commit
+    (the blob lock) and then leave the file alone."""
+    import threading
+    from client_sdk import Identity
+    from protocol.artefact import sign_artefact
+    from protocol.encoding import encode_array
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}", blob_store="folder",
+                  blob_dir=tmp_path / "blobs")
+    me = Identity.generate()
+    kernel = {"gamma": 0.5, "scales": [1.0], "base_scales": [1.0]}
+    isl = [store.ensure_island(key, {"data_type": "table"}, 1, kernel)["pk"]
+           for key in ("a" * 64, "b" * 64)]
+    model, sha = b"model bytes", "f" * 64
+    spec = {"z": encode_array(np.zeros((1, 1))), "beta": encode_array(np.ones(1)),
+            "gamma": 0.5, "scales": encode_array(np.ones(1)), "n_features": 1}
+    store.blobs.put(sha, model)  # A wrote the file (and will fail)
+    paused, resume = threading.Event(), threading.Event()
+    real_put = store.blobs.put
+
+    def slow_put(s, data, conn=None):
+        created = real_put(s, data, conn)
+        paused.set()  # B found the file in place; its row is not committed yet
+        assert resume.wait(10)
+        return created
+
+    store.blobs.put = slow_put
+    b_result = {}
+    b = threading.Thread(target=lambda: b_result.update(pk=store.publish(
+        island_pk=isl[1], developer=me.public_key_b64, developer_key_id=me.key_id,
+        semantic=SEM, spec=spec, model_sha256=sha, model=model,
+        artefact=sign_artefact(me, SEM, spec, sha))))
+    b.start()
+    assert paused.wait(10)
+    a = threading.Thread(target=store._drop_blob_if_unreferenced, args=(sha,))
+    a.start()
+    a.join(0.5)
+    assert a.is_alive(), "the clean-up did not wait for the publish in progress"
+    resume.set()
+    b.join(10)
+    a.join(10)
+    assert b_result["pk"] >= 1
+    assert store.blobs.get(sha) == model  # still there, and referenced
+    assert store.collect_orphan_blobs() == 0
+    store.dispose()
