@@ -96,6 +96,9 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
     with httpx.Client(base_url=url, timeout=60) as http:
         while time.time() < start_at:
             time.sleep(0.01)
+        import resource
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = ru0.ru_utime + ru0.ru_stime  # CPU spent in the timed window only
         end = start_at + duration
         for _ in range(MAX_OPS_PER_CLIENT):
             if time.time() >= end:
@@ -135,10 +138,21 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
                 lat[kind].append(time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
                 errors.append(f"{kind}: {type(exc).__name__}: {str(exc)[:300]}")
-    out.put((idx, lat, errors))
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((idx, lat, errors, ru.ru_utime + ru.ru_stime - cpu0))
 
 
 # --- driver ------------------------------------------------------------------------------------
+def machine_busy_s() -> float:
+    """CPU-seconds all cores have spent busy since boot (/proc/stat: everything but idle and
+    iowait)."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
 
@@ -186,6 +200,11 @@ def run_load(args) -> int:
                                              args.duration, mix, q)) for i in range(args.clients)]
             for p in procs:
                 p.start()
+            while time.time() < start_at:
+                time.sleep(0.005)
+            busy0 = machine_busy_s()
+            time.sleep(max(0.0, start_at + args.duration - time.time()))
+            busy = machine_busy_s() - busy0  # CPU-seconds the whole machine spent in the window
             results = []
             deadline = start_at + args.duration + 120
             for _ in procs:
@@ -196,10 +215,12 @@ def run_load(args) -> int:
                     p.kill()
         lat: dict[str, list[float]] = {"search": [], "download": [], "publish": []}
         errors: list[str] = []
-        for _, l, e in results:
+        client_cpu = 0.0
+        for _, l, e, cpu in results:
             for k in lat:
                 lat[k].extend(l[k])
             errors.extend(e)
+            client_cpu += cpu
         print(f"{args.clients} client processes, {args.workers} server workers, "
               f"{args.duration:.0f} s (2 threads per worker; clients share the machine's "
               f"{os.cpu_count()} cores with the server)")
@@ -209,6 +230,10 @@ def run_load(args) -> int:
                   f"p50 {pct(xs, 50):7.1f} ms  p99 {pct(xs, 99):7.1f} ms")
         total = sum(len(v) for v in lat.values())
         print(f"  total   : {total:6d} ok  {total / args.duration:7.1f}/s   errors: {len(errors)}")
+        cores = os.cpu_count() or 1
+        print(f"  CPU in the window: machine {busy / args.duration:.2f} of {cores} cores busy; "
+              f"the client processes {client_cpu / args.duration:.2f} cores, the rest (server "
+              f"workers, system) {(busy - client_cpu) / args.duration:.2f}")
         for e in errors[:10]:
             print("   ", e)
         return 0 if not errors else 1

@@ -93,6 +93,7 @@ class Market:
         self._indexes: dict[int, IslandIndex] = {}
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
+        self._refreshes = 0
         self._lock = threading.Lock()
 
     # --- islands --------------------------------------------------------------------------
@@ -384,7 +385,8 @@ class Market:
         if idx is not None and idx.version == island["version"]:
             return idx
         known = set(idx.points) if idx is not None else set()
-        rows = self.store.island_specs(pk, known)
+        self._refreshes += 1  # every 64th refresh lists every live id (belt and braces)
+        rows = self.store.island_specs(pk, known, full=self._refreshes % 64 == 0)
         new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
         new.version = island["version"]
         with self._lock:
