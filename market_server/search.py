@@ -419,11 +419,13 @@ class IslandIndex:
         return float(max(0.0, 1.0 - ratio)), label
 
     #: parsimony of the recommended mixture: a learnware joins it only if it lowers the
-    #: mixture's squared MMD by at least this fraction, and the full QP runs only when the
-    #: Frank-Wolfe gap says a mixture of the candidates could do that much better. (Without it,
-    #: far learnwares join with weights ~1e-3 that shave a fraction of a percent off the MMD
-    #: and only add models for the user to download and run.)
-    MIXTURE_RTOL = 0.05
+    #: mixture's squared MMD by at least ``MIXTURE_RTOL`` of it and takes at least
+    #: ``MIXTURE_MIN_WEIGHT`` of the weight; the full QP runs only when the Frank-Wolfe gap says
+    #: a mixture of the candidates could do better by that fraction. (Without them, far
+    #: learnwares join with weights ~1e-3 that shave a fraction of a percent off the MMD and
+    #: only add models for the user to download and run.)
+    MIXTURE_RTOL = 1e-3
+    MIXTURE_MIN_WEIGHT = 0.05
 
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
                 candidates: int = 12, among: np.ndarray | None = None,
@@ -493,7 +495,8 @@ class IslandIndex:
             sel.append(j)
             w_prev = w
             w, v_new = solve(np.array(sel), np.append((1.0 - t[j]) * w, t[j]))
-            if v_new > v_b * (1.0 - self.MIXTURE_RTOL):  # too little gain: keep the previous
+            if (v_new > v_b * (1.0 - self.MIXTURE_RTOL)
+                    or w[-1] < self.MIXTURE_MIN_WEIGHT):  # not worth it: keep the previous
                 sel.pop()
                 w = w_prev
                 break

@@ -79,3 +79,29 @@ def test_balls_follow_publishes_and_kernel_changes():
     z, w = more[99]
     np.testing.assert_allclose(c.rank(z, w, top=3)[1], np.sort(ref.mmd_all(z, w))[:3],
                                atol=2e-6)
+
+
+def test_mixture_is_parsimonious_and_finds_true_mixtures():
+    """One learnware's own distribution: that learnware alone (no 1e-3 weights on far ones);
+    a 60/40 blend of two: those two, with weights near 0.6/0.4."""
+    rng = np.random.default_rng(3)
+    d, k = 5, 40
+    centres = rng.uniform(-15, 15, size=(200, d))
+    pts = {i + 1: (centres[i] + rng.normal(size=(k, d)), np.full(k, 1.0 / k))
+           for i in range(200)}
+    idx = _index(pts, d, 1.0 / (2 * d))
+    z = centres[17] + rng.normal(size=(60, d))
+    b = np.full(60, 1.0 / 60)
+    cand, mmd, cross = idx.rank(z, b, top=12, with_cross=True)
+    ids, w, v = idx.mixture(z, b, mmd, among=cand, cross=cross)
+    assert ids.tolist() == [17] and w.tolist() == [1.0]
+    z2 = np.vstack([centres[40] + rng.normal(size=(60, d)), centres[90] + rng.normal(size=(40, d))])
+    b2 = np.full(100, 1.0 / 100)
+    cand, mmd, cross = idx.rank(z2, b2, top=12, with_cross=True)
+    ids, w, v = idx.mixture(z2, b2, mmd, among=cand, cross=cross)
+    assert sorted(ids.tolist()) == [40, 90]
+    assert abs(w[list(ids).index(40)] - 0.6) < 0.1
+    assert v < 0.5 * mmd[0]  # far better than the best single learnware
+    # the same mixture without the inner products from rank
+    ids2, w2, v2 = idx.mixture(z2, b2, mmd, among=cand)
+    assert ids2.tolist() == ids.tolist() and np.allclose(w2, w, atol=1e-6)
