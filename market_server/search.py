@@ -80,6 +80,7 @@ class IslandIndex:
     #: leaves the rest to the sketch
     exact_budget: int = 2000
     pair_mmd: dict = field(default_factory=dict)  # (pk, pk) -> squared MMD (baseline pairs)
+    baseline_sample: tuple = ()  # the pks whose pairs give the baseline
 
     #: defaults for new indexes (``build`` keeps those of the index it refreshes)
     COARSE_MIN = 2000
@@ -115,14 +116,50 @@ class IslandIndex:
         idx.ids, idx.pks = list(ids), list(pks)
         if not idx.pks:
             return idx
-        zs = [points[pk][0] for pk in idx.pks]
-        bs = [points[pk][1] for pk in idx.pks]
-        counts = np.array([len(b) for b in bs])
-        owner = np.repeat(np.arange(len(idx.pks)), counts)
         same_kernel = (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
                        and np.array_equal(keep.scales, idx.scales))
+        n_old = len(keep.pks) if same_kernel else 0
+        if same_kernel and n_old < len(idx.pks) and idx.pks[:n_old] == keep.pks:
+            idx._append(keep, points)  # the usual refresh: learnwares published since
+        else:
+            idx._assemble(keep if same_kernel else None, points)
+        st, counts = idx.stack, idx.stack._counts
+        if np.all(st.B >= 0):  # (always so for published specs: simplex weights)
+            idx._build_balls(counts, keep if same_kernel else None)
+        if len(idx.pks) >= idx.coarse_min:
+            idx._build_sketches(counts, keep if same_kernel else None)
+            idx.stack._csr_view()  # prepared now, not by the first search
+            idx.sketch_err = idx._sketch_error()
+        idx.baseline = idx._baseline_mmd(keep if same_kernel else None)
+        return idx
+
+    def _append(self, keep: "IslandIndex", points: dict) -> None:
+        """``keep``'s stack (same kernel, same learnwares first) extended by the new ones:
+        one copy of the old arrays, nothing recomputed for them (centre kept)."""
+        old = keep.stack
+        new_pks = self.pks[len(keep.pks):]
+        zs = [points[pk][0] for pk in new_pks]
+        bs = [points[pk][1] for pk in new_pks]
+        cnt = np.array([len(b) for b in bs])
+        sub = EmbeddingStack(np.concatenate(zs), np.concatenate(bs),
+                             np.repeat(np.arange(len(new_pks)), cnt), self.gamma, self.scales)
+        Z = np.concatenate([old._Z, sub._Z])
+        B = np.concatenate([old.B, sub.B])
+        owner = np.concatenate([old.owner, sub.owner + len(keep.pks)])
+        self.stack = EmbeddingStack(Z, B, owner, self.gamma, self.scales,
+                                    self_inner=np.concatenate([old.self_inner, sub.self_inner]),
+                                    center=old.center, checked=old._Z.shape[0])
+        self._point_views()
+
+    def _assemble(self, keep: "IslandIndex | None", points: dict) -> None:
+        """The stack of every learnware; ``keep`` (same kernel): its self inner products."""
+        zs = [points[pk][0] for pk in self.pks]
+        bs = [points[pk][1] for pk in self.pks]
+        counts = np.array([len(b) for b in bs])
+        owner = np.repeat(np.arange(len(self.pks)), counts)
+        idx = self
         self_inner = None
-        if same_kernel:
+        if keep is not None:
             # unchanged kernel: reuse the inner products of learnwares already indexed
             # (a publish computes only the new learnware's own inner product)
             known = dict(zip(keep.pks, keep.stack.self_inner))
@@ -136,18 +173,15 @@ class IslandIndex:
                 self_inner[new] = sub.self_inner
         Z, B = np.concatenate(zs), np.concatenate(bs)
         del zs, bs
-        ends = np.cumsum(counts)
-        for pk, s, e in zip(idx.pks, ends - counts, ends):  # views: one copy of the points
-            idx.points[pk] = (Z[s:e], B[s:e])
         idx.stack = EmbeddingStack(Z, B, owner, idx.gamma, idx.scales, self_inner=self_inner)
-        if np.all(B >= 0):  # (always so for published specs: simplex weights)
-            idx._build_balls(counts, keep if same_kernel else None)
-        if len(idx.pks) >= idx.coarse_min:
-            idx._build_sketches(counts, keep if same_kernel else None)
-            idx.stack._csr_view()  # prepared now, not by the first search
-            idx.sketch_err = idx._sketch_error()
-        idx.baseline = idx._baseline_mmd(keep.pair_mmd if same_kernel else None)
-        return idx
+        self._point_views()
+
+    def _point_views(self) -> None:
+        """``points[pk]``: views of the stack's rows (one copy of the points in memory)."""
+        counts = self.stack._counts
+        ends = np.cumsum(counts)
+        Z, B = self.stack._Z, self.stack.B
+        self.points = {pk: (Z[s:e], B[s:e]) for pk, s, e in zip(self.pks, ends - counts, ends)}
 
     def _build_balls(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
         """Each learnware's enclosing ball (scaled units); reuse those of ``keep`` (same
@@ -223,7 +257,7 @@ class IslandIndex:
     #: learnwares in the baseline's sample (all pairs among them: 435 pairs for 30)
     BASELINE_SAMPLE = 30
 
-    def _baseline_mmd(self, known: dict | None = None) -> float | None:
+    def _baseline_mmd(self, keep: "IslandIndex | None" = None) -> float | None:
         """Median squared MMD between two different learnwares of the island: the scale of
         'a different task' that makes a requirement's MMD readable in absolute terms.
 
@@ -231,7 +265,7 @@ class IslandIndex:
         of their ids, so the figure depends only on the island's current learnwares and
         kernel (every worker computes the same one) and a publish rarely changes the sample
         (the chance is BASELINE_SAMPLE / N); pair values already known under this kernel
-        (``known``, kept in ``pair_mmd``) are reused, so a refresh costs ~nothing."""
+        (``keep``'s ``pair_mmd``, same kernel) are reused, so a refresh costs ~nothing."""
         n = len(self.ids)
         self.pair_mmd = {}
         if n < 2:
@@ -239,7 +273,11 @@ class IslandIndex:
         pks = np.asarray(self.pks, dtype=np.uint64)
         h = (pks * np.uint64(0x9E3779B97F4A7C15)) ^ (pks >> np.uint64(7))  # fixed mixing
         sample = np.sort(np.argsort(h, kind="stable")[: min(n, self.BASELINE_SAMPLE)])
-        known = known or {}
+        self.baseline_sample = tuple(self.pks[i] for i in sample)
+        if keep is not None and keep.baseline_sample == self.baseline_sample:
+            self.pair_mmd = keep.pair_mmd  # same learnwares, same kernel: same figure
+            return keep.baseline
+        known = keep.pair_mmd if keep is not None else {}
         vals = []
         for a, i in enumerate(sample[:-1]):
             others = sample[a + 1:]

@@ -196,7 +196,9 @@ class EmbeddingStack:
     """
 
     def __init__(self, Z_stack, B_stack, owner, gamma, scales=None, *, self_inner=None,
-                 n_embeddings: int | None = None):
+                 n_embeddings: int | None = None, center=None, checked: int = 0):
+        """``center``: the reference point (scaled units) to centre coordinates on (default:
+        the mean); ``checked``: leading rows already known finite (an extended stack)."""
         Z = _points(Z_stack, "Z_stack")
         B = np.asarray(B_stack, dtype=np.float64).ravel()
         owner = np.asarray(owner).ravel()
@@ -204,7 +206,7 @@ class EmbeddingStack:
             raise ValueError("Z_stack, B_stack and owner must have one entry per row")
         if owner.size and (owner.dtype.kind not in "iu" or owner.min() < 0):
             raise ValueError("owner must hold non-negative integer embedding indices")
-        if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(B))):
+        if not (np.all(np.isfinite(Z[checked:])) and np.all(np.isfinite(B[checked:]))):
             raise ValueError("Z_stack and B_stack must be finite")
         self.gamma, self.scales = check_kernel(gamma, scales, Z.shape[1])
         owner = owner.astype(np.intp)
@@ -220,8 +222,11 @@ class EmbeddingStack:
         self.owner = owner
         self.B = B
         self._Z = Z  # raw units; everything else is derived lazily
-        mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
-        self.center = _scaled(mean, self.scales)
+        if center is not None:
+            self.center = np.asarray(center, dtype=np.float64).ravel()
+        else:
+            mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
+            self.center = _scaled(mean, self.scales)
         self._Zc_cache = None
         self._A32_cache = None
         self._csr = None

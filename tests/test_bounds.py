@@ -71,8 +71,15 @@ def test_balls_follow_publishes_and_kernel_changes():
     more[99] = (rng.normal(size=(8, d)), np.full(8, 1 / 8))
     b = _index(more, d, 0.2, keep=a)
     fresh = _index(more, d, 0.2)
-    np.testing.assert_allclose(b.ball_C, fresh.ball_C, atol=1e-12)
+    # the appended index keeps its centre; in absolute (scaled) units the balls agree
+    np.testing.assert_allclose(b.ball_C + b.stack.center, fresh.ball_C + fresh.stack.center,
+                               atol=1e-12)
     np.testing.assert_allclose(b.ball_r, fresh.ball_r, atol=1e-12)
+    np.testing.assert_allclose(b.stack.self_inner, fresh.stack.self_inner, rtol=1e-12)
+    assert b.baseline == pytest.approx(fresh.baseline, rel=1e-9)
+    z, w = more[99]
+    np.testing.assert_allclose(b.rank(z, w, top=5)[1], fresh.rank(z, w, top=5)[1], atol=2e-6)
+    np.testing.assert_allclose(b.mmd_all(z, w), fresh.mmd_all(z, w), atol=2e-6)
     c = _index(more, d, 0.2, scales=[1.0, 3.0, 1.0], keep=b)  # a refined kernel
     ref = _index(more, d, 0.2, scales=[1.0, 3.0, 1.0])
     np.testing.assert_allclose(c.ball_r, ref.ball_r, atol=1e-12)

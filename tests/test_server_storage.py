@@ -340,3 +340,23 @@ def test_a_failing_publish_never_deletes_a_file_another_publish_is_placing(tmp_p
     assert store.blobs.get(sha) == model  # still there, and referenced
     assert store.collect_orphan_blobs() == 0
     store.dispose()
+
+
+def test_schema_1_is_upgraded_to_2(market):
+    """A database of schema 1 (no index on the island's live ids) gets the index and the new
+    version recorded once; its learnwares are untouched."""
+    from market_server.storage import ix_island_live
+    env = market
+    lid = _publish(env, 1)
+    with env.store.engine.begin() as conn:
+        ix_island_live.drop(conn)
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (1, 0)"))
+    store = _new_store(env)
+    with store.engine.connect() as conn:
+        versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
+        names = {ix["name"] for ix in sa.inspect(conn).get_indexes(
+            "learnwares", schema=env.config.db_schema)}
+    assert versions == [1, 2] and "ix_learnwares_island_live" in names
+    assert store.learnware(_id(lid))["learnware_id"] == lid
+    store.dispose()
