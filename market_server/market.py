@@ -305,11 +305,14 @@ class Market:
         return []
 
     def _maybe_refine(self, island_pk: int) -> None:
-        """Refine the island's kernel from its own models when it reaches a refine size."""
+        """Refine the island's kernel from its own models when it has grown past a refine size
+        since the last refinement. (Not "is exactly at": two publishes committing together
+        would both see the size after the second and skip the refinement.)"""
         count = self.store.count_live(island_pk)
-        if count not in self.config.refine_at:
-            return
-        self.refine_kernel(island_pk)
+        island = self.store.island(island_pk)
+        done = int(island["kernel"].get("refined_count", 1))
+        if any(done < t <= count for t in self.config.refine_at):
+            self.refine_kernel(island_pk)
 
     def refine_kernel(self, island_pk: int) -> bool:
         from . import island_kernel
@@ -329,7 +332,8 @@ class Market:
         old = island["kernel"]
         kernel = dict(old, gamma=float(gamma), scales=[float(s) for s in scales],
                       previous={"gamma": float(old["gamma"]),
-                                "scales": [float(s) for s in old["scales"]]})
+                                "scales": [float(s) for s in old["scales"]]},
+                      refined_count=len(rows))
         return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
 
     def _learnware_arrays(self, rows: list[dict]) -> list[tuple]:

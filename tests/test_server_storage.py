@@ -360,3 +360,23 @@ def test_schema_1_is_upgraded_to_2(market):
     assert versions == [1, 2] and "ix_learnwares_island_live" in names
     assert store.learnware(_id(lid))["learnware_id"] == lid
     store.dispose()
+
+
+def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market, monkeypatch):
+    """The island passes a refine size between two publishes' checks (as when they commit
+    together): the next publish refines, once."""
+    env = make_market(refine_at=(4,))
+    market = env.app.extensions["learnware_market"].market
+    real = market._maybe_refine
+    monkeypatch.setattr(market, "_maybe_refine", lambda pk: None)
+    for seed in range(5):  # sizes 1..5 go by without any refinement check
+        _publish(env, seed, center=(seed, 0, 0))
+    island = env.store.island(1)
+    v0 = island["kernel_version"]
+    assert "refined_count" not in island["kernel"]
+    monkeypatch.setattr(market, "_maybe_refine", real)
+    _publish(env, 10, center=(1, 1, 1))  # size 6 >= 4 > 1: refine now
+    island = env.store.island(1)
+    assert island["kernel_version"] == v0 + 1 and island["kernel"]["refined_count"] == 6
+    _publish(env, 11, center=(2, 1, 1))  # nothing new to cross
+    assert env.store.island(1)["kernel_version"] == v0 + 1
