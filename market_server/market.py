@@ -94,6 +94,7 @@ class Market:
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self._refreshes = 0
+        self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # --- islands --------------------------------------------------------------------------
@@ -304,15 +305,29 @@ class Market:
                                    "semantic.classes")]
         return []
 
+    #: a refinement is due when the island's size is at most this far past a refine size
+    REFINE_SLACK = 8
+
     def _maybe_refine(self, island_pk: int) -> None:
-        """Refine the island's kernel from its own models when it has grown past a refine size
-        since the last refinement. (Not "is exactly at": two publishes committing together
-        would both see the size after the second and skip the refinement.)"""
+        """Refine the island's kernel from its own models when it has just grown past a refine
+        size (within ``REFINE_SLACK``) that the last refinement had not reached. Not "is
+        exactly at": two publishes committing together both see the size after the second and
+        would skip it. Not "anywhere past" either: an island built without refinements must not
+        start one, over all its learnwares, on every concurrent publish. One refinement per
+        island at a time in this process; across workers the kernel's compare-and-set keeps
+        only one result."""
         count = self.store.count_live(island_pk)
         island = self.store.island(island_pk)
         done = int(island["kernel"].get("refined_count", 1))
-        if any(done < t <= count for t in self.config.refine_at):
-            self.refine_kernel(island_pk)
+        if not any(done < t <= count < t + self.REFINE_SLACK for t in self.config.refine_at):
+            return
+        with self._lock:
+            lock = self._refining.setdefault(island_pk, threading.Lock())
+        if lock.acquire(blocking=False):
+            try:
+                self.refine_kernel(island_pk)
+            finally:
+                lock.release()
 
     def refine_kernel(self, island_pk: int) -> bool:
         from . import island_kernel
