@@ -380,3 +380,18 @@ def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market,
     assert island["kernel_version"] == v0 + 1 and island["kernel"]["refined_count"] == 6
     _publish(env, 11, center=(2, 1, 1))  # nothing new to cross
     assert env.store.island(1)["kernel_version"] == v0 + 1
+
+
+def test_an_island_far_past_its_refine_sizes_does_not_start_refining(make_market, monkeypatch):
+    """An island that grew without refinements (e.g. filled with ``refine_at=()``) is not
+    refined over all its learnwares by the next publish: only sizes just crossed count."""
+    env = make_market(refine_at=(4,))
+    market = env.app.extensions["learnware_market"].market
+    real = market._maybe_refine
+    monkeypatch.setattr(market, "_maybe_refine", lambda pk: None)
+    for seed in range(4 + market.REFINE_SLACK):
+        _publish(env, seed, center=(seed, 0, 0))
+    v0 = env.store.island(1)["kernel_version"]
+    monkeypatch.setattr(market, "_maybe_refine", real)
+    _publish(env, 50, center=(1, 2, 1))
+    assert env.store.island(1)["kernel_version"] == v0
