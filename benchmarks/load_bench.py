@@ -222,8 +222,8 @@ def run_load(args) -> int:
             errors.extend(e)
             client_cpu += cpu
         print(f"{args.clients} client processes, {args.workers} server workers, "
-              f"{args.duration:.0f} s (2 threads per worker; clients share the machine's "
-              f"{os.cpu_count()} cores with the server)")
+              f"{args.duration:.0f} s (gunicorn sync workers, the lwm serve default; clients "
+              f"share the machine's {os.cpu_count()} cores with the server)")
         for k in ("search", "download", "publish"):
             xs = lat[k]
             print(f"  {k:8s}: {len(xs):6d} ok  {len(xs) / args.duration:7.1f}/s  "
