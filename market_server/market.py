@@ -403,10 +403,20 @@ class Market:
             idx = self._indexes.get(pk)
         if idx is not None and idx.version == island["version"]:
             return idx
-        known = set(idx.points) if idx is not None else set()
         self._refreshes += 1  # every 64th refresh lists every live id (belt and braces)
-        rows = self.store.island_specs(pk, known, full=self._refreshes % 64 == 0)
-        new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
+        full = self._refreshes % 64 == 0
+        new = None
+        if (idx is not None and idx.pks and not full
+                and idx.kernel_version == island["kernel_version"]):
+            # the usual refresh: learnwares published since, nothing else changed
+            added = self.store.island_appended(pk, idx.pks[-1], idx.pk_sums)
+            if added:
+                new = IslandIndex.build(island["kernel"], island["kernel_version"], added,
+                                        keep=idx, appended=True)
+        if new is None:
+            known = set(idx.points) if idx is not None else set()
+            rows = self.store.island_specs(pk, known, full=full)
+            new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
         new.version = island["version"]
         with self._lock:
             self._indexes[pk] = new

@@ -81,6 +81,7 @@ class IslandIndex:
     exact_budget: int = 2000
     pair_mmd: dict = field(default_factory=dict)  # (pk, pk) -> squared MMD (baseline pairs)
     baseline_sample: tuple = ()  # the pks whose pairs give the baseline
+    pk_sums: tuple = (0, 0, 0)  # count, sum and sum of squares of pks (Store.island_appended)
 
     #: defaults for new indexes (``build`` keeps those of the index it refreshes)
     COARSE_MIN = 2000
@@ -89,11 +90,20 @@ class IslandIndex:
 
     @classmethod
     def build(cls, kernel: dict, kernel_version: int, rows: list[dict],
-              keep: "IslandIndex | None" = None, **options) -> "IslandIndex":
+              keep: "IslandIndex | None" = None, *, appended: bool = False,
+              **options) -> "IslandIndex":
         """The index of these store rows (``pk``, ``learnware_id``, ``spec``). ``keep``: the
         island's previous index, whose decoded points (always), self inner products and sketches
-        (when the kernel is unchanged) are reused. ``options``: coarse_min, sketch_dim,
-        sketch_seed."""
+        (when the kernel is unchanged) are reused. ``appended``: ``rows`` are only learnwares
+        added after all of ``keep``'s (``Store.island_appended``). ``options``: coarse_min,
+        sketch_dim, sketch_seed."""
+        if appended:
+            points = dict(keep.points)
+            points.update((r["pk"], decode_spec(r["spec"])) for r in rows)
+            return cls.from_points(kernel, kernel_version,
+                                   keep.ids + [r["learnware_id"] for r in rows],
+                                   keep.pks + [r["pk"] for r in rows], points, keep=keep,
+                                   **options)
         old = keep.points if keep is not None else {}
         points = {r["pk"]: old.get(r["pk"]) or decode_spec(r["spec"]) for r in rows}
         return cls.from_points(kernel, kernel_version, [r["learnware_id"] for r in rows],
@@ -114,6 +124,13 @@ class IslandIndex:
         idx.sketch_seed = int(sketch_seed if sketch_seed is not None else
                               keep.sketch_seed if keep is not None else cls.SKETCH_SEED)
         idx.ids, idx.pks = list(ids), list(pks)
+        n_keep = len(keep.pks) if keep is not None else 0
+        if keep is not None and idx.pks[:n_keep] == keep.pks:
+            tail = idx.pks[n_keep:]
+            idx.pk_sums = (keep.pk_sums[0] + len(tail), keep.pk_sums[1] + sum(tail),
+                           keep.pk_sums[2] + sum(p * p for p in tail))
+        else:
+            idx.pk_sums = (len(idx.pks), sum(idx.pks), sum(p * p for p in idx.pks))
         if not idx.pks:
             return idx
         same_kernel = (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
@@ -134,22 +151,27 @@ class IslandIndex:
         return idx
 
     def _append(self, keep: "IslandIndex", points: dict) -> None:
-        """``keep``'s stack (same kernel, same learnwares first) extended by the new ones:
-        one copy of the old arrays, nothing recomputed for them (centre kept)."""
+        """``keep``'s stack (same kernel, same learnwares first) extended by the new ones
+        (:meth:`EmbeddingStack.extended`: amortised O(new rows)); nothing is recomputed for the
+        old ones (centre kept)."""
         old = keep.stack
         new_pks = self.pks[len(keep.pks):]
         zs = [points[pk][0] for pk in new_pks]
         bs = [points[pk][1] for pk in new_pks]
         cnt = np.array([len(b) for b in bs])
-        sub = EmbeddingStack(np.concatenate(zs), np.concatenate(bs),
-                             np.repeat(np.arange(len(new_pks)), cnt), self.gamma, self.scales)
-        Z = np.concatenate([old._Z, sub._Z])
-        B = np.concatenate([old.B, sub.B])
-        owner = np.concatenate([old.owner, sub.owner + len(keep.pks)])
-        self.stack = EmbeddingStack(Z, B, owner, self.gamma, self.scales,
-                                    self_inner=np.concatenate([old.self_inner, sub.self_inner]),
-                                    center=old.center, checked=old._Z.shape[0])
-        self._point_views()
+        Z_new, B_new = np.concatenate(zs), np.concatenate(bs)
+        sub = EmbeddingStack(Z_new, B_new, np.repeat(np.arange(len(new_pks)), cnt), self.gamma,
+                             self.scales)
+        self.stack = old.extended(Z_new, B_new, cnt, sub.self_inner)
+        if self.stack._buf is getattr(old, "_buf", None):  # grown in place: old views hold
+            self.points = dict(keep.points)
+            end = self.stack._Z.shape[0]
+            starts = end - Z_new.shape[0] + np.concatenate(([0], np.cumsum(cnt)[:-1]))
+            Z, B = self.stack._Z, self.stack.B
+            for pk, a, c in zip(new_pks, starts, cnt):
+                self.points[pk] = (Z[a:a + c], B[a:a + c])
+        else:  # a new buffer: views into it (the old one can then be freed)
+            self._point_views()
 
     def _assemble(self, keep: "IslandIndex | None", points: dict) -> None:
         """The stack of every learnware; ``keep`` (same kernel): its self inner products."""
@@ -188,9 +210,14 @@ class IslandIndex:
         kernel) and compute the new ones in chunks of embeddings (memory stays flat)."""
         n, d = len(self.pks), self.stack.n_features
         src, r, w = np.empty((n, d)), np.empty(n), np.empty(n)
-        known = ({pk: i for i, pk in enumerate(keep.pks)}
-                 if keep is not None and keep.ball_src is not None else {})
-        reuse = np.array([known.get(pk, -1) for pk in self.pks], dtype=np.intp)
+        if keep is not None and keep.ball_src is not None and \
+                self.pks[:len(keep.pks)] == keep.pks:  # appended: the old ones in place
+            reuse = np.concatenate([np.arange(len(keep.pks)),
+                                    np.full(n - len(keep.pks), -1)]).astype(np.intp)
+        else:
+            known = ({pk: i for i, pk in enumerate(keep.pks)}
+                     if keep is not None and keep.ball_src is not None else {})
+            reuse = np.array([known.get(pk, -1) for pk in self.pks], dtype=np.intp)
         old = np.flatnonzero(reuse >= 0)
         if old.size:
             src[old], r[old], w[old] = (keep.ball_src[reuse[old]], keep.ball_r[reuse[old]],

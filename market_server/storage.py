@@ -442,6 +442,25 @@ class Store:
             rows = conn.execute(stmt.order_by(learnwares.c.id)).all()
         return [self._learnware_row(r) for r in rows]
 
+    def island_appended(self, island_pk: int, top: int, sums: tuple[int, int, int]
+                        ) -> list[dict] | None:
+        """The live learnwares published after id ``top`` (``{pk, learnware_id, spec}``, id
+        order) when the live ids up to ``top`` are still exactly those an index holds (their
+        count, sum and sum of squares are ``sums``); None when anything else changed (a
+        delete, a late commit), and the caller lists the island in full."""
+        live = sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            got = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(learnwares.c.id), 0),
+                sa.func.coalesce(sa.func.sum(learnwares.c.id * learnwares.c.id), 0))
+                .where(live, learnwares.c.id <= top)).one()
+            if tuple(int(v) for v in got) != tuple(sums):
+                return None
+            return [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
+                     "spec": _loads(r.spec)} for r in conn.execute(
+                sa.select(learnwares.c.id, learnwares.c.spec)
+                .where(live, learnwares.c.id > top).order_by(learnwares.c.id))]
+
     def island_specs(self, island_pk: int, known: set[int], *, full: bool = False
                      ) -> list[dict]:
         """Live learnwares of an island in id order, as ``{pk, learnware_id, spec?}``: the spec

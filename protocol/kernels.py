@@ -238,6 +238,67 @@ class EmbeddingStack:
                 raise ValueError(f"self_inner has {si.shape[0]} entries for {n_emb} embeddings")
             self.self_inner = si
 
+    def extended(self, Z_new, B_new, counts_new, self_inner_new) -> "EmbeddingStack":
+        """This stack with ``len(counts_new)`` embeddings appended (rows ``Z_new``, weights
+        ``B_new``, embedding j owning the next ``counts_new[j]`` rows), same kernel and centre.
+
+        Amortised O(new rows): the rows live in a buffer with spare capacity, and an extension
+        writes into the spare part when no other extension of this stack has (this stack never
+        reads past its own rows, so it stays valid); otherwise the buffer is copied with room
+        to grow. The new stack's rows are sorted by owner, so its owner/count index is built by
+        concatenation too. ``self_inner_new`` are the new embeddings' own inner products."""
+        Z_new = _points(Z_new, "Z_new")
+        B_new = np.asarray(B_new, dtype=np.float64).ravel()
+        counts_new = np.asarray(counts_new, dtype=np.intp).ravel()
+        if Z_new.shape[1] != self.n_features or B_new.shape[0] != Z_new.shape[0] \
+                or int(counts_new.sum()) != Z_new.shape[0]:
+            raise ValueError("the new embeddings do not fit this stack")
+        if not (np.all(np.isfinite(Z_new)) and np.all(np.isfinite(B_new))):
+            raise ValueError("Z_stack and B_stack must be finite")
+        M, m, n = self._Z.shape[0], Z_new.shape[0], self.n_embeddings
+        owner_new = np.repeat(np.arange(n, n + counts_new.size), counts_new)
+        buf = getattr(self, "_buf", None)
+        with _STACK_GROW_LOCK:
+            in_place = (buf is not None and buf["filled"] == M
+                        and buf["Z"].shape[0] >= M + m and self._sorted)
+            if in_place:
+                buf["filled"] = M + m
+        if not in_place:
+            cap = max(64, 2 * (M + m))
+            buf = {"Z": np.empty((cap, self.n_features)), "B": np.empty(cap),
+                   "owner": np.empty(cap, dtype=np.intp), "filled": M + m}
+            buf["Z"][:M], buf["B"][:M], buf["owner"][:M] = self._Z, self.B, self.owner
+        buf["Z"][M:M + m], buf["B"][M:M + m], buf["owner"][M:M + m] = Z_new, B_new, owner_new
+        out = object.__new__(EmbeddingStack)
+        out.gamma, out.scales, out.n_features = self.gamma, self.scales, self.n_features
+        out.n_embeddings = n + counts_new.size
+        out._Z, out.B, out.owner = buf["Z"][:M + m], buf["B"][:M + m], buf["owner"][:M + m]
+        out._buf = buf
+        out.center = self.center
+        out._Zc_cache = out._A32_cache = None
+        out.self_inner = np.concatenate([self.self_inner,
+                                         np.asarray(self_inner_new, dtype=np.float64).ravel()])
+        if out.self_inner.shape[0] != out.n_embeddings:
+            raise ValueError("one self inner product per new embedding is needed")
+        out._sorted = self._sorted
+        out._csr = None
+        if self._sorted:
+            counts = np.concatenate([self._csr_view()[1], counts_new])
+            out._csr = (np.arange(M + m), counts,
+                        np.concatenate(([0], np.cumsum(counts)[:-1])))
+        return out
+
+    @property
+    def _sorted(self) -> bool:
+        """Rows sorted by owner (what :meth:`extended` needs to grow in place)."""
+        if "_sorted_flag" not in self.__dict__:
+            self._sorted_flag = bool(np.all(self.owner[1:] >= self.owner[:-1]))
+        return self._sorted_flag
+
+    @_sorted.setter
+    def _sorted(self, value: bool) -> None:
+        self._sorted_flag = bool(value)
+
     def _zc_rows(self, rows) -> np.ndarray:
         """Centred, scaled float64 coordinates of some rows."""
         if self._Zc_cache is not None:
@@ -474,6 +535,7 @@ def self_inners(Z_stack, B_stack, owner, gamma, scales=None, n_embeddings=None) 
                           n_embeddings=n_embeddings).self_inner
 
 
+_STACK_GROW_LOCK = threading.Lock()  # EmbeddingStack.extended: who may write a buffer's spare
 _STACK_CACHE: list = []  # [(arrays, key, stack)], most recent last; see mmd2_to_many
 _STACK_CACHE_SIZE = 2
 _STACK_CACHE_LOCK = threading.Lock()
