@@ -22,6 +22,7 @@ the two is returned, so the answer is never worse than greedy.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,8 @@ from protocol.simplex import simplex_qp
 
 from .bounds import balls, cross_upper
 from .sketch import RFFSketch
+
+_GROW_LOCK = threading.Lock()  # who may write the spare rows of a sketch buffer
 
 
 def decode_scales(spec: dict) -> np.ndarray | None:
@@ -82,6 +85,7 @@ class IslandIndex:
     pair_mmd: dict = field(default_factory=dict)  # (pk, pk) -> squared MMD (baseline pairs)
     baseline_sample: tuple = ()  # the pks whose pairs give the baseline
     pk_sums: tuple = (0, 0, 0)  # count, sum and sum of squares of pks (Store.island_appended)
+    _S_buf: dict | None = None  # the sketches' buffer with spare rows (appends write in place)
 
     #: defaults for new indexes (``build`` keeps those of the index it refreshes)
     COARSE_MIN = 2000
@@ -144,9 +148,10 @@ class IslandIndex:
         if np.all(st.B >= 0):  # (always so for published specs: simplex weights)
             idx._build_balls(counts, keep if same_kernel else None)
         if len(idx.pks) >= idx.coarse_min:
-            idx._build_sketches(counts, keep if same_kernel else None)
+            appended = idx._build_sketches(counts, keep if same_kernel else None)
             idx.stack._csr_view()  # prepared now, not by the first search
-            idx.sketch_err = idx._sketch_error()
+            # the sketch's error is a property of its features: re-measured when they change
+            idx.sketch_err = keep.sketch_err if appended else idx._sketch_error()
         idx.baseline = idx._baseline_mmd(keep if same_kernel else None)
         return idx
 
@@ -232,14 +237,34 @@ class IslandIndex:
         self.ball_src, self.ball_r, self.ball_w = src, r, w
         self.ball_C = src - self.stack.center
 
-    def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
-        """Sketch every learnware; reuse the rows of ``keep`` (same kernel) when it has them."""
+    def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None") -> bool:
+        """Sketch every learnware; reuse the rows of ``keep`` (same kernel) when it has them.
+        Returns True when ``keep``'s learnwares came first unchanged and only the new ones were
+        sketched (into spare rows of keep's buffer when no other refresh has used them)."""
         n = len(self.pks)
         reuse = None
         if (keep is not None and keep.sketch is not None and keep.S is not None
                 and keep.sketch.matches(self.gamma, self.scales, self.sketch_dim,
                                         self.sketch_seed)):
             self.sketch = keep.sketch  # same features (and reference point) as the kept rows
+            n_old = len(keep.pks)
+            if n_old < n and self.pks[:n_old] == keep.pks:
+                Z = np.concatenate([self.points[pk][0] for pk in self.pks[n_old:]])
+                B = np.concatenate([self.points[pk][1] for pk in self.pks[n_old:]])
+                rows = self.sketch.embed(Z, B, counts[n_old:])
+                buf = keep._S_buf
+                with _GROW_LOCK:
+                    in_place = (buf is not None and buf["filled"] == n_old
+                                and buf["S"].shape[0] >= n)
+                    if in_place:
+                        buf["filled"] = n
+                if not in_place:
+                    buf = {"S": np.empty((n + max(64, n // 4), self.sketch_dim), np.float32),
+                           "filled": n}
+                    buf["S"][:n_old] = keep.S
+                buf["S"][n_old:n] = rows
+                self._S_buf, self.S = buf, buf["S"][:n]
+                return True
             known = {pk: i for i, pk in enumerate(keep.pks)}
             reuse = np.array([known.get(pk, -1) for pk in self.pks])
         else:
@@ -259,6 +284,8 @@ class IslandIndex:
                 B = np.concatenate([self.points[self.pks[i]][1] for i in new])
                 S[new] = self.sketch.embed(Z, B, counts[new])
         self.S = S
+        self._S_buf = {"S": S, "filled": n}
+        return False
 
     def _sketch_error(self, pairs: int = 400, seed: int = 1) -> float:
         """Root mean square error of ``S_i . S_j`` against the exact ``<mu_i, mu_j>`` over random

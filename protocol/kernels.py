@@ -264,7 +264,7 @@ class EmbeddingStack:
             if in_place:
                 buf["filled"] = M + m
         if not in_place:
-            cap = max(64, 2 * (M + m))
+            cap = M + m + max(64, (M + m) // 4)  # 25% room: amortised O(1), modest memory
             buf = {"Z": np.empty((cap, self.n_features)), "B": np.empty(cap),
                    "owner": np.empty(cap, dtype=np.intp), "filled": M + m}
             buf["Z"][:M], buf["B"][:M], buf["owner"][:M] = self._Z, self.B, self.owner

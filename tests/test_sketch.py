@@ -143,3 +143,44 @@ def test_sketch_seed_controls_features(orthogonal):
     X = np.random.default_rng(0).normal(size=(5, 4))
     np.testing.assert_array_equal(s1.features(X), s2.features(X))
     assert not np.allclose(s1.features(X), s3.features(X))
+
+
+def test_appends_grow_in_place_and_branches_do_not_clobber_each_other():
+    """Two refreshes from the same index (two threads, two publishes seen differently): the
+    first grows the shared buffers in place, the second must copy, and neither index changes
+    under the other's feet."""
+    _, points = clustered(300, seed=6)
+    a = build(points, coarse_min=100, sketch_dim=128)
+    rng = np.random.default_rng(11)
+    extra1 = (rng.normal(size=(K, D_FEAT)), np.full(K, 1.0 / K))
+    extra2 = (rng.normal(size=(K, D_FEAT)) + 3.0, np.full(K, 1.0 / K))
+    b = build({**points, 1001: extra1}, keep=a)
+    c = build({**points, 1002: extra2}, keep=a)
+    d = build({**points, 1001: extra1, 1003: extra2}, keep=b)  # b's buffer grows in place
+    for idx, extras in ((b, [extra1]), (c, [extra2]), (d, [extra1, extra2])):
+        ref = build({**points, **{1000 + i: e for i, e in enumerate(extras, 1)}},
+                    coarse_min=100, sketch_dim=128)
+        assert idx.stack._Z.shape == ref.stack._Z.shape
+        np.testing.assert_array_equal(idx.stack._Z, ref.stack._Z)
+        np.testing.assert_allclose(idx.stack.self_inner, ref.stack.self_inner, rtol=1e-12)
+        # sketches: a's rows as they were, the new ones under a's features
+        np.testing.assert_array_equal(idx.S[:300], a.S)
+        for j, (z, w) in enumerate(extras):
+            np.testing.assert_allclose(idx.S[300 + j], a.sketch.embed(z, w, [K])[0],
+                                       rtol=1e-6, atol=1e-7)
+        for pk, (z, w) in list(idx.points.items())[-3:]:
+            np.testing.assert_array_equal(z, {**points, 1001: extra1, 1002: extra2,
+                                              1003: extra2}[pk][0])
+        z, w = extras[-1]
+        np.testing.assert_allclose(idx.rank(z, w, top=3)[1], ref.rank(z, w, top=3)[1],
+                                   atol=2e-6)
+    assert d.stack._buf is b.stack._buf and d._S_buf is b._S_buf  # grown in place
+    assert c.stack._buf is not b.stack._buf  # a's rows had no spare room: each copied
+    # a second refresh from b (d already wrote b's spare rows): it must copy, d is untouched
+    d_Z, d_S = d.stack._Z.copy(), d.S.copy()
+    extra3 = (rng.normal(size=(K, D_FEAT)) - 3.0, np.full(K, 1.0 / K))
+    e = build({**points, 1001: extra1, 1004: extra3}, keep=b)
+    assert e.stack._buf is not b.stack._buf and e._S_buf is not b._S_buf
+    np.testing.assert_array_equal(d.stack._Z, d_Z)
+    np.testing.assert_array_equal(d.S, d_S)
+    np.testing.assert_array_equal(e.stack._Z[-K:], extra3[0])
