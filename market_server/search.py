@@ -1,24 +1,25 @@
-"""RKME search on one island: vectorised single ranking and a sparse mixture.
+"""RKME search on one island: exact single ranking by pruning, and a sparse mixture.
 
 The island's specs are stacked once in a :class:`protocol.kernels.EmbeddingStack` (all reduced
-points in one matrix, an ``owner`` index per point, each spec's self inner product cached) so
-that the squared MMD from a requirement to every learnware is one kernel block and a bincount.
-Rebuilds reuse the decoded points of learnwares already indexed; a kernel change recomputes the
-cached inner products from the stored reduced points (kept in raw feature units, so every spec
-stays comparable under the island's current kernel).
+points in one matrix, an ``owner`` index per point, each spec's self inner product cached), and
+each spec's enclosing ball is kept (:mod:`market_server.bounds`). A search bounds every
+learnware's MMD from below at one kernel value per requirement point and learnware, then
+computes exact MMDs in order of the bound until none can beat the best found
+(:meth:`IslandIndex.rank`); where the balls overlap too much for that to pay, small islands
+take one vectorised kernel block over all points. Refreshes reuse what is indexed: after
+publishes the stack, balls and sketches grow in place (amortised O(new)); a kernel change
+recomputes the cached inner products from the stored reduced points (kept in raw feature units,
+so every spec stays comparable under the island's current kernel).
 
 Scale (issue #8): from ``IslandIndex.coarse_min`` learnwares on, each embedding also has a
-fixed random-feature sketch (:mod:`market_server.sketch`, N x D float32), so a search ranks the
-island with one matrix-vector product, re-ranks the best few hundred candidates with the exact
-MMD and builds the mixture from them (:meth:`IslandIndex.rank`). Sketches are reused across
-rebuilds while the kernel is unchanged (publishing sketches only the new learnwares) and
-recomputed when it changes.
+fixed random-feature sketch (:mod:`market_server.sketch`, N x D float32); when the bounds leave
+too many candidates, the sketch ranks them with one matrix-vector product and the best few
+hundred are re-ranked with the exact MMD.
 
-Mixture: among the best single candidates, (a) the exact simplex QP of the requirement onto all
-of them, pruned to at most ``max_size`` learnwares and re-solved, and (b) greedy forward
-selection (the reference's strategy: add the learnware that lowers the mixture MMD most, exact
-line search for every candidate at once, then re-solve the QP on the chosen set). The better of
-the two is returned, so the answer is never worse than greedy.
+Mixture (:meth:`IslandIndex.mixture`): greedy forward selection over the best singles (exact
+line search for every candidate at once, then the QP on the chosen set), the Gram matrix
+computed a column at a time; a learnware joins only with a real share of the weight. When greedy
+fills every place, the full QP over the candidates, pruned, may replace it.
 """
 from __future__ import annotations
 
@@ -184,23 +185,22 @@ class IslandIndex:
         bs = [points[pk][1] for pk in self.pks]
         counts = np.array([len(b) for b in bs])
         owner = np.repeat(np.arange(len(self.pks)), counts)
-        idx = self
         self_inner = None
         if keep is not None:
             # unchanged kernel: reuse the inner products of learnwares already indexed
             # (a publish computes only the new learnware's own inner product)
             known = dict(zip(keep.pks, keep.stack.self_inner))
-            self_inner = np.array([known.get(pk, np.nan) for pk in idx.pks])
+            self_inner = np.array([known.get(pk, np.nan) for pk in self.pks])
             new = np.flatnonzero(np.isnan(self_inner))
             if new.size:
                 sub = EmbeddingStack(np.concatenate([zs[i] for i in new]),
                                      np.concatenate([bs[i] for i in new]),
-                                     np.repeat(np.arange(new.size), counts[new]), idx.gamma,
-                                     idx.scales)
+                                     np.repeat(np.arange(new.size), counts[new]), self.gamma,
+                                     self.scales)
                 self_inner[new] = sub.self_inner
         Z, B = np.concatenate(zs), np.concatenate(bs)
         del zs, bs
-        idx.stack = EmbeddingStack(Z, B, owner, idx.gamma, idx.scales, self_inner=self_inner)
+        self.stack = EmbeddingStack(Z, B, owner, self.gamma, self.scales, self_inner=self_inner)
         self._point_views()
 
     def _point_views(self) -> None:
