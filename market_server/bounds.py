@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["balls", "cross_upper"]
+__all__ = ["balls", "cross_upper", "cross_bounds_of_balls"]
 
 #: relative margin on the float32 upper bound (float32 exp of arguments up to ~100 is off by
 #: < 1e-5 relative; the distances carry a separate absolute slack)
@@ -94,3 +94,31 @@ def cross_upper(xs: np.ndarray, b: np.ndarray, centers: np.ndarray, radii: np.nd
         out[s:e] = (g @ b32).astype(np.float64)
     out *= wsum * (1.0 + _MARGIN)
     return out
+
+
+def cross_bounds_of_balls(xs: np.ndarray, b: np.ndarray, centers: np.ndarray,
+                          radii: np.ndarray, wsum: np.ndarray, gamma: float
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Cheaper, looser bounds on ``<mu_q, mu_i>`` from the requirement's own ball too: one
+    kernel value per learnware. Every pair of points is between ``max(0, D - r_q - r_i)`` and
+    ``D + r_q + r_i`` apart (``D`` the distance of the centres), so with non-negative weights
+    ``sum b * w_i * k(D + r_q + r_i) <= <mu_q, mu_i> <= sum b * w_i * k(D - r_q - r_i)``.
+    Returns ``(lower, upper)`` (float64, each with a small margin for rounding)."""
+    xs = np.asarray(xs, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    keep = b > 0
+    xs, bsum = xs[keep], float(b[keep].sum())
+    if xs.shape[0] == 0 or centers.shape[0] == 0:
+        z = np.zeros(centers.shape[0])
+        return z, z.copy()
+    cq = xs.mean(axis=0)
+    rq = float(np.sqrt(np.max(np.einsum("ij,ij->i", xs - cq, xs - cq))))
+    diff = centers - cq
+    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    slack = 1e-9 * (1.0 + dist + rq + radii)
+    near = np.maximum(dist - rq - radii - slack, 0.0)
+    far = dist + rq + radii + slack
+    scale = bsum * wsum
+    upper = scale * np.exp(-gamma * near * near) * (1.0 + 1e-12)
+    lower = scale * np.exp(-gamma * far * far) * (1.0 - 1e-12)
+    return lower, upper

@@ -33,7 +33,7 @@ from protocol.kernels import (EmbeddingStack, LazyGram, augmented_cols, augmente
                               embedding_inner)
 from protocol.simplex import simplex_qp
 
-from .bounds import balls, cross_upper
+from .bounds import balls, cross_bounds_of_balls, cross_upper
 from .sketch import RFFSketch
 
 _GROW_LOCK = threading.Lock()  # who may write the spare rows of a sketch buffer
@@ -480,12 +480,26 @@ class IslandIndex:
         n, st = len(self.ids), self.stack
         zc, bq = st._query(z, b)
         q_self = embedding_inner(zc, bq, zc, bq, self.gamma)
-        lower = (q_self + st.self_inner
-                 - 2.0 * cross_upper(zc, bq, self.ball_C, self.ball_r, self.ball_w, self.gamma))
+        # Two levels: the requirement's own ball against every learnware's (one kernel value
+        # each) excludes the learnwares that cannot make the top whatever the details; the
+        # point-by-ball bound (one value per requirement point) sharpens the rest.
+        lo0, up0 = cross_bounds_of_balls(zc, bq, self.ball_C, self.ball_r, self.ball_w,
+                                         self.gamma)
+        lower = q_self + st.self_inner - 2.0 * up0
+        upper = q_self + st.self_inner - 2.0 * lo0
+        if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
+            return None, None, None
+        t0 = float(np.partition(upper, top - 1)[top - 1]) + self.PRUNE_TOL
+        alive = np.flatnonzero(lower <= t0)
+        fine = cross_upper(zc, bq, self.ball_C[alive], self.ball_r[alive], self.ball_w[alive],
+                           self.gamma)
+        lower[alive] = np.maximum(lower[alive], q_self + st.self_inner[alive] - 2.0 * fine)
         if not np.isfinite(lower).all():
             return None, None, None
-        first = min(n, max(2 * top, 16))
-        idx0 = np.argpartition(lower, first - 1)[:first] if first < n else np.arange(n)
+        # (alive holds at least the top learnwares by the upper bound, so at least ``top``)
+        first = min(alive.size, max(2 * top, 16))
+        idx0 = (alive[np.argpartition(lower[alive], first - 1)[:first]] if first < alive.size
+                else alive)
         ex0, cr0 = self._mmd_of(zc, bq, q_self, idx0, with_cross=True)
         threshold = float(np.partition(ex0, top - 1)[top - 1]) + self.PRUNE_TOL
         mask = lower <= threshold

@@ -112,3 +112,22 @@ def test_mixture_is_parsimonious_and_finds_true_mixtures():
     # the same mixture without the inner products from rank
     ids2, w2, v2 = idx.mixture(z2, b2, mmd, among=cand)
     assert ids2.tolist() == ids.tolist() and np.allclose(w2, w, atol=1e-6)
+
+
+def test_ball_pair_bounds_enclose_the_exact_inner_products():
+    from market_server.bounds import cross_bounds_of_balls
+    rng = np.random.default_rng(8)
+    d, gamma = 4, 0.2
+    pts = _island(rng, 80, d, 10, spread=6.0, offset=50.0)
+    Z = np.concatenate([z for z, _ in pts.values()])
+    B = np.concatenate([b for _, b in pts.values()])
+    counts = np.array([len(b) for _, b in pts.values()])
+    C, r, w = balls(Z, B, counts)
+    stack = EmbeddingStack(Z, B, np.repeat(np.arange(80), counts), gamma)
+    for t in range(20):
+        q = Z[rng.integers(len(Z))] + rng.normal(size=(12, d)) * rng.uniform(0.01, 4.0)
+        bq = rng.dirichlet(np.ones(12))
+        exact = stack.cross_inner(q, bq)
+        lo, up = cross_bounds_of_balls(q, bq, C, r, w, gamma)
+        assert np.all(lo <= exact + 1e-15) and np.all(exact <= up + 1e-15)
+        assert np.all(up >= cross_upper(q, bq, C, r, w, gamma) / (1 + 1e-4) - 1e-15)
