@@ -415,7 +415,7 @@ class Market:
                                         keep=idx, appended=True)
         if new is None:
             known = set(idx.points) if idx is not None else set()
-            rows = self.store.island_specs(pk, known, full=full)
+            rows = self.store.island_specs(pk, known)
             new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
         new.version = island["version"]
         with self._lock:

@@ -461,32 +461,15 @@ class Store:
                 sa.select(learnwares.c.id, learnwares.c.spec)
                 .where(live, learnwares.c.id > top).order_by(learnwares.c.id))]
 
-    def island_specs(self, island_pk: int, known: set[int], *, full: bool = False
-                     ) -> list[dict]:
+    def island_specs(self, island_pk: int, known: set[int]) -> list[dict]:
         """Live learnwares of an island in id order, as ``{pk, learnware_id, spec?}``: the spec
-        is read and decoded only for ids not in ``known`` (a search index refresh after a
-        publish reads one spec, not the whole island). ``full``: list every live id instead
-        of checking the known ones by count and sums."""
+        is read and decoded only for ids not in ``known`` (a refresh after a kernel change or a
+        delete re-reads no spec it holds; after publishes alone, :meth:`island_appended` is
+        cheaper still)."""
         live = sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
-            pks = None
-            if known and not full:
-                # the usual refresh (publishes since): only ids above the known ones are read,
-                # once count, sum and sum of squares of the live ids up to the largest known
-                # one show that those are exactly the known ones (no delete, no late commit)
-                top = max(known)
-                n, s1, s2 = conn.execute(sa.select(
-                    sa.func.count(), sa.func.coalesce(sa.func.sum(learnwares.c.id), 0),
-                    sa.func.coalesce(sa.func.sum(learnwares.c.id * learnwares.c.id), 0))
-                    .where(live, learnwares.c.id <= top)).one()
-                if (int(n), int(s1), int(s2)) == (len(known), sum(known),
-                                                  sum(k * k for k in known)):
-                    pks = sorted(known) + [r[0] for r in conn.execute(
-                        sa.select(learnwares.c.id).where(live, learnwares.c.id > top)
-                        .order_by(learnwares.c.id))]
-            if pks is None:
-                pks = [r[0] for r in conn.execute(
-                    sa.select(learnwares.c.id).where(live).order_by(learnwares.c.id))]
+            pks = [r[0] for r in conn.execute(
+                sa.select(learnwares.c.id).where(live).order_by(learnwares.c.id))]
             new = [pk for pk in pks if pk not in known]
             specs: dict[int, Any] = {}
             for i in range(0, len(new), 500):
