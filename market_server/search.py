@@ -129,8 +129,11 @@ class IslandIndex:
         idx.sketch_seed = int(sketch_seed if sketch_seed is not None else
                               keep.sketch_seed if keep is not None else cls.SKETCH_SEED)
         idx.ids, idx.pks = list(ids), list(pks)
+        # keep's learnwares first, unchanged, then new ones: the usual refresh after publishes
         n_keep = len(keep.pks) if keep is not None else 0
-        if keep is not None and idx.pks[:n_keep] == keep.pks:
+        prefix = keep is not None and idx.pks[:n_keep] == keep.pks
+        grown = prefix and n_keep < len(idx.pks)
+        if prefix:
             tail = idx.pks[n_keep:]
             idx.pk_sums = (keep.pk_sums[0] + len(tail), keep.pk_sums[1] + sum(tail),
                            keep.pk_sums[2] + sum(p * p for p in tail))
@@ -140,16 +143,16 @@ class IslandIndex:
             return idx
         same_kernel = (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
                        and np.array_equal(keep.scales, idx.scales))
-        n_old = len(keep.pks) if same_kernel else 0
-        if same_kernel and n_old < len(idx.pks) and idx.pks[:n_old] == keep.pks:
-            idx._append(keep, points)  # the usual refresh: learnwares published since
+        appended = same_kernel and grown
+        if appended:
+            idx._append(keep, points)
         else:
             idx._assemble(keep if same_kernel else None, points)
         st, counts = idx.stack, idx.stack._counts
         if np.all(st.B >= 0):  # (always so for published specs: simplex weights)
-            idx._build_balls(counts, keep if same_kernel else None)
+            idx._build_balls(counts, keep if same_kernel else None, appended)
         if len(idx.pks) >= idx.coarse_min:
-            appended = idx._build_sketches(counts, keep if same_kernel else None)
+            appended = idx._build_sketches(counts, keep if same_kernel else None, appended)
             idx.stack._csr_view()  # prepared now, not by the first search
             # the sketch's error is a property of its features: re-measured when they change
             idx.sketch_err = keep.sketch_err if appended else idx._sketch_error()
@@ -170,12 +173,7 @@ class IslandIndex:
                              self.scales)
         self.stack = old.extended(Z_new, B_new, cnt, sub.self_inner)
         if self.stack._buf is getattr(old, "_buf", None):  # grown in place: old views hold
-            self.points = dict(keep.points)
-            end = self.stack._Z.shape[0]
-            starts = end - Z_new.shape[0] + np.concatenate(([0], np.cumsum(cnt)[:-1]))
-            Z, B = self.stack._Z, self.stack.B
-            for pk, a, c in zip(new_pks, starts, cnt):
-                self.points[pk] = (Z[a:a + c], B[a:a + c])
+            self._point_views(keep.points)
         else:  # a new buffer: views into it (the old one can then be freed)
             self._point_views()
 
@@ -203,20 +201,26 @@ class IslandIndex:
         self.stack = EmbeddingStack(Z, B, owner, self.gamma, self.scales, self_inner=self_inner)
         self._point_views()
 
-    def _point_views(self) -> None:
-        """``points[pk]``: views of the stack's rows (one copy of the points in memory)."""
+    def _point_views(self, held: dict | None = None) -> None:
+        """``points[pk]``: views of the stack's rows (one copy of the points in memory);
+        ``held``: views still valid for the first learnwares, only the others are made."""
+        held = held or {}
+        first = len(held)
         counts = self.stack._counts
         ends = np.cumsum(counts)
         Z, B = self.stack._Z, self.stack.B
-        self.points = {pk: (Z[s:e], B[s:e]) for pk, s, e in zip(self.pks, ends - counts, ends)}
+        self.points = dict(held)
+        self.points.update((pk, (Z[s:e], B[s:e])) for pk, s, e in
+                           zip(self.pks[first:], (ends - counts)[first:], ends[first:]))
 
-    def _build_balls(self, counts: np.ndarray, keep: "IslandIndex | None") -> None:
+    def _build_balls(self, counts: np.ndarray, keep: "IslandIndex | None",
+                     appended: bool = False) -> None:
         """Each learnware's enclosing ball (scaled units); reuse those of ``keep`` (same
-        kernel) and compute the new ones in chunks of embeddings (memory stays flat)."""
+        kernel; ``appended``: its learnwares come first) and compute the new ones in chunks of
+        embeddings (memory stays flat)."""
         n, d = len(self.pks), self.stack.n_features
         src, r, w = np.empty((n, d)), np.empty(n), np.empty(n)
-        if keep is not None and keep.ball_src is not None and \
-                self.pks[:len(keep.pks)] == keep.pks:  # appended: the old ones in place
+        if appended and keep.ball_src is not None:  # the old ones in place
             reuse = np.concatenate([np.arange(len(keep.pks)),
                                     np.full(n - len(keep.pks), -1)]).astype(np.intp)
         else:
@@ -237,10 +241,12 @@ class IslandIndex:
         self.ball_src, self.ball_r, self.ball_w = src, r, w
         self.ball_C = src - self.stack.center
 
-    def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None") -> bool:
+    def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None",
+                        appended: bool = False) -> bool:
         """Sketch every learnware; reuse the rows of ``keep`` (same kernel) when it has them.
-        Returns True when ``keep``'s learnwares came first unchanged and only the new ones were
-        sketched (into spare rows of keep's buffer when no other refresh has used them)."""
+        With ``appended`` (keep's learnwares first, unchanged) only the new ones are sketched,
+        into spare rows of keep's buffer when no other refresh has used them; returns whether
+        that happened."""
         n = len(self.pks)
         reuse = None
         if (keep is not None and keep.sketch is not None and keep.S is not None
@@ -248,7 +254,7 @@ class IslandIndex:
                                         self.sketch_seed)):
             self.sketch = keep.sketch  # same features (and reference point) as the kept rows
             n_old = len(keep.pks)
-            if n_old < n and self.pks[:n_old] == keep.pks:
+            if appended:
                 Z = np.concatenate([self.points[pk][0] for pk in self.pks[n_old:]])
                 B = np.concatenate([self.points[pk][1] for pk in self.pks[n_old:]])
                 rows = self.sketch.embed(Z, B, counts[n_old:])
@@ -544,12 +550,13 @@ class IslandIndex:
 
         Greedy forward selection over the best ``candidates`` singles first (exact line search
         for every candidate at once, then the QP on the chosen set, warm-started); the Gram
-        matrix is computed a column at a time as learnwares are chosen. Then, only if greedy
-        filled all ``max_size`` places and the Frank-Wolfe gap of its mixture over all
-        candidates says a mixture of them could be better by more than ``MIXTURE_RTOL`` of its
-        squared MMD, the full QP over the
-        candidates, pruned to ``max_size`` and re-solved; it replaces the greedy answer when it
-        is better by that fraction too."""
+        matrix is computed a column at a time as learnwares are chosen, and a learnware is kept
+        only when it lowers the squared MMD by ``MIXTURE_RTOL`` of it and takes at least
+        ``MIXTURE_MIN_WEIGHT``. Then, only if greedy filled all ``max_size`` places and the
+        Frank-Wolfe gap of its mixture over all candidates says a mixture of them could be
+        better by more than ``MIXTURE_RTOL``, the full QP over the candidates, pruned to
+        ``max_size`` and re-solved; it replaces the greedy answer when it is better by that
+        fraction too."""
         n = len(self.ids)
         if n == 0 or len(single) == 0:
             return None

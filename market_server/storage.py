@@ -218,6 +218,11 @@ class DatabaseBlobs:
         return iter([r[0] for r in conn.execute(sa.select(blobs.c.sha256))])
 
 
+def _live_on(island_pk: int):
+    """The condition "a live learnware of this island"."""
+    return sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+
+
 def _loads(text: str) -> Any:
     return json.loads(text)
 
@@ -332,8 +337,7 @@ class Store:
                                 .where(islands.c.id == island_pk)).scalar()
 
     def count_live(self, island_pk: int, conn=None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(learnwares).where(
-            learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+        stmt = sa.select(sa.func.count()).select_from(learnwares).where(_live_on(island_pk))
         if conn is not None:
             return int(conn.execute(stmt).scalar())
         with self.engine.connect() as c:
@@ -448,7 +452,7 @@ class Store:
         order) when the live ids up to ``top`` are still exactly those an index holds (their
         count, sum and sum of squares are ``sums``); None when anything else changed (a
         delete, a late commit), and the caller lists the island in full."""
-        live = sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+        live = _live_on(island_pk)
         with self.engine.connect() as conn:
             got = conn.execute(sa.select(
                 sa.func.count(), sa.func.coalesce(sa.func.sum(learnwares.c.id), 0),
@@ -466,7 +470,7 @@ class Store:
         is read and decoded only for ids not in ``known`` (a refresh after a kernel change or a
         delete re-reads no spec it holds; after publishes alone, :meth:`island_appended` is
         cheaper still)."""
-        live = sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
+        live = _live_on(island_pk)
         with self.engine.connect() as conn:
             pks = [r[0] for r in conn.execute(
                 sa.select(learnwares.c.id).where(live).order_by(learnwares.c.id))]

@@ -196,9 +196,7 @@ class EmbeddingStack:
     """
 
     def __init__(self, Z_stack, B_stack, owner, gamma, scales=None, *, self_inner=None,
-                 n_embeddings: int | None = None, center=None, checked: int = 0):
-        """``center``: the reference point (scaled units) to centre coordinates on (default:
-        the mean); ``checked``: leading rows already known finite (an extended stack)."""
+                 n_embeddings: int | None = None):
         Z = _points(Z_stack, "Z_stack")
         B = np.asarray(B_stack, dtype=np.float64).ravel()
         owner = np.asarray(owner).ravel()
@@ -206,7 +204,7 @@ class EmbeddingStack:
             raise ValueError("Z_stack, B_stack and owner must have one entry per row")
         if owner.size and (owner.dtype.kind not in "iu" or owner.min() < 0):
             raise ValueError("owner must hold non-negative integer embedding indices")
-        if not (np.all(np.isfinite(Z[checked:])) and np.all(np.isfinite(B[checked:]))):
+        if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(B))):
             raise ValueError("Z_stack and B_stack must be finite")
         self.gamma, self.scales = check_kernel(gamma, scales, Z.shape[1])
         owner = owner.astype(np.intp)
@@ -222,11 +220,8 @@ class EmbeddingStack:
         self.owner = owner
         self.B = B
         self._Z = Z  # raw units; everything else is derived lazily
-        if center is not None:
-            self.center = np.asarray(center, dtype=np.float64).ravel()
-        else:
-            mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
-            self.center = _scaled(mean, self.scales)
+        mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
+        self.center = _scaled(mean, self.scales)
         self._Zc_cache = None
         self._A32_cache = None
         self._csr = None
@@ -441,45 +436,17 @@ class EmbeddingStack:
         out = q_self + self.self_inner - 2.0 * cross
         return np.maximum(out, 0.0)
 
-    def gram(self, idx, cols=None, *, precision: str = "double") -> np.ndarray:
-        """Gram matrix ``G[a, c] = <mu_idx[a], mu_cols[c]>`` of the selected embeddings (float64;
-        ``cols`` defaults to ``idx``, the symmetric case).
-
-        ``precision="single"`` evaluates the kernel block in float32 "augmented" form (sums in
-        float64, entries of an embedding with itself taken from the cached self inner products):
-        about 1e-7 off, several times faster; it needs non-negative weights (falls back to
-        double otherwise)."""
+    def gram(self, idx) -> np.ndarray:
+        """Gram matrix ``G[a, c] = <mu_idx[a], mu_idx[c]>`` of the selected embeddings (float64).
+        (:class:`LazyGram`: the same a column at a time, in float32 blocks.)"""
         idx = np.asarray(idx, dtype=np.intp).ravel()
-        sym = cols is None
-        cols = idx if sym else np.asarray(cols, dtype=np.intp).ravel()
         rows, pos = self._rows_of(idx)
-        crows, cpos = (rows, pos) if sym else self._rows_of(cols)
-        zc, zc2 = self._zc_rows(rows), self._zc_rows(crows)
-        w, w2 = self.B[rows], self.B[crows]
-        if (precision == "single" and idx.size and cols.size and np.all(w >= 0)
-                and np.all(w2 >= 0) and np.all(self._counts[idx] > 0)
-                and np.all(self._counts[cols] > 0)):
-            E = (augmented_rows(zc, self.gamma, _safe_log(w))
-                 @ augmented_cols(zc2, self.gamma, _safe_log(w2)))
-            np.exp(E, out=E)
-            starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
-            cstarts = np.flatnonzero(np.r_[True, cpos[1:] != cpos[:-1]])
-            G = np.add.reduceat(np.add.reduceat(E, cstarts, axis=1, dtype=np.float64),
-                                starts, axis=0)
-            if sym:
-                G = 0.5 * (G + G.T)
-            same = idx[:, None] == cols[None, :]
-            G[same] = np.broadcast_to(self.self_inner[idx][:, None], same.shape)[same]
-            return G
-        if precision not in ("single", "double"):
-            raise ValueError("precision must be 'single' or 'double'")
-        K = np.exp(self.gamma * _neg_sqdist(zc, zc2, np.einsum("ij,ij->i", zc2, zc2)))
+        zc = self._zc_rows(rows)
+        K = np.exp(self.gamma * _neg_sqdist(zc, zc, np.einsum("ij,ij->i", zc, zc)))
         W = np.zeros((idx.size, rows.size))
-        W[pos, np.arange(rows.size)] = w
-        W2 = np.zeros((cols.size, crows.size))
-        W2[cpos, np.arange(crows.size)] = w2
-        G = W @ K @ W2.T
-        return 0.5 * (G + G.T) if sym else G
+        W[pos, np.arange(rows.size)] = self.B[rows]
+        G = W @ K @ W.T
+        return 0.5 * (G + G.T)
 
 
 class LazyGram:
