@@ -58,8 +58,51 @@ def requirements(n_learnwares: int, count: int) -> list[dict]:
 
 
 # --- client processes --------------------------------------------------------------------------
+class LightHTTP:
+    """A lean HTTP/1.1 client for the load generator (``--http stdlib``): the standard library's
+    connection, reopened when the server closes it. httpx, which the SDK uses, costs the
+    client processes about 1 ms of CPU more per request, CPU the server then lacks on a
+    2-core machine; a load generator should spend as little as it can."""
+
+    class Reply:
+        def __init__(self, status: int, content: bytes):
+            self.status_code, self.content = status, content
+
+        @property
+        def text(self) -> str:
+            return self.content.decode("utf-8", "replace")
+
+    def __init__(self, base_url: str, timeout: float):
+        import http.client
+        from urllib.parse import urlsplit
+        u = urlsplit(base_url)
+        self._conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+
+    def _do(self, method: str, path: str, content: bytes | None = None) -> "LightHTTP.Reply":
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        self._conn.request(method, path, body=content, headers=headers)
+        resp = self._conn.getresponse()
+        data = resp.read()
+        if resp.will_close:
+            self._conn.close()  # the next request reconnects
+        return self.Reply(resp.status, data)
+
+    def post(self, path: str, content: bytes) -> "LightHTTP.Reply":
+        return self._do("POST", path, content)
+
+    def get(self, path: str) -> "LightHTTP.Reply":
+        return self._do("GET", path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._conn.close()
+
+
 def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at: float,
-                   duration: float, mix: tuple[float, float], out: "mp.Queue") -> None:
+                   duration: float, mix: tuple[float, float], out: "mp.Queue",
+                   http_client: str = "stdlib") -> None:
     """One client: its own identity and connection; runs until start_at + duration."""
     import httpx
     from sklearn.linear_model import Ridge
@@ -93,7 +136,9 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
             raise RuntimeError(f"expected {expected}, got {env.type}: {env.body}")
         return env.body
 
-    with httpx.Client(base_url=url, timeout=60) as http:
+    connection = (LightHTTP(url, timeout=60) if http_client == "stdlib"
+                  else httpx.Client(base_url=url, timeout=60))
+    with connection as http:
         while time.time() < start_at:
             time.sleep(0.01)
         import resource
@@ -184,6 +229,8 @@ def run_load(args) -> int:
               f"backend {'PostgreSQL schema ' + schema if schema else 'SQLite (WAL)'}",
               flush=True)
         reqs = requirements(args.n, 16)
+        if args.threads > 1:
+            extra += ["--threads", str(args.threads)]
         with ServerProcess(tmp / "data", workers=args.workers, extra_args=extra) as server:
             # warm every worker's island index: fresh connections land on different workers
             me = Identity.generate()
@@ -197,7 +244,8 @@ def run_load(args) -> int:
             mix = (args.search_share, args.download_share)
             procs = [mp.get_context("fork").Process(
                 target=client_process, args=(i, server.url, args.n, reqs, start_at,
-                                             args.duration, mix, q)) for i in range(args.clients)]
+                                             args.duration, mix, q, args.http))
+                for i in range(args.clients)]
             for p in procs:
                 p.start()
             while time.time() < start_at:
@@ -221,9 +269,11 @@ def run_load(args) -> int:
                 lat[k].extend(l[k])
             errors.extend(e)
             client_cpu += cpu
-        print(f"{args.clients} client processes, {args.workers} server workers, "
-              f"{args.duration:.0f} s (gunicorn sync workers, the lwm serve default; clients "
-              f"share the machine's {os.cpu_count()} cores with the server)")
+        kind = ("gunicorn sync workers" if args.threads <= 1
+                else f"gunicorn gthread workers, {args.threads} threads each, keep-alive")
+        print(f"{args.clients} client processes ({args.http} HTTP), {args.workers} server workers, "
+              f"{args.duration:.0f} s ({kind}; clients share the machine's {os.cpu_count()} "
+              f"cores with the server)")
         for k in ("search", "download", "publish"):
             xs = lat[k]
             print(f"  {k:8s}: {len(xs):6d} ok  {len(xs) / args.duration:7.1f}/s  "
@@ -287,7 +337,12 @@ def main() -> int:
     ap.add_argument("--db", default=None, help="postgresql://... (a fresh schema is created "
                     "and dropped); default SQLite")
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="threads per server worker (lwm serve "
+                    "--threads)")
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--http", choices=("stdlib", "httpx"), default="stdlib",
+                    help="the client processes' HTTP client (default: the standard library's, "
+                         "the lighter load generator; httpx is what the SDK uses)")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--search-share", type=float, default=0.8)
     ap.add_argument("--download-share", type=float, default=0.1)

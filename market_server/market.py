@@ -127,8 +127,10 @@ class Market:
         head = self.store.island_head(key)
         if head is None:
             return None
-        cached = self._islands.get(key)  # the row, decoded once per island version
-        if cached is not None and (cached["pk"], cached["version"]) == head:
+        cached = self._islands.get(key)  # the row, decoded once per kernel version
+        if cached is not None and (cached["pk"], cached["kernel_version"]) == (head[0], head[2]):
+            if cached["version"] != head[1]:  # publishes or deletes: nothing else in the row
+                cached = self._islands[key] = {**cached, "version": head[1]}
             return cached
         island = self.store.island(head[0])
         if island is not None:
@@ -187,7 +189,7 @@ class Market:
                                       "semantic.feature_scales"))
                 declared_scales = None
         key = island_key(semantic)
-        island = self.store.island_by_key(key)
+        island = self.island_for(semantic)
         # The RKME specification.
         z = beta = None
         try:
@@ -267,8 +269,8 @@ class Market:
                                 spec=spec, model_sha256=model["sha256"], model=model_bytes,
                                 artefact=artefact)
         self.models.put(model["sha256"], loaded)
-        self._maybe_refine(island["pk"])
-        island = self.store.island(island["pk"])
+        if self._maybe_refine(island["pk"], island["kernel"]):
+            island = self.store.island(island["pk"])
         return {"learnware_id": learnware_public_id(pk), "island_id": island["island_id"],
                 "kernel": kernel_wire(island["kernel"], island["kernel_version"])}
 
@@ -308,26 +310,33 @@ class Market:
     #: a refinement is due when the island's size is at most this far past a refine size
     REFINE_SLACK = 8
 
-    def _maybe_refine(self, island_pk: int) -> None:
+    def _maybe_refine(self, island_pk: int, kernel: dict | None = None) -> bool:
         """Refine the island's kernel from its own models when it has just grown past a refine
         size (within ``REFINE_SLACK``) that the last refinement had not reached. Not "is
         exactly at": two publishes committing together both see the size after the second and
         would skip it. Not "anywhere past" either: an island built without refinements must not
         start one, over all its learnwares, on every concurrent publish. One refinement per
         island at a time in this process; across workers the kernel's compare-and-set keeps
-        only one result."""
+        only one result. ``kernel``: the island's kernel as the caller last read it (re-read
+        here only when it says a refinement is due). True when this call refined."""
         count = self.store.count_live(island_pk)
-        island = self.store.island(island_pk)
-        done = int(island["kernel"].get("refined_count", 1))
-        if not any(done < t <= count < t + self.REFINE_SLACK for t in self.config.refine_at):
-            return
+
+        def due(kern: dict) -> bool:
+            done = int(kern.get("refined_count", 1))
+            return any(done < t <= count < t + self.REFINE_SLACK for t in self.config.refine_at)
+
+        if kernel is not None and not due(kernel):
+            return False
+        if not due(self.store.island(island_pk)["kernel"]):
+            return False
         with self._lock:
             lock = self._refining.setdefault(island_pk, threading.Lock())
         if lock.acquire(blocking=False):
             try:
-                self.refine_kernel(island_pk)
+                return self.refine_kernel(island_pk)
             finally:
                 lock.release()
+        return False
 
     def refine_kernel(self, island_pk: int) -> bool:
         from . import island_kernel

@@ -143,7 +143,7 @@ class IslandIndex:
             return idx
         same_kernel = (keep is not None and keep.stack is not None and keep.gamma == idx.gamma
                        and np.array_equal(keep.scales, idx.scales))
-        appended = same_kernel and grown
+        appended = only_new = same_kernel and grown
         if appended:
             idx._append(keep, points)
         else:
@@ -156,7 +156,7 @@ class IslandIndex:
             idx.stack._csr_view()  # prepared now, not by the first search
             # the sketch's error is a property of its features: re-measured when they change
             idx.sketch_err = keep.sketch_err if appended else idx._sketch_error()
-        idx.baseline = idx._baseline_mmd(keep if same_kernel else None)
+        idx.baseline = idx._baseline_mmd(keep if same_kernel else None, only_new)
         return idx
 
     def _append(self, keep: "IslandIndex", points: dict) -> None:
@@ -169,9 +169,13 @@ class IslandIndex:
         bs = [points[pk][1] for pk in new_pks]
         cnt = np.array([len(b) for b in bs])
         Z_new, B_new = np.concatenate(zs), np.concatenate(bs)
-        sub = EmbeddingStack(Z_new, B_new, np.repeat(np.arange(len(new_pks)), cnt), self.gamma,
-                             self.scales)
-        self.stack = old.extended(Z_new, B_new, cnt, sub.self_inner)
+        if len(new_pks) <= 4:  # the usual refresh: one or two publishes
+            self_inner = [embedding_inner(z, b, z, b, self.gamma, self.scales)
+                          for z, b in zip(zs, bs)]
+        else:
+            self_inner = EmbeddingStack(Z_new, B_new, np.repeat(np.arange(len(new_pks)), cnt),
+                                        self.gamma, self.scales).self_inner
+        self.stack = old.extended(Z_new, B_new, cnt, self_inner)
         if self.stack._buf is getattr(old, "_buf", None):  # grown in place: old views hold
             self._point_views(keep.points)
         else:  # a new buffer: views into it (the old one can then be freed)
@@ -219,10 +223,20 @@ class IslandIndex:
         kernel; ``appended``: its learnwares come first) and compute the new ones in chunks of
         embeddings (memory stays flat)."""
         n, d = len(self.pks), self.stack.n_features
+        n_old = len(keep.pks) if keep is not None else 0
+        if appended and keep.ball_src is not None and n - n_old <= 64:
+            # the usual refresh (a few publishes): the old balls as they are, then the new
+            Zs = np.concatenate([self.points[pk][0] for pk in self.pks[n_old:]]) / self.scales
+            Bp = np.concatenate([self.points[pk][1] for pk in self.pks[n_old:]])
+            src, r, w = balls(Zs, Bp, counts[n_old:])
+            self.ball_src = np.concatenate([keep.ball_src, src])
+            self.ball_r = np.concatenate([keep.ball_r, r])
+            self.ball_w = np.concatenate([keep.ball_w, w])
+            self.ball_C = np.concatenate([keep.ball_C, src - self.stack.center])
+            return
         src, r, w = np.empty((n, d)), np.empty(n), np.empty(n)
         if appended and keep.ball_src is not None:  # the old ones in place
-            reuse = np.concatenate([np.arange(len(keep.pks)),
-                                    np.full(n - len(keep.pks), -1)]).astype(np.intp)
+            reuse = np.concatenate([np.arange(n_old), np.full(n - n_old, -1)]).astype(np.intp)
         else:
             known = ({pk: i for i, pk in enumerate(keep.pks)}
                      if keep is not None and keep.ball_src is not None else {})
@@ -317,7 +331,13 @@ class IslandIndex:
     #: learnwares in the baseline's sample (all pairs among them: 435 pairs for 30)
     BASELINE_SAMPLE = 30
 
-    def _baseline_mmd(self, keep: "IslandIndex | None" = None) -> float | None:
+    @staticmethod
+    def _sample_hash(pks) -> np.ndarray:
+        pks = np.asarray(pks, dtype=np.uint64)
+        return (pks * np.uint64(0x9E3779B97F4A7C15)) ^ (pks >> np.uint64(7))  # fixed mixing
+
+    def _baseline_mmd(self, keep: "IslandIndex | None" = None,
+                      appended: bool = False) -> float | None:
         """Median squared MMD between two different learnwares of the island: the scale of
         'a different task' that makes a requirement's MMD readable in absolute terms.
 
@@ -330,8 +350,13 @@ class IslandIndex:
         self.pair_mmd = {}
         if n < 2:
             return None
-        pks = np.asarray(self.pks, dtype=np.uint64)
-        h = (pks * np.uint64(0x9E3779B97F4A7C15)) ^ (pks >> np.uint64(7))  # fixed mixing
+        if (appended and len(keep.baseline_sample) == self.BASELINE_SAMPLE
+                and self._sample_hash(self.pks[len(keep.pks):]).min()
+                > self._sample_hash(keep.baseline_sample).max()):
+            # only learnwares added, none of them hashes into the full sample: it is unchanged
+            self.baseline_sample, self.pair_mmd = keep.baseline_sample, keep.pair_mmd
+            return keep.baseline
+        h = self._sample_hash(self.pks)
         sample = np.sort(np.argsort(h, kind="stable")[: min(n, self.BASELINE_SAMPLE)])
         self.baseline_sample = tuple(self.pks[i] for i in sample)
         if keep is not None and keep.baseline_sample == self.baseline_sample:

@@ -15,14 +15,15 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from protocol.errors import LearnwareError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+LIVE_TOTALS = ("live_count", "live_sum", "live_sumsq")
 
 metadata = sa.MetaData()
 
@@ -40,6 +41,11 @@ islands = sa.Table(
     sa.Column("kernel_version", sa.Integer, nullable=False, default=0),
     # bumped on every publish/delete/kernel change: workers compare it to refresh caches.
     sa.Column("version", sa.Integer, nullable=False, default=0),
+    # schema 3: count, sum and sum of squares of the live learnwares' ids, kept by publish and
+    # delete in their transactions. An index refresh reads them with the new rows in one
+    # statement: when the ids it holds plus the new ones add up, nothing else changed.
+    *(sa.Column(c, sa.BigInteger, nullable=False, default=0, server_default="0")
+      for c in LIVE_TOTALS),
     sa.Column("created_at", sa.Float, nullable=False),
     sqlite_autoincrement=True,
 )
@@ -218,6 +224,41 @@ class DatabaseBlobs:
         return iter([r[0] for r in conn.execute(sa.select(blobs.c.sha256))])
 
 
+# Statements of the per-request hot paths, built once (building a statement costs about as
+# much as running it on SQLite).
+_ISLAND_HEAD = (sa.select(islands.c.id, islands.c.version, islands.c.kernel_version)
+                .where(islands.c.island_key == sa.bindparam("key")))
+_new_rows = learnwares.alias("new_rows")
+_ISLAND_APPENDED = (
+    sa.select(*(islands.c[c] for c in LIVE_TOTALS), _new_rows.c.id, _new_rows.c.spec)
+    .select_from(islands.outerjoin(_new_rows, sa.and_(
+        _new_rows.c.island_id == islands.c.id, _new_rows.c.deleted_at.is_(None),
+        _new_rows.c.id > sa.bindparam("top"))))
+    .where(islands.c.id == sa.bindparam("pk")).order_by(_new_rows.c.id))
+_NONCE_INSERT = nonces.insert().values(key_id=sa.bindparam("key_id"),
+                                       nonce=sa.bindparam("nonce"),
+                                       seen_at=sa.bindparam("seen_at"))
+
+
+#: the live ids' sum of squares is kept modulo this prime (it stays in a BIGINT for any id)
+SUMSQ_MOD = 2**61 - 1
+
+
+def _live_change(pk: int, sign: int) -> dict:
+    """The update of an island's live totals when learnware ``pk`` goes live (+1) or away."""
+    sq = pk * pk % SUMSQ_MOD
+    return {"live_count": islands.c.live_count + sign,
+            "live_sum": islands.c.live_sum + sign * pk,
+            "live_sumsq": (islands.c.live_sumsq + (sq if sign > 0 else SUMSQ_MOD - sq))
+            % SUMSQ_MOD}
+
+
+def live_totals(ids: Iterable[int]) -> tuple[int, int, int]:
+    """What the LIVE_TOTALS columns hold for these live ids."""
+    ids = [int(i) for i in ids]
+    return len(ids), sum(ids), sum(i * i for i in ids) % SUMSQ_MOD
+
+
 def _live_on(island_pk: int):
     """The condition "a live learnware of this island"."""
     return sa.and_(learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None))
@@ -273,6 +314,20 @@ class Store:
             else:
                 if current < 2:
                     ix_island_live.create(conn, checkfirst=True)
+                if current < 3:
+                    have = {c["name"] for c in sa.inspect(conn).get_columns("islands")}
+                    for c in LIVE_TOTALS:
+                        if c not in have:
+                            conn.execute(sa.text(f"ALTER TABLE islands ADD COLUMN {c} BIGINT "
+                                                 f"NOT NULL DEFAULT 0"))
+                    live: dict[int, list[int]] = {}
+                    for island_pk, pk in conn.execute(
+                            sa.select(learnwares.c.island_id, learnwares.c.id)
+                            .where(learnwares.c.deleted_at.is_(None))):
+                        live.setdefault(island_pk, []).append(pk)
+                    for island_pk, ids in live.items():
+                        conn.execute(islands.update().where(islands.c.id == island_pk)
+                                     .values(dict(zip(LIVE_TOTALS, live_totals(ids)))))
                 if current < SCHEMA_VERSION:
                     conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                                 applied_at=time.time()))
@@ -305,13 +360,12 @@ class Store:
             row = conn.execute(stmt).first()
         return None if row is None else self._island_row(row)
 
-    def island_head(self, key: str) -> tuple[int, int] | None:
-        """``(pk, version)`` of the island with this key: the cheap freshness check a search
-        makes before using its cached island row and index."""
+    def island_head(self, key: str) -> tuple[int, int, int] | None:
+        """``(pk, version, kernel_version)`` of the island with this key: the cheap freshness
+        check a search makes before using its cached island row and index."""
         with self.engine.connect() as c:
-            row = c.execute(sa.select(islands.c.id, islands.c.version)
-                            .where(islands.c.island_key == key)).first()
-        return None if row is None else (int(row[0]), int(row[1]))
+            row = c.execute(_ISLAND_HEAD, {"key": key}).first()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
     def island(self, island_pk: int) -> dict | None:
         with self.engine.connect() as conn:
@@ -337,11 +391,12 @@ class Store:
                                 .where(islands.c.id == island_pk)).scalar()
 
     def count_live(self, island_pk: int, conn=None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(learnwares).where(_live_on(island_pk))
+        """The island's live learnwares (its ``live_count``, kept by publish and delete)."""
+        stmt = sa.select(islands.c.live_count).where(islands.c.id == island_pk)
         if conn is not None:
-            return int(conn.execute(stmt).scalar())
+            return int(conn.execute(stmt).scalar() or 0)
         with self.engine.connect() as c:
-            return int(c.execute(stmt).scalar())
+            return int(c.execute(stmt).scalar() or 0)
 
     def ensure_island(self, key: str, semantic: dict, n_features: int, kernel: dict) -> dict:
         """The island of ``key``; created with ``kernel`` when it does not exist yet."""
@@ -389,7 +444,7 @@ class Store:
                     artefact=_dumps(artefact), created_at=time.time(), deleted_at=None, live=1))
                 pk = int(res.inserted_primary_key[0])
                 conn.execute(islands.update().where(islands.c.id == island_pk)
-                             .values(version=islands.c.version + 1))
+                             .values(version=islands.c.version + 1, **_live_change(pk, 1)))
             return pk
         except sa.exc.IntegrityError as exc:
             if created_blob and isinstance(self.blobs, FolderBlobs):
@@ -451,19 +506,21 @@ class Store:
         """The live learnwares published after id ``top`` (``{pk, learnware_id, spec}``, id
         order) when the live ids up to ``top`` are still exactly those an index holds (their
         count, sum and sum of squares are ``sums``); None when anything else changed (a
-        delete, a late commit), and the caller lists the island in full."""
-        live = _live_on(island_pk)
+        delete, a late commit), and the caller lists the island in full.
+
+        One statement (one snapshot on every engine): the island's live totals joined with
+        the rows after ``top``; the check is that ``sums`` plus the new rows give the totals."""
         with self.engine.connect() as conn:
-            got = conn.execute(sa.select(
-                sa.func.count(), sa.func.coalesce(sa.func.sum(learnwares.c.id), 0),
-                sa.func.coalesce(sa.func.sum(learnwares.c.id * learnwares.c.id), 0))
-                .where(live, learnwares.c.id <= top)).one()
-            if tuple(int(v) for v in got) != tuple(sums):
-                return None
-            return [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
-                     "spec": _loads(r.spec)} for r in conn.execute(
-                sa.select(learnwares.c.id, learnwares.c.spec)
-                .where(live, learnwares.c.id > top).order_by(learnwares.c.id))]
+            rows = conn.execute(_ISLAND_APPENDED, {"pk": island_pk, "top": top}).all()
+        if not rows:
+            return None
+        new = [r for r in rows if r.id is not None]
+        added = live_totals(r.id for r in new)
+        seen = (sums[0] + added[0], sums[1] + added[1], (sums[2] + added[2]) % SUMSQ_MOD)
+        if seen != tuple(int(v) for v in rows[0][:3]):
+            return None
+        return [{"pk": r.id, "learnware_id": learnware_public_id(r.id), "spec": _loads(r.spec)}
+                for r in new]
 
     def island_specs(self, island_pk: int, known: set[int]) -> list[dict]:
         """Live learnwares of an island in id order, as ``{pk, learnware_id, spec?}``: the spec
@@ -507,7 +564,7 @@ class Store:
             conn.execute(learnwares.update().where(learnwares.c.id == pk)
                          .values(deleted_at=time.time(), live=None))
             conn.execute(islands.update().where(islands.c.id == row.island_id)
-                         .values(version=islands.c.version + 1))
+                         .values(version=islands.c.version + 1, **_live_change(pk, -1)))
         return True
 
     def model_bytes(self, sha: str) -> bytes | None:
@@ -527,7 +584,7 @@ class Store:
         now = time.time()
         try:
             with self.engine.begin() as conn:
-                conn.execute(nonces.insert().values(key_id=key_id, nonce=nonce, seen_at=now))
+                conn.execute(_NONCE_INSERT, {"key_id": key_id, "nonce": nonce, "seen_at": now})
                 if int(now * 1000) % 97 == 0:  # occasional purge of nonces out of the window
                     conn.execute(nonces.delete().where(nonces.c.seen_at < now - 2 * window_s))
             return True

@@ -102,9 +102,13 @@ def seal(identity: Identity, message_type: str, body: Any, *, reply_to: str | No
            "nonce": nonce or new_nonce(), "body": body}
     if reply_to is not None:
         env["reply_to"] = reply_to
-    sig = identity.sign(SIGNING_DOMAIN + canonical_bytes(env))
-    env["sig"] = b64(sig)
-    return canonical_bytes(env)
+    unsigned = canonical_bytes(env)
+    sig = b64(identity.sign(SIGNING_DOMAIN + unsigned))
+    # The canonical form with ``sig``: its member goes right before the top-level ``ts`` (keys
+    # sorted; ``ts`` follows the body, so the last ``,"ts":`` is the top-level one). One
+    # encoding instead of two; open_envelope cuts the same member out to verify.
+    cut = unsigned.rfind(b',"ts":')
+    return unsigned[:cut] + b',"sig":"' + sig.encode("ascii") + b'"' + unsigned[cut:]
 
 
 def _check_shape(env: Any) -> None:

@@ -36,6 +36,25 @@ def test_round_trip_every_message_type(me, mtype):
     assert canonical_bytes(env.body) == canonical_bytes(body)
 
 
+@pytest.mark.parametrize("mtype", sorted(MESSAGE_TYPES))
+def test_sealed_bytes_are_canonical(me, mtype):
+    """seal inserts the signature into the one encoding it signs: the result must still be
+    the canonical form, with or without reply_to (which sorts before sig)."""
+    for reply_to in (None, "ab" * 16):
+        data = seal(me, mtype, bodies()[mtype], reply_to=reply_to)
+        assert canonical_bytes(decode(data)) == data
+
+
+def test_seal_places_sig_before_the_top_level_ts_only(me):
+    # a nested "ts" key in the body (an error message may carry any field name) must not
+    # attract the signature member
+    body = {"code": "bad", "message": ',"ts":1', "field": "ts", "details": [
+        {"code": "x", "message": "m", "field": "ts"}]}
+    data = seal(me, "error", body, reply_to="cd" * 16)
+    assert canonical_bytes(decode(data)) == data
+    assert open_envelope(data, nonce_store=None).body == body
+
+
 def _shuffled(obj, rng):
     if isinstance(obj, dict):
         items = list(obj.items())

@@ -342,7 +342,7 @@ def test_a_failing_publish_never_deletes_a_file_another_publish_is_placing(tmp_p
     store.dispose()
 
 
-def test_schema_1_is_upgraded_to_2(market):
+def test_schema_1_is_upgraded(market):
     """A database of schema 1 (no index on the island's live ids) gets the index and the new
     version recorded once; its learnwares are untouched."""
     from market_server.storage import ix_island_live
@@ -357,9 +357,51 @@ def test_schema_1_is_upgraded_to_2(market):
         versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes(
             "learnwares", schema=env.config.db_schema)}
-    assert versions == [1, 2] and "ix_learnwares_island_live" in names
+    assert versions == [1, SCHEMA_VERSION] and "ix_learnwares_island_live" in names
     assert store.learnware(_id(lid))["learnware_id"] == lid
     store.dispose()
+
+
+def test_schema_2_is_upgraded_to_3(market):
+    """A database of schema 2 gets the islands' live-id totals, computed from its learnwares
+    (a deleted one left out), and refreshes after later publishes and deletes use them."""
+    from market_server.storage import LIVE_TOTALS, live_totals
+    env = market
+    lids = [_publish(env, seed, center=(seed, 0, 0)) for seed in range(3)]
+    env.store.tombstone(_id(lids[1]))
+    with env.store.engine.begin() as conn:
+        for c in LIVE_TOTALS:
+            conn.execute(sa.text(f"ALTER TABLE islands DROP COLUMN {c}"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (2, 0)"))
+    env.store.dispose()
+    store = _new_store(env)
+    with store.engine.connect() as conn:
+        versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
+        totals = conn.execute(sa.text("SELECT live_count, live_sum, live_sumsq FROM islands")).one()
+    assert versions == [2, 3]
+    assert tuple(totals) == live_totals([_id(lids[0]), _id(lids[2])])
+    store.dispose()
+
+
+def test_live_totals_follow_publish_and_delete(market):
+    from market_server.storage import live_totals
+    env = market
+    lids = [_publish(env, seed, center=(seed, 0, 0)) for seed in range(4)]
+    env.store.tombstone(_id(lids[2]))
+    with env.store.engine.connect() as conn:
+        totals = conn.execute(sa.text("SELECT live_count, live_sum, live_sumsq FROM islands")).one()
+    assert tuple(totals) == live_totals(_id(x) for x in lids if x != lids[2])
+    # an index that still holds the deleted one is told to list the island again
+    ids = [_id(x) for x in lids]
+    held = (len(ids), sum(ids), sum(i * i for i in ids))
+    assert env.store.island_appended(1, max(ids), held) is None
+    live = [i for i in ids if i != _id(lids[2])]
+    assert env.store.island_appended(1, max(live), (len(live), sum(live),
+                                                    sum(i * i for i in live))) == []
+    # and one that holds the first two is given the last one
+    got = env.store.island_appended(1, ids[1], (2, ids[0] + ids[1], ids[0] ** 2 + ids[1] ** 2))
+    assert [r["pk"] for r in got] == [ids[3]]
 
 
 def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market, monkeypatch):
@@ -368,7 +410,7 @@ def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market,
     env = make_market(refine_at=(4,))
     market = env.app.extensions["learnware_market"].market
     real = market._maybe_refine
-    monkeypatch.setattr(market, "_maybe_refine", lambda pk: None)
+    monkeypatch.setattr(market, "_maybe_refine", lambda pk, kernel=None: False)
     for seed in range(5):  # sizes 1..5 go by without any refinement check
         _publish(env, seed, center=(seed, 0, 0))
     island = env.store.island(1)
@@ -388,7 +430,7 @@ def test_an_island_far_past_its_refine_sizes_does_not_start_refining(make_market
     env = make_market(refine_at=(4,))
     market = env.app.extensions["learnware_market"].market
     real = market._maybe_refine
-    monkeypatch.setattr(market, "_maybe_refine", lambda pk: None)
+    monkeypatch.setattr(market, "_maybe_refine", lambda pk, kernel=None: False)
     for seed in range(4 + market.REFINE_SLACK):
         _publish(env, seed, center=(seed, 0, 0))
     v0 = env.store.island(1)["kernel_version"]
