@@ -112,14 +112,40 @@ def _check_value(obj: Any, depth: int, max_depth: int, path: str) -> None:
                             field=path or None)
 
 
+def _values_ok(obj: Any, max_depth: int) -> bool:
+    """The walk of :func:`_check_value` without building field paths (the common case: every
+    value is fine); False sends the caller to the walk that names what is wrong."""
+    stack = [(obj, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > max_depth:
+            return False
+        t = type(node)
+        if t is dict:
+            for k, v in node.items():
+                if type(k) is not str:
+                    return False
+                push((v, depth + 1))
+        elif t is list or t is tuple:
+            for v in node:
+                push((v, depth + 1))
+        elif t is float:
+            if not math.isfinite(node):
+                return False
+        elif not (t is str or t is int or t is bool or node is None):
+            return False
+    return True
+
+
 def canonical_bytes(obj: Any, *, max_depth: int = DEFAULT_MAX_DEPTH,
                     max_bytes: int | None = None, checked: bool = False) -> bytes:
     """The one byte string of ``obj``: sorted keys, UTF-8, compact separators.
 
     ``checked=True`` skips the value walk for objects that came out of :func:`decode`.
     """
-    if not checked:
-        _check_value(obj, 0, max_depth, "")
+    if not checked and not _values_ok(obj, max_depth):
+        _check_value(obj, 0, max_depth, "")  # raises, naming the field
     out = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                      allow_nan=False).encode("utf-8")
     if max_bytes is not None and len(out) > max_bytes:
