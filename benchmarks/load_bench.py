@@ -5,7 +5,10 @@ The island is written straight into the store (as in search_bench.py), then ``lw
 --workers 4`` is started on it and ``--clients`` client PROCESSES drive it for ``--duration``
 seconds: about 80% searches (a signed RKME requirement), 10% downloads (signed manifest + model
 file, hash checked) and 10% publishes (a fresh model and spec, all checks). Every request goes to
-127.0.0.1 only; every loop is bounded in time and count.
+127.0.0.1 only; every loop is bounded in time and count. The clients verify the market's
+signature on every answer. They speak HTTP through the standard library by default (a light
+load generator: the clients share the 2 cores with the server); ``--http httpx`` uses the
+SDK's HTTP client instead, which costs them about 1 ms of CPU more per request.
 
 Run:
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/load_bench.py                 # SQLite
@@ -13,7 +16,8 @@ Run:
       --db postgresql://root@127.0.0.1:5432/test    # a fresh schema, created and dropped
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/load_bench.py --profile   # where a search goes
 
-Goal: >= 200 searches/s with 0 errors (16 clients, 4 workers).
+Goal: >= 200 searches/s with 0 errors (16 clients, 4 workers). Options: --threads N (gthread
+workers with keep-alive), --search-share / --download-share (the mix), --duration.
 """
 from __future__ import annotations
 

@@ -187,6 +187,8 @@ def main() -> None:
         print(f"N = {n:6d}: in-process p50 {p(ts, 50):7.1f}  p90 {p(ts, 90):7.1f} | HTTP p50 "
               f"{p(th, 50):7.1f}  p90 {p(th, 90):7.1f} | top-1 {top1:.3f} | {speed} "
               f"[island built in {fill:.0f} s]")
+    if args.publish <= 0:
+        return
     print(f"publish through signed HTTP, every check, kernel refinements in the window "
           f"({args.publish} publishes onto an island of {args.prefill + 1}):")
     for workers in (1, 2):
