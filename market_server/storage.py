@@ -375,15 +375,7 @@ class Store:
     def list_islands(self) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(islands).order_by(islands.c.id)).all()
-            counts = dict(conn.execute(
-                sa.select(learnwares.c.island_id, sa.func.count())
-                .where(learnwares.c.deleted_at.is_(None)).group_by(learnwares.c.island_id)).all())
-        out = []
-        for r in rows:
-            d = self._island_row(r)
-            d["learnware_count"] = int(counts.get(r.id, 0))
-            out.append(d)
-        return out
+        return [{**self._island_row(r), "learnware_count": int(r.live_count)} for r in rows]
 
     def island_version(self, island_pk: int) -> int | None:
         with self.engine.connect() as conn:

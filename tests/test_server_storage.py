@@ -238,6 +238,24 @@ def test_two_apps_share_state_and_refresh_caches(market):
     assert {m.learnware_id for m in a.client().search(X_user, SEM).single} == {first, third}
 
 
+def test_a_worker_rereads_the_island_row_only_when_the_kernel_changed(market):
+    """Publishes move the island's version: a worker's cached row takes the new version and
+    keeps its decoded kernel. A kernel change anywhere makes it read the row again."""
+    a = market
+    b = a.sibling()
+    _publish(a, 31)
+    market_b = b.app.extensions["learnware_market"].market
+    row = market_b.island_for(SEM)
+    _publish(a, 32, center=(4, 0, 0))
+    again = market_b.island_for(SEM)
+    assert again["version"] > row["version"] and again["kernel"] is row["kernel"]
+    kernel = dict(again["kernel"], gamma=again["kernel"]["gamma"] * 2)
+    assert a.store.set_kernel(again["pk"], kernel, again["kernel_version"])
+    fresh = market_b.island_for(SEM)
+    assert fresh["kernel_version"] == again["kernel_version"] + 1
+    assert fresh["kernel"]["gamma"] == kernel["gamma"]
+
+
 def test_concurrent_publishes_through_two_workers(market):
     a = market
     b = a.sibling()
