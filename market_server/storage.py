@@ -303,6 +303,9 @@ class Store:
     def migrate(self) -> None:
         """Create or upgrade the schema (versioned; each step runs once)."""
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # servers starting together on one database migrate one after the other
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('lwm:migrate'))"))
             metadata.create_all(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
             if current is None:

@@ -402,6 +402,42 @@ def test_schema_2_is_upgraded_to_3(market):
     store.dispose()
 
 
+def test_servers_starting_together_on_postgresql_migrate_once(market):
+    """Two servers (other machines) open a schema-2 database at the same moment: one migrates,
+    the other waits for it and finds the work done."""
+    from market_server.storage import LIVE_TOTALS
+    env = market
+    if env.backend != "postgresql":
+        pytest.skip("SQLite is migrated by the one server process before its workers start")
+    _publish(env, 1)
+    with env.store.engine.begin() as conn:
+        for c in LIVE_TOTALS:
+            conn.execute(sa.text(f"ALTER TABLE islands DROP COLUMN {c}"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (2, 0)"))
+    env.store.dispose()
+    errors, stores = [], []
+
+    def start():
+        try:
+            stores.append(_new_store(env))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    with stores[0].engine.connect() as conn:
+        versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
+        count = conn.execute(sa.text("SELECT live_count FROM islands")).scalar()
+    assert versions == [2, SCHEMA_VERSION] and count == 1
+    for st in stores:
+        st.dispose()
+
+
 def test_live_totals_follow_publish_and_delete(market):
     from market_server.storage import live_totals
     env = market
