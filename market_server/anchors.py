@@ -78,8 +78,8 @@ past rows predicts its future ranking poorly -- so the posterior stays broad (ab
 tasks), the pick is mostly the island's most central learnware, and the mixture (an average of
 the top five) is the better recommendation. Over ten user splits the evidence from past rows
 moves the pick slightly below that central learnware on average (47.6% vs 52.0% of the
-random -> oracle gap on the held-out splits; with random rather than future test rows it
-moves it above); see docs/RESULTS.md.
+random -> oracle gap on the held-out splits; with random rather than future test rows, on three
+splits, it moves it above: 27-38% vs 19-38%); see docs/RESULTS.md.
 
 Assumptions: the user's task is close to one of the island's tasks or a blend of them; herded
 samples cover each developer's input region; the user's label noise adds a constant to all its
