@@ -41,9 +41,10 @@ islands = sa.Table(
     sa.Column("kernel_version", sa.Integer, nullable=False, default=0),
     # bumped on every publish/delete/kernel change: workers compare it to refresh caches.
     sa.Column("version", sa.Integer, nullable=False, default=0),
-    # schema 3: count, sum and sum of squares of the live learnwares' ids, kept by publish and
-    # delete in their transactions. An index refresh reads them with the new rows in one
-    # statement: when the ids it holds plus the new ones add up, nothing else changed.
+    # schema 3: count, sum and sum of squares (mod SUMSQ_MOD) of the live learnwares' ids,
+    # kept by publish and delete in their transactions. An index refresh reads them with the
+    # new rows in one statement: when the ids it holds plus the new ones add up, nothing else
+    # changed.
     *(sa.Column(c, sa.BigInteger, nullable=False, default=0, server_default="0")
       for c in LIVE_TOTALS),
     sa.Column("created_at", sa.Float, nullable=False),
