@@ -380,19 +380,25 @@ def test_schema_1_is_upgraded(market):
     store.dispose()
 
 
-def test_schema_2_is_upgraded_to_3(market):
-    """A database of schema 2 gets the islands' live-id totals, computed from its learnwares
-    (a deleted one left out), and refreshes after later publishes and deletes use them."""
-    from market_server.storage import LIVE_TOTALS, live_totals
-    env = market
-    lids = [_publish(env, seed, center=(seed, 0, 0)) for seed in range(3)]
-    env.store.tombstone(_id(lids[1]))
+def _back_to_schema_2(env) -> None:
+    """Make the database what a schema-2 server left: no live totals, version 2 recorded."""
+    from market_server.storage import LIVE_TOTALS
     with env.store.engine.begin() as conn:
         for c in LIVE_TOTALS:
             conn.execute(sa.text(f"ALTER TABLE islands DROP COLUMN {c}"))
         conn.execute(sa.text("DELETE FROM schema_version"))
         conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (2, 0)"))
     env.store.dispose()
+
+
+def test_schema_2_is_upgraded_to_3(market):
+    """A database of schema 2 gets the islands' live-id totals, computed from its learnwares
+    (a deleted one left out), and refreshes after later publishes and deletes use them."""
+    from market_server.storage import live_totals
+    env = market
+    lids = [_publish(env, seed, center=(seed, 0, 0)) for seed in range(3)]
+    env.store.tombstone(_id(lids[1]))
+    _back_to_schema_2(env)
     store = _new_store(env)
     with store.engine.connect() as conn:
         versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
@@ -405,17 +411,11 @@ def test_schema_2_is_upgraded_to_3(market):
 def test_servers_starting_together_on_postgresql_migrate_once(market):
     """Two servers (other machines) open a schema-2 database at the same moment: one migrates,
     the other waits for it and finds the work done."""
-    from market_server.storage import LIVE_TOTALS
     env = market
     if env.backend != "postgresql":
         pytest.skip("SQLite is migrated by the one server process before its workers start")
     _publish(env, 1)
-    with env.store.engine.begin() as conn:
-        for c in LIVE_TOTALS:
-            conn.execute(sa.text(f"ALTER TABLE islands DROP COLUMN {c}"))
-        conn.execute(sa.text("DELETE FROM schema_version"))
-        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (2, 0)"))
-    env.store.dispose()
+    _back_to_schema_2(env)
     errors, stores = [], []
 
     def start():
