@@ -32,7 +32,7 @@ The design of market_server.anchors was tuned on the user splits of seeds 1 and 
 default) and others are the held-out evaluation.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anchor_bench.py [--seed 0] [--draws 10]
-        [--test future|random]
+        [--test future|random] [--rows any|recent]
 """
 from __future__ import annotations
 
@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test", choices=("future", "random"), default="future",
                     help="a user's test rows: its last 24 months (default) or random rows")
+    ap.add_argument("--rows", choices=("any", "recent"), default="any",
+                    help="where a user's n labelled rows come from: anywhere in its training "
+                         "rows (default) or its last 24 of them (n <= 24)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
     gamma = 1.0 / len(FEATURES)
     test_rows = (f"its last {TEST_MONTHS} months" if args.test == "future"
                  else "random rows (as many as 24 months)")
-    print(f"a user's test rows: {test_rows}")
+    print(f"a user's test rows: {test_rows}; its n labelled rows: "
+          + ("drawn from its last 24 training months" if args.rows == "recent"
+             else "drawn from all its training rows"))
     print(f"txhousing: {len(cities)} cities, {len(devs)} developers, {len(users)} users "
           f"({', '.join(users)}); kernel gamma={gamma:.3f}, scales = pooled feature std")
     if small:
@@ -165,7 +170,9 @@ def main(argv=None) -> int:
             if len(ytr) < n:
                 continue
             for draw in range(args.draws):
-                idx = rng.choice(len(ytr), size=n, replace=False)
+                idx = (len(ytr) - TEST_MONTHS + rng.choice(TEST_MONTHS, size=n, replace=False)
+                       if args.rows == "recent" and n <= TEST_MONTHS
+                       else rng.choice(len(ytr), size=n, replace=False))
                 y_n = ytr[idx]
                 past = {j: evaluate("rmse", y_n, P_tr[k, idx]) for k, j in enumerate(ids)}
                 row = {"oracle": test_err.min(), "random": test_err.mean(),
