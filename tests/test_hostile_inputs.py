@@ -38,51 +38,35 @@ def target(tmp_path_factory):
     factory.close()
 
 
-def _count(fuzzer, name, n0):
+def _fuzz(fuzzer, cases, examples: int, name: str) -> None:
+    """Run ``examples`` hypothesis cases of ``cases`` through the fuzzer; count and check them."""
+    n0 = fuzzer.stats.cases
+
+    @settings(max_examples=examples, **SETTINGS)
+    @given(cases)
+    def run(case):
+        fuzzer.run(case)
+
+    run()
     TOTALS[name] = fuzzer.stats.cases - n0
     print(f"\n{name}: {TOTALS[name]} cases; total {fuzzer.stats.line()}")
+    assert fuzzer.stats.server_errors == 0 and fuzzer.stats.crashes == 0
 
 
 def test_raw_and_mutated_envelopes(target):
     env, ctx, fuzzer = target
-    n0 = fuzzer.stats.cases
-
-    @settings(max_examples=400, **SETTINGS)
-    @given(raw_cases(ctx))
-    def run(case):
-        fuzzer.run(case)
-
-    run()
-    _count(fuzzer, "raw/mutated", n0)
-    assert fuzzer.stats.server_errors == 0 and fuzzer.stats.crashes == 0
+    _fuzz(fuzzer, raw_cases(ctx), 400, "raw/mutated")
 
 
 def test_signed_hostile_bodies(target):
     env, ctx, fuzzer = target
-    n0 = fuzzer.stats.cases
-
-    @settings(max_examples=900, **SETTINGS)
-    @given(signed_cases(ctx))
-    def run(case):
-        fuzzer.run(case)
-
-    run()
-    _count(fuzzer, "signed hostile bodies", n0)
-    assert fuzzer.stats.server_errors == 0 and fuzzer.stats.crashes == 0
+    _fuzz(fuzzer, signed_cases(ctx), 900, "signed hostile bodies")
 
 
 def test_hostile_get_paths_and_queries(target):
     env, ctx, fuzzer = target
-    n0 = fuzzer.stats.cases
+    _fuzz(fuzzer, get_cases(ctx), 300, "GET paths/queries")
 
-    @settings(max_examples=300, **SETTINGS)
-    @given(get_cases(ctx))
-    def run(case):
-        fuzzer.run(case)
-
-    run()
-    _count(fuzzer, "GET paths/queries", n0)
-    assert fuzzer.stats.server_errors == 0 and fuzzer.stats.crashes == 0
 
 def test_market_still_serves_after_the_run(target):
     env, ctx, fuzzer = target
