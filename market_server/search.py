@@ -223,29 +223,21 @@ class IslandIndex:
         kernel; ``appended``: its learnwares come first) and compute the new ones in chunks of
         embeddings (memory stays flat)."""
         n, d = len(self.pks), self.stack.n_features
-        n_old = len(keep.pks) if keep is not None else 0
-        if appended and keep.ball_src is not None and n - n_old <= 64:
-            # the usual refresh (a few publishes): the old balls as they are, then the new
-            Zs = np.concatenate([self.points[pk][0] for pk in self.pks[n_old:]]) / self.scales
-            Bp = np.concatenate([self.points[pk][1] for pk in self.pks[n_old:]])
-            src, r, w = balls(Zs, Bp, counts[n_old:])
-            self.ball_src = np.concatenate([keep.ball_src, src])
-            self.ball_r = np.concatenate([keep.ball_r, r])
-            self.ball_w = np.concatenate([keep.ball_w, w])
-            self.ball_C = np.concatenate([keep.ball_C, src - self.stack.center])
-            return
         src, r, w = np.empty((n, d)), np.empty(n), np.empty(n)
-        if appended and keep.ball_src is not None:  # the old ones in place
-            reuse = np.concatenate([np.arange(n_old), np.full(n - n_old, -1)]).astype(np.intp)
+        appended = appended and keep.ball_src is not None
+        if appended:  # keep's learnwares first: their balls as they are
+            n_old = len(keep.pks)
+            src[:n_old], r[:n_old], w[:n_old] = keep.ball_src, keep.ball_r, keep.ball_w
+            new = np.arange(n_old, n)
         else:
             known = ({pk: i for i, pk in enumerate(keep.pks)}
                      if keep is not None and keep.ball_src is not None else {})
             reuse = np.array([known.get(pk, -1) for pk in self.pks], dtype=np.intp)
-        old = np.flatnonzero(reuse >= 0)
-        if old.size:
-            src[old], r[old], w[old] = (keep.ball_src[reuse[old]], keep.ball_r[reuse[old]],
-                                        keep.ball_w[reuse[old]])
-        new = np.flatnonzero(reuse < 0)
+            old = np.flatnonzero(reuse >= 0)
+            if old.size:
+                src[old], r[old], w[old] = (keep.ball_src[reuse[old]], keep.ball_r[reuse[old]],
+                                            keep.ball_w[reuse[old]])
+            new = np.flatnonzero(reuse < 0)
         per = max(1, (1 << 20) // max(1, int(counts.max())))  # embeddings per chunk
         for s in range(0, new.size, per):
             part = new[s:s + per]
@@ -253,7 +245,9 @@ class IslandIndex:
             Bp = np.concatenate([self.points[self.pks[i]][1] for i in part])
             src[part], r[part], w[part] = balls(Zs, Bp, counts[part])
         self.ball_src, self.ball_r, self.ball_w = src, r, w
-        self.ball_C = src - self.stack.center
+        # an extended stack keeps its centre: only the new balls are re-centred
+        self.ball_C = (np.concatenate([keep.ball_C, src[n_old:] - self.stack.center])
+                       if appended else src - self.stack.center)
 
     def _build_sketches(self, counts: np.ndarray, keep: "IslandIndex | None",
                         appended: bool = False) -> bool:
