@@ -123,11 +123,14 @@ class Market:
                                      f"semantic specification given", code="island_mismatch",
                                      status=409, field="island_id")
             return island
-        key = island_key(semantic)
+        return self._island_of_key(island_key(semantic))
+
+    def _island_of_key(self, key: str) -> dict | None:
+        """The island row of a semantic key, decoded once per kernel version (cached)."""
         head = self.store.island_head(key)
         if head is None:
             return None
-        cached = self._islands.get(key)  # the row, decoded once per kernel version
+        cached = self._islands.get(key)
         if cached is not None and (cached["pk"], cached["kernel_version"]) == (head[0], head[2]):
             if cached["version"] != head[1]:  # publishes or deletes: nothing else in the row
                 cached = self._islands[key] = {**cached, "version": head[1]}
@@ -189,7 +192,7 @@ class Market:
                                       "semantic.feature_scales"))
                 declared_scales = None
         key = island_key(semantic)
-        island = self.island_for(semantic)
+        island = self._island_of_key(key)
         # The RKME specification.
         z = beta = None
         try:
