@@ -71,8 +71,9 @@ learnwares = sa.Table(
     sqlite_autoincrement=True,
 )
 
-#: schema 2: the live ids of an island straight from an index (search-index refreshes count and
-#: sum them on every publish: without it each count read every row's specification pages)
+#: schema 2: the live ids of an island straight from an index (a full index refresh lists them,
+#: and the refresh after publishes reads the rows after an id: without it, every row's
+#: specification pages)
 ix_island_live = sa.Index("ix_learnwares_island_live", learnwares.c.island_id,
                           learnwares.c.deleted_at, learnwares.c.id)
 
