@@ -35,32 +35,7 @@ sys.path.insert(0, str(ROOT))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from tests.hostile import (Fuzzer, Unsendable, build_context, cases,  # noqa: E402
-                           flask_sender, httpx_sender, populate, snapshot)
-
-
-def fuzz(fuzzer: Fuzzer, strategy, examples: int, seed: int | None) -> None:
-    if examples <= 0:
-        return
-
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def run(case):
-        fuzzer.run(case)
-
-    if seed is not None:
-        from hypothesis import seed as hseed
-        run = hseed(seed)(run)
-    run()
-
-
-def state_checker(env):
-    before = snapshot(env)
-
-    def check():
-        after = snapshot(env)
-        return None if after == before else f"{before} -> {after}"
-    return check
+                           flask_sender, httpx_sender, populate, run_cases, state_checker)
 
 
 def report(name: str, fuzzer: Fuzzer, seconds: float) -> bool:
@@ -139,7 +114,7 @@ def main() -> int:
         ctx = build_context(env)
         fuzzer = Fuzzer(env.market_key, flask_sender(env.app), state_checker(env), strict=False)
         t0 = time.time()
-        fuzz(fuzzer, cases(ctx), args.examples, args.seed)
+        run_cases(fuzzer, cases(ctx), args.examples, seed=args.seed)
         ok &= report("in-process", fuzzer, time.time() - t0)
         if args.schemathesis:
             ok &= run_schemathesis(env.app, args.schemathesis)
@@ -203,7 +178,7 @@ def fuzz_server(data_dir: Path, examples: int, seed: int | None) -> bool:
                         raise Unsendable(str(exc)) from exc  # refused by the client itself
                 fuzzer = Fuzzer(env.market_key, send_checked, check, strict=False)
                 t0 = time.time()
-                fuzz(fuzzer, cases(ctx), examples, seed)
+                run_cases(fuzzer, cases(ctx), examples, seed=seed)
             alive = server.proc.poll() is None
             ok = report("server process", fuzzer, time.time() - t0)
             if not alive:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import numpy as np
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protocol.artefact import sign_artefact
 from protocol.encoding import encode_array
@@ -360,6 +360,34 @@ def snapshot(env) -> tuple:
                                    "ORDER BY id")).all()
     return tuple(map(tuple, lw)), tuple(map(tuple, isl))
 
+
+
+def state_checker(env) -> Callable[[], str | None]:
+    """A check that the market's state is still what it is now (None, or what changed)."""
+    before = snapshot(env)
+
+    def check():
+        after = snapshot(env)
+        return None if after == before else f"{before} -> {after}"
+    return check
+
+
+def run_cases(fuzzer: "Fuzzer", strategy, examples: int, *, seed: int | None = None,
+              derandomize: bool = False) -> None:
+    """Send ``examples`` hypothesis cases of ``strategy`` through ``fuzzer``."""
+    if examples <= 0:
+        return
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(case):
+        fuzzer.run(case)
+
+    if seed is not None:
+        from hypothesis import seed as hseed
+        run = hseed(seed)(run)
+    run()
 
 def cases(ctx: Context) -> st.SearchStrategy:
     """Every kind of hostile case: (a) raw/mutated, (b) signed hostile bodies, (c) GETs."""

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import pytest
 from client_sdk import Identity
-from hypothesis import HealthCheck, given, settings
 
 from protocol.envelope import open_envelope, seal
 from tests.conftest import MarketFactory
 from tests.hostile import (Fuzzer, build_context, flask_sender, get_cases, populate, raw_cases,
-                           seal_escaped, signed_cases, snapshot)
+                           run_cases, seal_escaped, signed_cases, state_checker)
 
 # 1600 cases, sized for ~20-30 s on a shared 2-core machine
-SETTINGS = dict(deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
 TOTALS: dict[str, int] = {}
 
 
@@ -26,28 +23,16 @@ def target(tmp_path_factory):
     env = factory.make()
     populate(env)
     ctx = build_context(env)
-    before = snapshot(env)
-
-    def check_state():
-        after = snapshot(env)
-        return None if after == before else f"{before} -> {after}"
-
-    fuzzer = Fuzzer(env.market_key, flask_sender(env.app), check_state)
+    fuzzer = Fuzzer(env.market_key, flask_sender(env.app), state_checker(env))
     yield env, ctx, fuzzer
     print(f"\nhostile inputs: {fuzzer.stats.line()}")
     factory.close()
 
 
 def _fuzz(fuzzer, cases, examples: int, name: str) -> None:
-    """Run ``examples`` hypothesis cases of ``cases`` through the fuzzer; count and check them."""
+    """Run ``examples`` cases through the fuzzer (derandomized: the same every run); count them."""
     n0 = fuzzer.stats.cases
-
-    @settings(max_examples=examples, **SETTINGS)
-    @given(cases)
-    def run(case):
-        fuzzer.run(case)
-
-    run()
+    run_cases(fuzzer, cases, examples, derandomize=True)
     TOTALS[name] = fuzzer.stats.cases - n0
     print(f"\n{name}: {TOTALS[name]} cases; total {fuzzer.stats.line()}")
     assert fuzzer.stats.server_errors == 0 and fuzzer.stats.crashes == 0
