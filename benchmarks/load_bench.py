@@ -143,6 +143,8 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
     connection = (LightHTTP(url, timeout=60) if http_client == "stdlib"
                   else httpx.Client(base_url=url, timeout=60))
     with connection as http:
+        import json
+        aud = json.loads(http.get("/v1/market").content)["market_key_id"]  # requests name it
         while time.time() < start_at:
             time.sleep(0.01)
         import resource
@@ -159,8 +161,8 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
                 if kind == "search":
                     body = {"semantic": QUERY, "max_results": 5,
                             "requirement": reqs[rnd.randrange(len(reqs))]}
-                    res = check(http.post("/v1/search", content=seal(me, "search", body)),
-                                "search_result")
+                    data = seal(me, "search", body, audience=aud)
+                    res = check(http.post("/v1/search", content=data), "search_result")
                     if not res["single"]:
                         raise RuntimeError("search returned no learnware")
                 elif kind == "download":
@@ -182,7 +184,8 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
                             "model": {"format": "skops", "sha256": sha, "size": len(mb),
                                       "data": base64.b64encode(mb).decode()},
                             "artefact": sign_artefact(me, SEMANTIC, spec, sha)}
-                    check(http.post("/v1/learnwares", content=seal(me, "publish", body)),
+                    check(http.post("/v1/learnwares",
+                                    content=seal(me, "publish", body, audience=aud)),
                           "publish_result", status=201)
                 lat[kind].append(time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
@@ -238,10 +241,12 @@ def run_load(args) -> int:
         with ServerProcess(tmp / "data", workers=args.workers, extra_args=extra) as server:
             # warm every worker's island index: fresh connections land on different workers
             me = Identity.generate()
+            aud = httpx.get(server.url + "/v1/market", timeout=60).json()["market_key_id"]
             for i in range(4 * args.workers):
                 with httpx.Client(base_url=server.url, timeout=120) as http:
                     r = http.post("/v1/search", content=seal(me, "search", {
-                        "semantic": QUERY, "max_results": 5, "requirement": reqs[i % 16]}))
+                        "semantic": QUERY, "max_results": 5, "requirement": reqs[i % 16]},
+                        audience=aud))
                     assert r.status_code == 200, r.text[:300]
             q: mp.Queue = mp.get_context("fork").Queue()
             start_at = time.time() + 3.0
@@ -314,8 +319,10 @@ def run_profile(args) -> int:
         reqs = requirements(args.n, 16)
         me = Identity.generate()
         client = app.test_client()
+        aud = app.extensions["learnware_market"].identity.key_id
         bodies = [seal(me, "search", {"semantic": QUERY, "max_results": 5,
-                                      "requirement": reqs[i % 16]}) for i in range(args.trials + 5)]
+                                      "requirement": reqs[i % 16]}, audience=aud)
+                  for i in range(args.trials + 5)]
         for b in bodies[:5]:
             assert client.post("/v1/search", data=b).status_code == 200
         t0 = time.perf_counter()

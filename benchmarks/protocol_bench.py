@@ -19,6 +19,9 @@ from protocol.artefact import sign_artefact  # noqa: E402
 from protocol.encoding import encode_array  # noqa: E402
 
 
+AUD = "a0" * 16  # the key id of the market the envelopes are addressed to
+
+
 def publish_body(identity: Identity) -> dict:
     rng = np.random.default_rng(0)
     beta = rng.random(100)
@@ -42,12 +45,12 @@ def main(repeats: int = 5, n: int = 2000) -> None:
     sign_rates, verify_rates = [], []
     for _ in range(repeats):
         t = time.process_time()
-        msgs = [seal(me, "publish", body) for _ in range(n)]
+        msgs = [seal(me, "publish", body, audience=AUD) for _ in range(n)]
         sign_rates.append(n / (time.process_time() - t))
         store = MemoryNonceStore()
         t = time.process_time()
         for m in msgs:
-            open_envelope(m, nonce_store=store)
+            open_envelope(m, nonce_store=store, audience=AUD)
         verify_rates.append(n / (time.process_time() - t))
     size = len(msgs[0])
     print(f"publish envelope: {size} bytes (100 x 10 RKME + 2 KiB model)")

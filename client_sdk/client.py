@@ -4,7 +4,9 @@ Raw data never leaves this module's caller: ``publish`` sends the RKME specifica
 model file, ``search`` sends the user's RKME requirement, ``localize`` sends anchor metrics and a
 row count. Every request that changes state or searches is a signed envelope; every answer is
 verified against the pinned market key (given, or trusted on first use and remembered in the
-user's config directory) and bound to the request by ``reply_to``.
+user's config directory) and bound to the request by ``reply_to`` (GETs send a fresh nonce in a
+header for it); every signed request names the market it is for (``aud``, the pinned key's id),
+and every answer that names an id, island or key must name the one asked for.
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ import numpy as np
 from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
-from protocol.errors import (DataError, KeyMismatchError, LearnwareError, ProtocolError,
-                             error_from_dict)
-from protocol.identity import Identity
+from protocol.envelope import new_nonce
+from protocol.errors import (ConfigFileError, DataError, KeyMismatchError, LearnwareError,
+                             ProtocolError, error_from_dict)
+from protocol.identity import Identity, key_id_of
 from protocol.island import base_kernel, robust_scales
 from protocol.metrics import evaluate
 from protocol.modelfile import dump_model, load_model
@@ -37,6 +40,7 @@ from .learnware import Learnware
 from .rkme import RKMESpec
 
 DEFAULT_K = 100
+NONCE_HEADER = "X-LWM-Nonce"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -142,16 +146,32 @@ class MarketClient:
     def _known_markets_file(self) -> Path:
         return config_dir() / "known_markets.json"
 
+    def _known_markets(self) -> dict[str, str]:
+        """The pinned keys by market URL. A file that cannot be read or is not such a mapping
+        fails closed: trusting on first use again would silently unpin every market."""
+        path = self._known_markets_file()
+        if not path.exists():
+            return {}
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            known, why = None, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "it is not an object mapping market URLs to base64 public keys"
+        if (not isinstance(known, dict)
+                or not all(isinstance(k, str) and isinstance(v, str) and len(v) == 44
+                           for k, v in known.items())):
+            raise ConfigFileError(
+                f"the pinned market keys in {path} cannot be read ({why}); refusing to trust "
+                f"any market key anew. Fix the file, or delete it to trust every market on "
+                f"first use again", field=str(path))
+        return known
+
     def _market_key(self, seen: str) -> str:
         if self._pinned is not None:
             return self._pinned
         path = self._known_markets_file()
-        known = {}
-        if path.exists():
-            try:
-                known = json.loads(path.read_text())
-            except (OSError, ValueError):
-                known = {}
+        known = self._known_markets()
         if self.url in known:
             self._pinned = known[self.url]
             return self._pinned
@@ -162,7 +182,29 @@ class MarketClient:
         self._pinned = seen
         return seen
 
-    def _verify(self, resp: httpx.Response, expected: str, reply_to: str | None) -> dict:
+    def _audience(self) -> str:
+        """The key id of this market, which every signed request names: from the pinned key,
+        or on first contact from ``GET /v1/market`` (trusted on first use, like any answer)."""
+        if self._pinned is None:
+            known = self._known_markets()
+            if self.url in known:
+                self._pinned = known[self.url]
+            else:
+                if not self._tofu:
+                    raise KeyMismatchError("no market key is pinned for this market; "
+                                           "pass market_key=")
+                resp = self._http.get("/v1/market")
+                try:
+                    seen = resp.json()["market_key"]
+                    key_id_of(seen)
+                except (ValueError, KeyError, TypeError, LearnwareError) as exc:
+                    raise ProtocolError(f"the market at {self.url} did not name its key "
+                                        f"({resp.status_code}): {resp.text[:200]!r}",
+                                        code="bad_response") from exc
+                self._market_key(seen)
+        return key_id_of(self._pinned)
+
+    def _verify(self, resp: httpx.Response, expected: str, reply_to: str) -> dict:
         try:
             raw = json.loads(resp.content)
             sender = raw.get("sender") if isinstance(raw, dict) else None
@@ -177,13 +219,12 @@ class MarketClient:
                 f"the market at {self.url} now signs with another key than the one pinned "
                 f"({pinned[:12]}..., seen {sender[:12]}...): refusing its answer. If the market "
                 f"really changed keys, remove it from {self._known_markets_file()}")
-        env = open_envelope(resp.content, nonce_store=None, expected_sender=pinned,
-                            window_s=24 * 3600)
+        env = open_envelope(resp.content, nonce_store=None, expected_sender=pinned)
         # An error the market raised before it could verify the request (too large, unsigned,
-        # replayed, stale...) cannot name the request's nonce: it is still the market's signed
-        # answer. Anything else must be bound to this request.
+        # replayed, stale, a malformed nonce header...) cannot name the request's nonce: it is
+        # still the market's signed answer. Anything else must be bound to this request.
         unbound_error = env.type == "error" and env.reply_to is None
-        if reply_to is not None and env.reply_to != reply_to and not unbound_error:
+        if env.reply_to != reply_to and not unbound_error:
             raise ProtocolError("the market's answer is not bound to this request (reply_to)",
                                 code="bad_response")
         if env.type == "error":
@@ -195,15 +236,24 @@ class MarketClient:
 
     def _signed(self, method: str, path: str, message_type: str, body: dict,
                 expected: str) -> dict:
-        nonce = os.urandom(16).hex()
-        data = seal(self.identity, message_type, body, nonce=nonce)
+        nonce = new_nonce()
+        data = seal(self.identity, message_type, body, nonce=nonce, audience=self._audience())
         resp = self._http.request(method, path, content=data,
                                   headers={"Content-Type": "application/json"})
         return self._verify(resp, expected, nonce)
 
     def _get(self, path: str, expected: str, params: dict | None = None) -> dict:
-        resp = self._http.get(path, params=params)
-        return self._verify(resp, expected, None)
+        nonce = new_nonce()
+        resp = self._http.get(path, params=params, headers={NONCE_HEADER: nonce})
+        return self._verify(resp, expected, nonce)
+
+    @staticmethod
+    def _same(what: str, asked: Any, answered: Any) -> None:
+        """Refuse a (signed, bound) answer about something other than what was asked."""
+        if answered != asked:
+            raise ProtocolError(f"the market answered about {what} {str(answered)[:80]!r}, "
+                                f"not the {str(asked)[:80]!r} asked for", code="bad_response",
+                                field=what)
 
     # --- islands ----------------------------------------------------------------------------
     def islands(self) -> list[dict]:
@@ -224,6 +274,8 @@ class MarketClient:
             if exc.code == "not_found":
                 return None
             raise
+        self._same("semantic_key", key, info["semantic_key"])
+        self._same("semantic_key", key, island_key(info["semantic"]))
         self._islands[key] = (time.monotonic(), info)
         return info
 
@@ -314,8 +366,10 @@ class MarketClient:
             spec, island = self.requirement(X_user, semantic, k=k, random_state=random_state)
             body["requirement"] = spec.to_dict()
             body["island_id"] = island["island_id"]
-        return SearchResult.from_body(self._signed("POST", "/v1/search", "search", body,
-                                                   "search_result"))
+        res = self._signed("POST", "/v1/search", "search", body, "search_result")
+        if "island_id" in body:
+            self._same("island_id", body["island_id"], res["island_id"])
+        return SearchResult.from_body(res)
 
     def text_search(self, query: str, limit: int = 20) -> list[dict]:
         return self._get("/v1/learnwares", "search_result",
@@ -323,7 +377,9 @@ class MarketClient:
 
     # --- download ---------------------------------------------------------------------------
     def manifest(self, learnware_id: str) -> dict:
-        return self._get(f"/v1/learnwares/{learnware_id}", "download_manifest")
+        man = self._get(f"/v1/learnwares/{learnware_id}", "download_manifest")
+        self._same("learnware_id", learnware_id, man["learnware_id"])
+        return man
 
     def download(self, learnware_id: str) -> Learnware:
         """Fetch, verify (developer signature + hash) and load safely; cached by sha256."""
@@ -338,9 +394,10 @@ class MarketClient:
             if sha256_hex(cached) == sha:
                 data = cached
         if data is None:
-            resp = self._http.get(f"/v1/models/{sha}")
+            nonce = new_nonce()
+            resp = self._http.get(f"/v1/models/{sha}", headers={NONCE_HEADER: nonce})
             if resp.status_code != 200:
-                self._verify(resp, "error", None)
+                self._verify(resp, "error", nonce)
             data = resp.content
             self.model_transfers += 1
             if sha256_hex(data) != sha:
@@ -376,6 +433,7 @@ class MarketClient:
         aset = self._signed("POST", "/v1/anchors", "anchor_request",
                             {"semantic": query, "max_anchors": int(max_anchors)}, "anchor_set")
         island_id, pending = aset["island_id"], list(aset["anchors"])
+        asked_key = island_key(query)
         if not pending:
             raise LearnwareError("the island has no anchors", code="empty_island")
         values: dict[str, float] = {}
@@ -384,6 +442,7 @@ class MarketClient:
             for lid in pending:
                 if lid not in values:
                     lw = self.download(lid)
+                    self._same("semantic_key", asked_key, island_key(lw.semantic))
                     values[lid] = float(evaluate(metric, y, lw.model.predict(X)))
             report = {"island_id": island_id, "metric": metric, "n_rows": int(len(y)),
                       "values": values, "round": r, "max_results": int(max_results)}
@@ -391,6 +450,7 @@ class MarketClient:
                 report["more_anchors"] = int(more_per_round)
             body = self._signed("POST", "/v1/localize", "metrics_report", report,
                                 "localization_result")
+            self._same("island_id", island_id, body["island_id"])
             pending = [i for i in body.get("next_anchors", []) if i not in values]
             if not pending:
                 break

@@ -24,7 +24,8 @@ def _envelope(expected: str, action: str | None = None):
         raise LearnwareError("this endpoint needs a signed envelope as the request body",
                              code="unsigned_request", status=401)
     env = open_envelope(data, nonce_store=state.store, window_s=state.config.timestamp_window_s,
-                        max_bytes=state.config.max_message_bytes, expected_types={expected})
+                        max_bytes=state.config.max_message_bytes, expected_types={expected},
+                        audience=state.identity.key_id)
     request.lwm_nonce = env.nonce
     if action:
         state.limiter.check(action, env.sender_key_id)

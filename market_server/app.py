@@ -15,7 +15,7 @@ from .api import islands, learnwares, meta, search
 from .config import ServerConfig
 from .market import Market
 from .ratelimit import RateLimiter
-from .responses import error_response
+from .responses import error_response, read_get_nonce
 from .storage import Store
 
 log = logging.getLogger("market_server")
@@ -62,6 +62,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     app.extensions["learnware_market"] = state
     for bp in (meta, learnwares, islands, search):
         app.register_blueprint(bp)
+    app.before_request(read_get_nonce)
 
     @app.errorhandler(LearnwareError)
     def _learnware_error(exc: LearnwareError):

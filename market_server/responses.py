@@ -1,10 +1,18 @@
-"""Signed responses and errors: every answer of the market is an envelope it signs."""
+"""Signed responses and errors: every answer of the market is an envelope it signs.
+
+Every answer is bound to its request by ``reply_to``: the envelope's nonce for POST/DELETE, the
+client's ``X-LWM-Nonce`` header for GET (so an old or another request's answer is refused by the
+client). Such answers are per request: ``Cache-Control: no-store`` keeps shared caches from
+serving one to another request."""
 from __future__ import annotations
 
 from flask import Response, current_app, request
 
 from protocol.envelope import seal
 from protocol.errors import LearnwareError
+
+NONCE_HEADER = "X-LWM-Nonce"
+_HEX = frozenset("0123456789abcdef")
 
 
 def market():
@@ -16,8 +24,26 @@ def signed(message_type: str, body: dict, status: int = 200, reply_to: str | Non
     of a millisecond per request): the market builds it, and every client validates what it
     opens, which is where the tests check every response type."""
     app_state = market()
+    if reply_to is None:
+        reply_to = getattr(request, "lwm_nonce", None)
     data = seal(app_state.identity, message_type, body, reply_to=reply_to, validate=False)
-    return Response(data, status=status, mimetype="application/json")
+    resp = Response(data, status=status, mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def read_get_nonce() -> None:
+    """(before each request) The nonce a GET sends in ``X-LWM-Nonce``, which its signed answer
+    names in ``reply_to``; a malformed one is refused before any work (that error is unbound)."""
+    if request.method not in ("GET", "HEAD"):
+        return
+    nonce = request.headers.get(NONCE_HEADER)
+    if nonce is None:
+        return
+    if len(nonce) != 32 or not _HEX.issuperset(nonce):
+        raise LearnwareError(f"the {NONCE_HEADER} header must be 32 lowercase hex characters",
+                             code="bad_nonce", field=NONCE_HEADER)
+    request.lwm_nonce = nonce
 
 
 def _text(value, limit: int | None = None) -> str:

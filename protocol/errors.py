@@ -70,6 +70,13 @@ class StaleMessageError(ProtocolError):
     status = 401
 
 
+class AudienceError(ProtocolError):
+    """A signed request addressed to another market (replayed from one market to another)."""
+
+    code = "wrong_audience"
+    status = 401
+
+
 class UnknownMessageError(ProtocolError):
     code = "unknown_message_type"
     status = 400
@@ -101,10 +108,17 @@ class IdentityError(LearnwareError):
     status = 400
 
 
+class ConfigFileError(LearnwareError):
+    """A local configuration file (the pinned market keys) is unreadable: fail closed."""
+
+    code = "bad_config_file"
+    status = 400
+
+
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
-    StaleMessageError, UnknownMessageError, KeyMismatchError, UnsafeModelError, DataError,
-    IdentityError)}
+    StaleMessageError, UnknownMessageError, AudienceError, KeyMismatchError, UnsafeModelError,
+    DataError, IdentityError, ConfigFileError)}
 
 
 def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:

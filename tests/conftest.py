@@ -119,6 +119,11 @@ class MarketEnv:
         return self.state.identity.public_key_b64
 
     @property
+    def key_id(self) -> str:
+        """The market's key id: the ``aud`` every signed request to it names."""
+        return self.state.identity.key_id
+
+    @property
     def transport(self) -> httpx.WSGITransport:
         return httpx.WSGITransport(app=self.app)
 
@@ -152,7 +157,7 @@ class MarketEnv:
     def reply(self, resp: httpx.Response) -> tuple[str, dict]:
         """(type, body) of a signed answer, after checking the market's signature."""
         env = open_envelope(resp.content, nonce_store=None, expected_sender=self.market_key,
-                            window_s=3600)
+                            window_s=3600)  # (raw requests send no nonce: answers are unbound)
         return env.type, env.body
 
     def close(self) -> None:
@@ -291,26 +296,38 @@ def publish_parts(client: MarketClient, X: np.ndarray, sem: dict, *, model=None,
     return sem, spec, model_bytes
 
 
-def publish_envelope(identity: Identity, sem: dict, spec: dict, model_bytes: bytes, *,
+def audience(to) -> str:
+    """The ``aud`` of a request to ``to``: a :class:`MarketEnv` (or anything with ``key_id``)
+    or a key id."""
+    return to if isinstance(to, str) else to.key_id
+
+
+def seal_request(identity: Identity, message_type: str, body: Any, *, to, **seal_kw) -> bytes:
+    """A sealed request addressed to the market ``to`` (see :func:`audience`)."""
+    return seal(identity, message_type, body, audience=audience(to), **seal_kw)
+
+
+def publish_envelope(identity: Identity, sem: dict, spec: dict, model_bytes: bytes, *, to,
                      sha256: str | None = None, size: int | None = None,
                      data: str | None = None, artefact_sha256: str | None = None,
                      validate: bool = True, **seal_kw) -> bytes:
-    """A sealed ``publish`` envelope; every part can be made inconsistent on purpose."""
+    """A sealed ``publish`` envelope for the market ``to``; every part can be made
+    inconsistent on purpose."""
     sha = sha256 or sha256_hex(model_bytes)
     body = {"semantic": sem, "spec": spec,
             "model": {"format": "skops", "sha256": sha,
                       "size": len(model_bytes) if size is None else size,
                       "data": base64.b64encode(model_bytes).decode() if data is None else data},
             "artefact": sign_artefact(identity, sem, spec, artefact_sha256 or sha)}
-    return seal(identity, "publish", body, validate=validate, **seal_kw)
+    return seal_request(identity, "publish", body, to=to, validate=validate, **seal_kw)
 
 
 def search_envelope(identity: Identity, sem: dict, requirement: dict | None = None,
-                    max_results: int = 5, **seal_kw) -> bytes:
+                    max_results: int = 5, *, to, **seal_kw) -> bytes:
     body = {"semantic": query(sem), "max_results": max_results}
     if requirement is not None:
         body["requirement"] = requirement
-    return seal(identity, "search", body, **seal_kw)
+    return seal_request(identity, "search", body, to=to, **seal_kw)
 
 
 def error_body(env: MarketEnv, resp: httpx.Response) -> dict:

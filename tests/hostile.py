@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protocol.artefact import sign_artefact
 from protocol.encoding import encode_array
-from protocol.envelope import PROTOCOL_VERSION, SIGNING_DOMAIN, new_nonce, open_envelope, seal
-from protocol.identity import Identity, b64
+from protocol.envelope import (PROTOCOL_VERSION, REQUEST_TYPES, SIGNING_DOMAIN, new_nonce,
+                               open_envelope, seal)
+from protocol.identity import Identity, b64, key_id_of
 
 # --------------------------------------------------------------------------------------------
 # hostile values
@@ -209,14 +210,17 @@ def mutated_bodies(draw, base: dict, extra_values=None):
 # --------------------------------------------------------------------------------------------
 # envelopes
 # --------------------------------------------------------------------------------------------
-def seal_escaped(identity: Identity, message_type: str, body: Any, *, v: Any = PROTOCOL_VERSION,
-                 ts: Any = None, nonce: str | None = None) -> bytes:
+def seal_escaped(identity: Identity, message_type: str, body: Any, *, aud: str | None,
+                 v: Any = PROTOCOL_VERSION, ts: Any = None, nonce: str | None = None) -> bytes:
     """A validly signed envelope encoded with ASCII escapes (``ensure_ascii=True``): the one
-    way to sign bodies holding lone surrogates, and to sign any version/timestamp."""
+    way to sign bodies holding lone surrogates, and to sign any version/timestamp. ``aud``: the
+    market addressed (None: no ``aud`` member)."""
     import time
     env = {"v": v, "type": message_type, "sender": identity.public_key_b64,
            "ts": int(time.time() * 1000) if ts is None else ts, "nonce": nonce or new_nonce(),
            "body": body}
+    if aud is not None:
+        env["aud"] = aud
     unsigned = json.dumps(env, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     env["sig"] = b64(identity.sign(SIGNING_DOMAIN + unsigned.encode()))
     return json.dumps(env, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -487,6 +491,8 @@ def signed_cases(draw, ctx: Context):
                                           hostile_scalars)),
                       "ts": draw(st.one_of(st.none(), hostile_ints, hostile_floats,
                                            hostile_strings))}
+        if draw(st.integers(0, 3)) == 0:  # another market's key id, none, or not a key id
+            env_fields["aud"] = draw(st.one_of(st.none(), st.just("0" * 32), hostile_strings))
         mode = "escaped"
     send_as = mtype if draw(st.integers(0, 9)) else draw(st.sampled_from(
         sorted(ENDPOINTS) + ["error", "publish_result", "nope", "\u202e"]))
@@ -531,8 +537,16 @@ def get_cases(draw, ctx: Context):
 PLAIN_JSON = {"/healthz", "/openapi.json", "/v1/market"}
 
 
-def materialise(case) -> tuple[str, str, bytes | None, set | None, bool]:
-    """(method, path, body bytes, acceptable answer types or None=any, binary ok)."""
+def _seal_to(aud: str, ident: Identity, mtype: str, body: Any) -> bytes:
+    """``seal`` addressed to ``aud`` when ``mtype`` is a request (hostile cases also sign
+    answer types and unknown ones, which seal refuses to address)."""
+    return seal(ident, mtype, body, validate=False,
+                audience=aud if mtype in REQUEST_TYPES else None)
+
+
+def materialise(case, aud: str) -> tuple[str, str, bytes | None, set | None, bool]:
+    """(method, path, body bytes, acceptable answer types or None=any, binary ok); signed
+    requests are addressed to the market whose key id is ``aud``."""
     kind, method, path, a, b, c = case
     if kind == "raw":
         return method, path, a, None, False
@@ -540,18 +554,19 @@ def materialise(case) -> tuple[str, str, bytes | None, set | None, bool]:
         return method, path, None, b, c
     ident = Identity.generate() if kind == "signed" else _ident()
     if kind == "mutated":
-        return method, path, apply_mutations(seal(ident, a, b, validate=False), c), None, False
+        return method, path, apply_mutations(_seal_to(aud, ident, a, b), c), None, False
     mode, env_fields = c
     if mode == "canonical":
         try:
-            data = seal(ident, a, b, validate=False)
+            data = _seal_to(aud, ident, a, b)
         except Exception:  # noqa: BLE001 - unencodable on the client side: send it escaped
-            data = seal_escaped(ident, a, b)
+            data = seal_escaped(ident, a, b, aud=aud)
     elif mode == "escaped" or env_fields:
-        data = seal_escaped(ident, a, b, **{k: v for k, v in (env_fields or {}).items()
-                                            if v is not None})
+        fields = {"aud": aud} | (env_fields or {})
+        data = seal_escaped(ident, a, b, **{k: v for k, v in fields.items()
+                                            if v is not None or k == "aud"})
     else:
-        data = seal_escaped(ident, a, _surrogate_deep(b))
+        data = seal_escaped(ident, a, _surrogate_deep(b), aud=aud)
     return method, path, data, None, False
 
 
@@ -582,6 +597,7 @@ class Fuzzer:
     def __init__(self, market_key: str, send: Callable, check_state: Callable | None = None,
                  strict: bool = True):
         self.market_key, self.send, self.check_state = market_key, send, check_state
+        self.audience = key_id_of(market_key)
         self.strict = strict
         self.stats = Stats()
 
@@ -591,7 +607,7 @@ class Fuzzer:
             raise AssertionError(msg)
 
     def run(self, case) -> None:
-        method, path, data, types, binary = materialise(case)
+        method, path, data, types, binary = materialise(case, self.audience)
         self.stats.cases += 1
         try:
             status, headers, content = self.send(method, path, data)

@@ -168,7 +168,7 @@ def test_server_refuses_unsafe_model_at_publish(shared_island, tmp_path, kind):
     sem, spec, _ = publish_parts(env.client(dev), X, SEM, model_bytes=payload)
     # Hand-built: the artefact signature covers the malicious bytes, so only the model check
     # can refuse it.
-    data = publish_envelope(dev, sem, spec, payload)
+    data = publish_envelope(dev, sem, spec, payload, to=env)
     with env.http() as http:
         r = http.post("/v1/learnwares", content=data)
     assert r.status_code == 422, r.content[:300]

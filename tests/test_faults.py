@@ -24,12 +24,11 @@ import sqlalchemy as sa
 from client_sdk import Identity, MarketClient
 from client_sdk.demo.server import free_port
 from market_server.storage import Store
-from protocol.envelope import seal
 from protocol.errors import LearnwareError
 
 from tests.conftest import (_pg_exec, blob, count_rows, error_body, fitted_ridge, linear_task,
-                            publish_envelope, publish_parts, query, search_envelope, semantic,
-                            stored_blobs)
+                            publish_envelope, publish_parts, query, seal_request,
+                            search_envelope, semantic, stored_blobs)
 
 SEM = semantic("fault cases")
 
@@ -68,6 +67,11 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
+
+    @property
+    def key_id(self) -> str:
+        """The market's key id: the ``aud`` of every signed request to it."""
+        return httpx.get(self.url + "/v1/market", timeout=5).json()["market_key_id"]
 
     def kill9(self) -> None:
         """SIGKILL to the whole process group, as a power cut would."""
@@ -223,7 +227,7 @@ def _raw_publish(env, seed: int) -> tuple[httpx.Response, bytes]:
     model, X = _job(seed)
     me = Identity.generate()
     sem, spec, mb = publish_parts(env.client(), X, SEM, model=model, k=8)
-    data = publish_envelope(me, sem, spec, mb)
+    data = publish_envelope(me, sem, spec, mb, to=env)
     with env.http() as http:
         return http.post("/v1/learnwares", content=data), data
 
@@ -312,13 +316,15 @@ def test_rate_limit_fourth_search_is_429_other_key_unaffected(make_market):
     a, b = Identity.generate(), Identity.generate()
     with env.http() as http:
         for _ in range(3):
-            assert http.post("/v1/search", content=search_envelope(a, SEM)).status_code == 200
-        resp = http.post("/v1/search", content=search_envelope(a, SEM))
+            r = http.post("/v1/search", content=search_envelope(a, SEM, to=env))
+            assert r.status_code == 200
+        resp = http.post("/v1/search", content=search_envelope(a, SEM, to=env))
         assert resp.status_code == 429
         body = error_body(env, resp)
         assert body["code"] == "rate_limited"
         assert "limit is 3 per minute" in body["message"] and "retry in" in body["message"]
-        assert http.post("/v1/search", content=search_envelope(b, SEM)).status_code == 200
+        r = http.post("/v1/search", content=search_envelope(b, SEM, to=env))
+        assert r.status_code == 200
     # the SDK raises it as a LearnwareError with the same code
     c = env.client(a)
     with pytest.raises(LearnwareError) as exc:
@@ -329,12 +335,12 @@ def test_rate_limit_fourth_search_is_429_other_key_unaffected(make_market):
 # --------------------------------------------------------------------------------------------
 # several workers on one SQLite database
 # --------------------------------------------------------------------------------------------
-def _search_ids(url: str, me: Identity, requirement: dict | None) -> set[str]:
+def _search_ids(server: "Server", me: Identity, requirement: dict | None) -> set[str]:
     from protocol.envelope import open_envelope
     body = {"semantic": query(SEM), "max_results": 5}
     if requirement is not None:
         body["requirement"] = requirement
-    resp = _fresh_post(url, "/v1/search", seal(me, "search", body))
+    resp = _fresh_post(server.url, "/v1/search", seal_request(me, "search", body, to=server))
     assert resp.status_code == 200, resp.content[:300]
     out = open_envelope(resp.content, nonce_store=None, window_s=3600).body
     ids = {m["learnware_id"] for m in out["single"]}
@@ -352,26 +358,27 @@ def test_four_workers_share_caches_nonces_and_rate_limits(tmp_path, config_dir):
         req = dev.requirement(X, SEM, k=8)[0].to_dict()
         # (a fresh key per search below: the search limit is 3 per minute and key)
         for _ in range(16):  # every worker builds (and caches) its index of the island
-            assert _search_ids(server.url, Identity.generate(), req) == {first}
+            assert _search_ids(server, Identity.generate(), req) == {first}
         new = dev.publish(model, X, SEM, k=8)
         for _ in range(16):
-            assert new in _search_ids(server.url, Identity.generate(), req), \
+            assert new in _search_ids(server, Identity.generate(), req), \
                 "a worker served a stale index"
         assert dev.delete(new)
         for _ in range(16):
-            assert new not in _search_ids(server.url, Identity.generate(), req), \
+            assert new not in _search_ids(server, Identity.generate(), req), \
                 "a deleted learnware came back"
         # replays are refused whichever worker receives the copy
         for _ in range(8):
-            data = search_envelope(Identity.generate(), SEM)
+            data = search_envelope(Identity.generate(), SEM, to=server)
             assert _fresh_post(server.url, "/v1/search", data).status_code == 200
             again = _fresh_post(server.url, "/v1/search", data)
             assert again.status_code == 409, again.content[:300]
             assert b"replayed_nonce" in again.content
         # the rate limit counts a key's searches on every worker together
         busy = Identity.generate()
-        codes = [_fresh_post(server.url, "/v1/search", search_envelope(busy, SEM)).status_code
-                 for _ in range(8)]
+        aud = server.key_id
+        codes = [_fresh_post(server.url, "/v1/search",
+                             search_envelope(busy, SEM, to=aud)).status_code for _ in range(8)]
         assert codes == [200] * 3 + [429] * 5, codes
 
 

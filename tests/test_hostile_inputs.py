@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from client_sdk import Identity
 
-from protocol.envelope import open_envelope, seal
-from tests.conftest import MarketFactory
+from protocol.envelope import open_envelope
+from tests.conftest import MarketFactory, seal_request
 from tests.hostile import (Fuzzer, build_context, flask_sender, get_cases, populate, raw_cases,
                            run_cases, seal_escaped, signed_cases, state_checker)
 
@@ -60,8 +60,8 @@ def test_market_still_serves_after_the_run(target):
     info = user.island(ctx.bases["search"]["semantic"])
     assert info is not None and info["learnware_count"] == len(ctx.learnware_ids)
     with env.http() as http:
-        r = http.post("/v1/search", content=seal(Identity.generate(), "search",
-                                                  ctx.bases["search"]),
+        r = http.post("/v1/search", content=seal_request(Identity.generate(), "search",
+                                                          ctx.bases["search"], to=env),
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 200 and env.reply(r)[0] == "search_result", r.content[:300]
 
@@ -87,18 +87,18 @@ def test_lone_surrogates_are_refused_not_500(target):
     echoing it in an error (UnicodeEncodeError -> 500)."""
     env, ctx, _ = target
     me = Identity.generate()
-    good = seal(me, "search", ctx.bases["search"])
+    good = seal_request(me, "search", ctx.bases["search"], to=env)
     # unknown envelope field / duplicate key / body key named by a lone surrogate
     _error(env, _post(env, "/v1/search", b'{"\\udc00":1,' + good[1:]), 400, "bad_encoding")
     _error(env, _post(env, "/v1/search", b'{"\\udc00":1,"\\udc00":2}'), 400, "bad_encoding")
     body = dict(ctx.bases["search"], semantic=dict(ctx.bases["search"]["semantic"],
                                                    target="y\ud800"))
-    _error(env, _post(env, "/v1/search", seal_escaped(me, "search", body)), 400,
+    _error(env, _post(env, "/v1/search", seal_escaped(me, "search", body, aud=env.key_id)), 400,
            "bad_encoding")
     # a valid surrogate *pair* escape is fine (it is one character)
     body = dict(ctx.bases["search"], semantic=dict(ctx.bases["search"]["semantic"],
                                                    name="\U0001f600"))
-    r = _post(env, "/v1/search", seal_escaped(me, "search", body))
+    r = _post(env, "/v1/search", seal_escaped(me, "search", body, aud=env.key_id))
     assert r.status_code == 200, r.get_data()[:300]
 
 
@@ -108,19 +108,19 @@ def test_array_dtype_of_another_json_type_is_a_schema_error(target):
         req = dict(ctx.bases["search"]["requirement"])
         req["beta"] = {"__array__": {"dtype": dtype, "shape": [1], "data": "AAAAAAAA8D8="}}
         body = dict(ctx.bases["search"], requirement=req)
-        _error(env, _post(env, "/v1/search", seal(Identity.generate(), "search", body,
-                                                  validate=False)), 422, "schema_violation")
+        _error(env, _post(env, "/v1/search", seal_request(Identity.generate(), "search", body,
+                                                          to=env, validate=False)), 422, "schema_violation")
 
 
 def test_integers_too_large_for_a_float_are_a_schema_error(target):
     env, ctx, _ = target
     req = dict(ctx.bases["search"]["requirement"], gamma=10**400)
     body = dict(ctx.bases["search"], requirement=req)
-    _error(env, _post(env, "/v1/search", seal(Identity.generate(), "search", body,
-                                              validate=False)), 422, "schema_violation")
+    _error(env, _post(env, "/v1/search", seal_request(Identity.generate(), "search", body,
+                                                      to=env, validate=False)), 422, "schema_violation")
     body = dict(ctx.bases["metrics_report"], values={ctx.learnware_ids[0]: -10**400})
-    _error(env, _post(env, "/v1/localize", seal(Identity.generate(), "metrics_report", body,
-                                                validate=False)), 422, "schema_violation")
+    _error(env, _post(env, "/v1/localize", seal_request(Identity.generate(), "metrics_report",
+                                                        body, to=env, validate=False)), 422, "schema_violation")
 
 
 def test_double_slash_is_a_signed_404_not_an_html_redirect(target):

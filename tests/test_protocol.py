@@ -12,10 +12,21 @@ from protocol import (EncodingError, Identity, MemoryNonceStore, ProtocolError, 
                       SchemaError, SignatureError, StaleMessageError, UnknownMessageError,
                       canonical_bytes, decode, decode_array, encode_array, open_envelope, seal)
 from protocol.artefact import sign_artefact, verify_artefact
+from protocol.envelope import REQUEST_TYPES
 from protocol.errors import IdentityError
 from protocol.schemas import MESSAGE_TYPES
 from protocol.semantic import island_key, text_score
 from tests.protocol_samples import bodies, rkme, semantic
+
+
+AUD = "a0" * 16  # the key id of the market the requests of these tests are addressed to
+
+
+def _seal(identity, mtype, body, **kw):
+    """``seal``, addressed to market AUD when ``mtype`` is a request."""
+    if mtype in REQUEST_TYPES:
+        kw.setdefault("audience", AUD)
+    return seal(identity, mtype, body, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +41,7 @@ def test_every_message_type_has_a_sample():
 @pytest.mark.parametrize("mtype", sorted(MESSAGE_TYPES))
 def test_round_trip_every_message_type(me, mtype):
     body = bodies()[mtype]
-    data = seal(me, mtype, body)
+    data = _seal(me, mtype, body)
     env = open_envelope(data, nonce_store=MemoryNonceStore())
     assert env.type == mtype and env.body == body and env.sender_key_id == me.key_id
     assert canonical_bytes(env.body) == canonical_bytes(body)
@@ -41,7 +52,7 @@ def test_sealed_bytes_are_canonical(me, mtype):
     """seal inserts the signature into the one encoding it signs: the result must still be
     the canonical form, with or without reply_to (which sorts before sig)."""
     for reply_to in (None, "ab" * 16):
-        data = seal(me, mtype, bodies()[mtype], reply_to=reply_to)
+        data = _seal(me, mtype, bodies()[mtype], reply_to=reply_to)
         assert canonical_bytes(decode(data)) == data
 
 
@@ -50,7 +61,7 @@ def test_seal_places_sig_before_the_top_level_ts_only(me):
     # attract the signature member
     body = {"code": "bad", "message": ',"ts":1', "field": "ts", "details": [
         {"code": "x", "message": "m", "field": "ts"}]}
-    data = seal(me, "error", body, reply_to="cd" * 16)
+    data = _seal(me, "error", body, reply_to="cd" * 16)
     assert canonical_bytes(decode(data)) == data
     assert open_envelope(data, nonce_store=None).body == body
 
@@ -108,7 +119,7 @@ def test_size_limit_and_nonfinite():
     body = bodies()["search"]
     body["requirement"]["z"] = encode_array(np.full((100, 3), np.nan))
     with pytest.raises(SchemaError) as ei:
-        seal(Identity.generate(), "search", body)
+        _seal(Identity.generate(), "search", body)
     assert ei.value.field == "requirement.z"
 
 
@@ -116,19 +127,19 @@ def test_schema_names_offending_field(me):
     body = bodies()["publish"]
     body["semantic"]["task_type"] = "clustering"
     with pytest.raises(SchemaError) as ei:
-        seal(me, "publish", body)
+        _seal(me, "publish", body)
     assert ei.value.field == "semantic.task_type" and "clustering" in ei.value.message
     body = bodies()["publish"]
     del body["artefact"]["signature"]
     with pytest.raises(SchemaError, match="artefact.signature is missing"):
-        seal(me, "publish", body)
+        _seal(me, "publish", body)
     with pytest.raises(UnknownMessageError):
-        seal(me, "launch_missiles", {})
+        _seal(me, "launch_missiles", {})
 
 
 def test_random_bit_flips_are_all_rejected(me):
     """1,000+ single-bit flips spread over signature, header and body: every one refused."""
-    data = seal(me, "metrics_report", bodies()["metrics_report"])
+    data = _seal(me, "metrics_report", bodies()["metrics_report"])
     text = data.decode()
     sig_at = text.index('"sig"')
     body_at = text.index('"body"')
@@ -153,7 +164,7 @@ def test_random_bit_flips_are_all_rejected(me):
 
 def test_replay_rejected(me):
     store = MemoryNonceStore()
-    data = seal(me, "delete", {"learnware_id": "lw-1"})
+    data = _seal(me, "delete", {"learnware_id": "lw-1"})
     open_envelope(data, nonce_store=store)
     with pytest.raises(ReplayError):
         open_envelope(data, nonce_store=store)
@@ -161,11 +172,11 @@ def test_replay_rejected(me):
 
 def test_wrong_key_rejected(me):
     other = Identity.generate()
-    env = json.loads(seal(me, "delete", {"learnware_id": "lw-1"}))
+    env = json.loads(_seal(me, "delete", {"learnware_id": "lw-1"}))
     env["sender"] = other.public_key_b64
     with pytest.raises(SignatureError):
         open_envelope(canonical_bytes(env), nonce_store=MemoryNonceStore())
-    data = seal(me, "delete", {"learnware_id": "lw-1"})
+    data = _seal(me, "delete", {"learnware_id": "lw-1"})
     with pytest.raises(SignatureError):
         open_envelope(data, nonce_store=None, expected_sender=other.public_key_b64)
 
@@ -173,17 +184,17 @@ def test_wrong_key_rejected(me):
 def test_expired_and_future_timestamps_rejected(me):
     now = time.time()
     for offset in (-301, 301, -10_000):
-        data = seal(me, "delete", {"learnware_id": "lw-1"}, now=now + offset)
+        data = _seal(me, "delete", {"learnware_id": "lw-1"}, now=now + offset)
         with pytest.raises(StaleMessageError):
             open_envelope(data, nonce_store=MemoryNonceStore(), now=now)
-    data = seal(me, "delete", {"learnware_id": "lw-1"}, now=now - 100)
+    data = _seal(me, "delete", {"learnware_id": "lw-1"}, now=now - 100)
     open_envelope(data, nonce_store=MemoryNonceStore(), now=now)
     with pytest.raises(StaleMessageError):
         open_envelope(data, nonce_store=MemoryNonceStore(), now=now, window_s=50)
 
 
 def test_non_canonical_wire_form_rejected(me):
-    data = seal(me, "delete", {"learnware_id": "lw-1"})
+    data = _seal(me, "delete", {"learnware_id": "lw-1"})
     pretty = json.dumps(json.loads(data), indent=1).encode()
     with pytest.raises(ProtocolError):
         open_envelope(pretty, nonce_store=MemoryNonceStore())
@@ -231,7 +242,7 @@ def test_island_key_and_text_search():
     assert text_score("weather", a) == 0.0
 
 
-_valid = [seal(Identity.generate(), t, b) for t, b in sorted(bodies().items())]
+_valid = [_seal(Identity.generate(), t, b) for t, b in sorted(bodies().items())]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

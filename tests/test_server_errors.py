@@ -16,7 +16,7 @@ from protocol.errors import LearnwareError
 
 from tests.conftest import (blob, blob_files, count_rows, detail_codes, error_body,
                             fitted_ridge, island_kernel_of, linear_task, publish_envelope, publish_parts, query,
-                            search_envelope, semantic, stored_blobs)
+                            seal_request, search_envelope, semantic, stored_blobs)
 
 SEM = semantic("error cases")
 RNG_SEED = 0
@@ -70,12 +70,12 @@ def test_unsigned_and_garbage_bodies(shared):
 def test_envelope_without_signature_or_with_a_foreign_one(shared):
     env, _, X = shared
     me, other = Identity.generate(), Identity.generate()
-    raw = json.loads(search_envelope(me, SEM))
+    raw = json.loads(search_envelope(me, SEM, to=env))
     del raw["sig"]
     r = _post(env, "/v1/search", json.dumps(raw).encode())
     assert r.status_code == 400 and error_body(env, r)["field"] == "sig"
     # signed by one key, claiming to be another
-    raw = json.loads(search_envelope(me, SEM))
+    raw = json.loads(search_envelope(me, SEM, to=env))
     raw["sender"] = other.public_key_b64
     data = json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
     r = _post(env, "/v1/search", data)
@@ -85,7 +85,7 @@ def test_envelope_without_signature_or_with_a_foreign_one(shared):
 def test_tampered_envelope(shared):
     env, _, X = shared
     me = Identity.generate()
-    data = search_envelope(me, SEM, _requirement(env, X), max_results=5)
+    data = search_envelope(me, SEM, _requirement(env, X), max_results=5, to=env)
     # A meaningful change that keeps valid JSON and a valid schema: the signature catches it.
     assert b'"max_results":5' in data
     r = _post(env, "/v1/search", data.replace(b'"max_results":5', b'"max_results":6'))
@@ -112,7 +112,7 @@ def test_tampered_publish_changes_nothing(market):
     dev = Identity.generate()
     sem, spec, mb = publish_parts(env.client(dev), X, SEM,
                                   model=fitted_ridge(X, linear_task(rng, X, (1, 1, 1))))
-    data = publish_envelope(dev, sem, spec, mb)
+    data = publish_envelope(dev, sem, spec, mb, to=env)
     i = data.index(b'"data":"') + 40  # inside the base64 model file
     bad = bytearray(data)
     bad[i] = ord("A") if bad[i] != ord("A") else ord("B")
@@ -126,14 +126,14 @@ def test_tampered_publish_changes_nothing(market):
 def test_replayed_envelope(shared):
     env, _, X = shared
     me = Identity.generate()
-    data = search_envelope(me, SEM, _requirement(env, X))
+    data = search_envelope(me, SEM, _requirement(env, X), to=env)
     first = _post(env, "/v1/search", data)
     assert first.status_code == 200
     again = _post(env, "/v1/search", data)
     assert again.status_code == 409
     assert error_body(env, again)["code"] == "replayed_nonce"
     # the same body in a new envelope (new nonce) is fine
-    assert _post(env, "/v1/search", search_envelope(me, SEM, _requirement(env, X))
+    assert _post(env, "/v1/search", search_envelope(me, SEM, _requirement(env, X), to=env)
                  ).status_code == 200
 
 
@@ -144,7 +144,7 @@ def test_replayed_publish_is_not_published_twice(market):
     dev = Identity.generate()
     sem, spec, mb = publish_parts(env.client(dev), X, SEM,
                                   model=fitted_ridge(X, linear_task(rng, X, (1, 0, 1))))
-    data = publish_envelope(dev, sem, spec, mb)
+    data = publish_envelope(dev, sem, spec, mb, to=env)
     assert _post(env, "/v1/learnwares", data).status_code == 201
     r = _post(env, "/v1/learnwares", data)
     assert r.status_code == 409 and error_body(env, r)["code"] == "replayed_nonce"
@@ -154,7 +154,7 @@ def test_replayed_publish_is_not_published_twice(market):
 @pytest.mark.parametrize("offset_s", [-3600, +3600, -301, +301])
 def test_timestamp_out_of_window(shared, offset_s):
     env, _, _ = shared
-    data = search_envelope(Identity.generate(), SEM, now=time.time() + offset_s)
+    data = search_envelope(Identity.generate(), SEM, now=time.time() + offset_s, to=env)
     r = _post(env, "/v1/search", data)
     assert r.status_code == 401
     body = error_body(env, r)
@@ -164,15 +164,15 @@ def test_timestamp_out_of_window(shared, offset_s):
 def test_slightly_skewed_clock_is_accepted(shared):
     env, _, _ = shared
     r = _post(env, "/v1/search", search_envelope(Identity.generate(), SEM,
-                                                 now=time.time() - 120))
+                                                 now=time.time() - 120, to=env))
     assert r.status_code == 200
 
 
 def test_wrong_message_type_for_endpoint(shared):
     env, lid, _ = shared
     me = Identity.generate()
-    delete = seal(me, "delete", {"learnware_id": lid})
-    search = search_envelope(me, SEM)
+    delete = seal_request(me, "delete", {"learnware_id": lid}, to=env)
+    search = search_envelope(me, SEM, to=env)
     for path, data in [("/v1/search", delete), ("/v1/learnwares", search),
                        ("/v1/anchors", search), ("/v1/localize", search)]:
         r = _post(env, path, data)
@@ -196,7 +196,8 @@ def test_wrong_message_type_for_endpoint(shared):
 def test_delete_id_must_match_the_url(shared):
     env, lid, _ = shared
     r = _post(env, f"/v1/learnwares/{lid}",
-              seal(Identity.generate(), "delete", {"learnware_id": "lw-999"}), method="DELETE")
+              seal_request(Identity.generate(), "delete", {"learnware_id": "lw-999"}, to=env),
+              method="DELETE")
     assert r.status_code == 400 and error_body(env, r)["code"] == "id_mismatch"
 
 
@@ -235,11 +236,11 @@ def test_unknown_and_path_like_learnware_ids(shared):
     # signed deletes of ids that do not exist (or cannot exist)
     me = Identity.generate()
     for bad in ("lw-999", "lw-99999999999999999999"):
-        r = _post(env, f"/v1/learnwares/{bad}", seal(me, "delete", {"learnware_id": bad}),
-                  method="DELETE")
+        r = _post(env, f"/v1/learnwares/{bad}",
+                  seal_request(me, "delete", {"learnware_id": bad}, to=env), method="DELETE")
         assert r.status_code == 404 and error_body(env, r)["code"] == "not_found"
-    r = _post(env, "/v1/learnwares/lw-²", seal(me, "delete", {"learnware_id": "lw-²"},
-                                                validate=False), method="DELETE")
+    r = _post(env, "/v1/learnwares/lw-²", seal_request(me, "delete", {"learnware_id": "lw-²"},
+                                                        validate=False, to=env), method="DELETE")
     assert r.status_code == 422 and error_body(env, r)["code"] == "schema_violation"
 
 
@@ -281,8 +282,8 @@ def test_oversize_body(make_market):
     r = _post(env, "/v1/search", b"x" * 10_000)
     assert r.status_code == 413 and error_body(env, r)["code"] == "message_too_large"
     # a valid, signed envelope over the limit is refused the same way
-    big = seal(me, "search", {"semantic": dict(query(SEM), description="d" * 8000),
-                              "max_results": 5})
+    big = seal_request(me, "search", {"semantic": dict(query(SEM), description="d" * 8000),
+                                      "max_results": 5}, to=env)
     assert len(big) > 2048
     r = _post(env, "/v1/search", big)
     assert r.status_code == 413 and error_body(env, r)["code"] == "message_too_large"
@@ -299,7 +300,7 @@ def test_oversize_body(make_market):
     assert exc.value.code == "message_too_large" and exc.value.status == 413
     assert count_rows(env.store, "learnwares") == 0
     # small requests still work
-    r = _post(env, "/v1/search", search_envelope(me, SEM))
+    r = _post(env, "/v1/search", search_envelope(me, SEM, to=env))
     assert r.status_code == 200
 
 
@@ -391,13 +392,13 @@ def test_malformed_bodies_never_5xx(shared):
     ]
     me = Identity.generate()
     for path, mtype, body, status, code in cases:
-        r = _post(env, path, seal(me, mtype, body, validate=False))
+        r = _post(env, path, seal_request(me, mtype, body, to=env, validate=False))
         assert r.status_code == status, (path, body, r.status_code, r.content[:300])
         assert error_body(env, r)["code"] == code, (path, body)
     # and a good localize still works on this island
-    r = _post(env, "/v1/localize", seal(me, "metrics_report", {
+    r = _post(env, "/v1/localize", seal_request(me, "metrics_report", {
         "island_id": "isl-1", "metric": "rmse", "n_rows": 30, "values": {lid: 0.5},
-        "round": 1}))
+        "round": 1}, to=env))
     assert r.status_code == 200, r.content[:300]
 
 
@@ -451,7 +452,7 @@ def test_publish_refusal_reports_every_reason_and_leaves_nothing(one_published):
     spec["beta"] = _arr(np.full(20, 0.5 / 20))
     # (3) model.sha256 that is not the hash of model.data (the artefact signs the claim)
     claimed = sha256_hex(mb + b"x")
-    data = publish_envelope(dev, sem, spec, mb, sha256=claimed)
+    data = publish_envelope(dev, sem, spec, mb, sha256=claimed, to=env)
     r = _post(env, "/v1/learnwares", data)
     assert r.status_code == 422, r.content[:300]
     body = error_body(env, r)
@@ -473,7 +474,7 @@ def test_refused_first_publish_creates_no_island(market):
     sem, spec, mb = publish_parts(env.client(dev), X, SEM,
                                   model=fitted_ridge(X, X @ [1.0, 1.0, 1.0]))
     spec["beta"] = _arr(np.full(20, 0.1))
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 422
     assert "spec_weights" in detail_codes(error_body(env, r))
     assert _state(env) == before
@@ -487,15 +488,15 @@ def test_artefact_must_bind_the_parts(refusals):
     sem, spec, mb = publish_parts(env.client(dev), X, SEM,
                                   model=fitted_ridge(X, linear_task(rng, X, (0, 2, 1))))
     # the artefact signs another model file than the one sent
-    data = publish_envelope(dev, sem, spec, mb, artefact_sha256="ab" * 32)
+    data = publish_envelope(dev, sem, spec, mb, artefact_sha256="ab" * 32, to=env)
     r = _post(env, "/v1/learnwares", data)
     assert r.status_code == 422
     assert "artefact_mismatch" in detail_codes(error_body(env, r))
     # size and base64 lies are reported as such
-    data = publish_envelope(dev, sem, spec, mb, size=len(mb) + 1)
+    data = publish_envelope(dev, sem, spec, mb, size=len(mb) + 1, to=env)
     assert "model_size_mismatch" in detail_codes(error_body(env, _post(env, "/v1/learnwares",
                                                                        data)))
-    data = publish_envelope(dev, sem, spec, mb, data="QUJD" * 3 + "A=")
+    data = publish_envelope(dev, sem, spec, mb, data="QUJD" * 3 + "A=", to=env)
     assert "bad_model_encoding" in detail_codes(error_body(env, _post(env, "/v1/learnwares",
                                                                       data)))
     assert _state(env) == before
@@ -511,7 +512,7 @@ def test_duplicate_model_in_same_island(one_published):
     dev = Identity.generate()
     assert dev.public_key_b64 != first["developer"]  # another developer, same file
     sem, spec, _ = publish_parts(env.client(dev), X, SEM, model_bytes=model_bytes)
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, model_bytes))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, model_bytes, to=env))
     assert r.status_code == 409, r.content[:300]
     body = error_body(env, r)
     assert body["code"] == "duplicate_model" and lid in body["message"]
@@ -519,7 +520,7 @@ def test_duplicate_model_in_same_island(one_published):
     # on another island the same file is fine
     other = semantic("error cases", target="other target")
     sem2, spec2, _ = publish_parts(env.client(dev), X, other, model_bytes=model_bytes)
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem2, spec2, model_bytes))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem2, spec2, model_bytes, to=env))
     assert r.status_code == 201, r.content[:300]
 
 
@@ -530,11 +531,12 @@ def test_republish_after_delete(market):
     dev = Identity.generate()
     client = env.client(dev)
     sem, spec, mb = publish_parts(client, X, SEM, model=fitted_ridge(X, X @ [1.0, 0.0, 2.0]))
-    assert _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb)).status_code == 201
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    assert _post(env, "/v1/learnwares",
+                 publish_envelope(dev, sem, spec, mb, to=env)).status_code == 201
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 409 and error_body(env, r)["code"] == "duplicate_model"
     assert client.delete("lw-1")
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 201
     assert env.reply(r)[1]["learnware_id"] == "lw-2"
 
@@ -599,7 +601,7 @@ def test_semantic_inconsistencies_are_reasons(market):
     sem = semantic("bad", objective="accuracy")  # a regression scored by accuracy
     sem["classes"] = [0, 1]                      # and a regression with classes
     sem, spec, mb = publish_parts(env.client(dev), X, sem, model=fitted_ridge(X, X @ [1., 1, 1]))
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 422
     assert {"bad_objective", "bad_semantic"} <= detail_codes(error_body(env, r))
     assert count_rows(env.store, "islands") == 0
@@ -615,7 +617,7 @@ def test_kernel_mismatch(one_published):
     sem, spec, mb = publish_parts(client, X, SEM, gamma=2 * gamma,
                                   model=fitted_ridge(X, linear_task(rng, X, (1, -1, 1))))
     assert spec["gamma"] == pytest.approx(2 * gamma)
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 422
     body = error_body(env, r)
     assert "kernel_mismatch" in detail_codes(body)
@@ -623,7 +625,7 @@ def test_kernel_mismatch(one_published):
     # other scales are a mismatch too
     sem, spec, mb = publish_parts(client, X, SEM, scales=np.array([1.0, 2.0, 3.0]),
                                   model=fitted_ridge(X, linear_task(rng, X, (1, -1, 1))))
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert "kernel_mismatch" in detail_codes(error_body(env, r))
     assert _state(env) == before
     # the SDK recomputes under the island's kernel: the same model is then accepted
@@ -637,7 +639,7 @@ def test_kernel_mismatch_on_a_new_island(market):
     dev = Identity.generate()
     sem, spec, mb = publish_parts(env.client(dev), X, SEM, gamma=0.5,
                                   model=fitted_ridge(X, X @ [1.0, 1.0, 1.0]))
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 422
     assert "kernel_mismatch" in detail_codes(error_body(env, r))
     assert count_rows(env.store, "islands") == 0
@@ -653,7 +655,7 @@ def test_absurd_spec_values_are_refused_not_crashed(market):
     from protocol.encoding import decode_array
     z = decode_array(spec["z"], field="z") * 1e300
     spec["z"] = _arr(z)
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, sem, spec, mb, to=env))
     assert r.status_code == 422, r.content[:300]
     body = error_body(env, r)
     assert body["code"] == "publish_refused" and "spec_values" in detail_codes(body)
@@ -685,11 +687,11 @@ def test_spec_under_the_kernel_a_refinement_replaced_is_accepted(one_published):
              for i in (1, 2)]
     refine(np.asarray(old[1]) * 1.5)
     dev = Identity.generate()
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[0]))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[0], to=env))
     assert r.status_code == 201, r.content[:300]
     refine(np.asarray(old[1]) * 2.0)  # the spec's kernel is now two refinements old
     before = _state(env)
-    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[1]))
+    r = _post(env, "/v1/learnwares", publish_envelope(dev, *parts[1], to=env))
     assert r.status_code == 422 and "kernel_mismatch" in detail_codes(error_body(env, r))
     assert _state(env) == before
     assert market.search({"semantic": query(SEM), "max_results": 5})["single"]

@@ -153,11 +153,11 @@ def test_nonce_store_is_shared_by_workers(market):
     a = market
     b = a.sibling()
     me = Identity.generate()
-    env1 = search_envelope(me, SEM)
+    env1 = search_envelope(me, SEM, to=a)
     assert a.http().post("/v1/search", content=env1).status_code == 200
     r = b.http().post("/v1/search", content=env1)
     assert r.status_code == 409 and error_body(a, r)["code"] == "replayed_nonce"
-    env2 = search_envelope(me, SEM)
+    env2 = search_envelope(me, SEM, to=a)
     assert b.http().post("/v1/search", content=env2).status_code == 200
     r = a.http().post("/v1/search", content=env2)
     assert r.status_code == 409 and error_body(a, r)["code"] == "replayed_nonce"
