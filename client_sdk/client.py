@@ -26,7 +26,7 @@ import numpy as np
 from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
-from protocol.envelope import new_nonce
+from protocol.envelope import get_reply_to, new_nonce
 from protocol.errors import (ConfigFileError, DataError, KeyMismatchError, LearnwareError,
                              ProtocolError, error_from_dict)
 from protocol.identity import Identity, key_id_of
@@ -242,10 +242,17 @@ class MarketClient:
                                   headers={"Content-Type": "application/json"})
         return self._verify(resp, expected, nonce)
 
-    def _get(self, path: str, expected: str, params: dict | None = None) -> dict:
+    def _get_bound(self, path: str, params: dict | None = None) -> tuple[httpx.Response, str]:
+        """GET with a fresh nonce; returns the answer and the reply_to it must carry."""
         nonce = new_nonce()
-        resp = self._http.get(path, params=params, headers={NONCE_HEADER: nonce})
-        return self._verify(resp, expected, nonce)
+        req = self._http.build_request("GET", path, params=params,
+                                       headers={NONCE_HEADER: nonce})
+        below_root = req.url.path[len(self._http.base_url.path.rstrip("/")):]
+        return self._http.send(req), get_reply_to(nonce, below_root, req.url.query)
+
+    def _get(self, path: str, expected: str, params: dict | None = None) -> dict:
+        resp, reply_to = self._get_bound(path, params)
+        return self._verify(resp, expected, reply_to)
 
     @staticmethod
     def _same(what: str, asked: Any, answered: Any) -> None:
@@ -394,10 +401,9 @@ class MarketClient:
             if sha256_hex(cached) == sha:
                 data = cached
         if data is None:
-            nonce = new_nonce()
-            resp = self._http.get(f"/v1/models/{sha}", headers={NONCE_HEADER: nonce})
+            resp, reply_to = self._get_bound(f"/v1/models/{sha}")
             if resp.status_code != 200:
-                self._verify(resp, "error", nonce)
+                self._verify(resp, "error", reply_to)
             data = resp.content
             self.model_transfers += 1
             if sha256_hex(data) != sha:

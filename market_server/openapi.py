@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 ENVELOPE = {"type": "object", "description": "A signed envelope {v, type, sender, ts, nonce, "
-            "body, sig} in canonical JSON (see protocol/envelope.py)",
+            "body, sig} in canonical JSON (see protocol/envelope.py); requests add aud (the "
+            "market's key id), answers reply_to (the request's nonce)",
             "required": ["v", "type", "sender", "ts", "nonce", "body", "sig"],
             "properties": {"v": {"type": "integer"}, "type": {"type": "string"},
                            "sender": {"type": "string"}, "ts": {"type": "integer"},
                            "nonce": {"type": "string"}, "body": {"type": "object"},
-                           "sig": {"type": "string"}, "reply_to": {"type": "string"}}}
+                           "sig": {"type": "string"}, "reply_to": {"type": "string"},
+                           "aud": {"type": "string"}}}
+# A GET names a fresh nonce; its signed answer carries it as reply_to (a replay cannot).
+GET_NONCE = {"name": "X-LWM-Nonce", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
 def _op(summary: str, *, body: str | None = None, ok: str = "200", params=(), binary=False):
     op = {"summary": summary, "parameters": [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        + ([] if body else [GET_NONCE]),
         "responses": {ok: {"description": "signed envelope" if not binary else "model file",
                            "content": ({"application/octet-stream": {"schema": {
                                "type": "string", "format": "binary"}}} if binary else
@@ -43,7 +49,8 @@ def openapi_document() -> dict:
                             body="publish", ok="201"),
                 "get": {**_op("semantic text search across islands"), "parameters": [
                     {"name": "q", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer"}}]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    GET_NONCE]}},
             "/v1/learnwares/{learnware_id}": {
                 "get": _op("a learnware's download manifest", params=["learnware_id"]),
                 "delete": _op("delete (tombstone) one's own learnware", body="delete",

@@ -1,14 +1,14 @@
 """Signed responses and errors: every answer of the market is an envelope it signs.
 
-Every answer is bound to its request by ``reply_to``: the envelope's nonce for POST/DELETE, the
-client's ``X-LWM-Nonce`` header for GET (so an old or another request's answer is refused by the
-client). Such answers are per request: ``Cache-Control: no-store`` keeps shared caches from
+Every answer is bound to its request by ``reply_to``: the envelope's nonce for POST/DELETE, for
+GET the client's ``X-LWM-Nonce`` header bound to the path and query asked (so an old answer, or
+one about another resource, is refused by the client). Such answers are per request: ``Cache-Control: no-store`` keeps shared caches from
 serving one to another request."""
 from __future__ import annotations
 
 from flask import Response, current_app, request
 
-from protocol.envelope import seal
+from protocol.envelope import get_reply_to, seal
 from protocol.errors import LearnwareError
 
 NONCE_HEADER = "X-LWM-Nonce"
@@ -43,7 +43,7 @@ def read_get_nonce() -> None:
     if len(nonce) != 32 or not _HEX.issuperset(nonce):
         raise LearnwareError(f"the {NONCE_HEADER} header must be 32 lowercase hex characters",
                              code="bad_nonce", field=NONCE_HEADER)
-    request.lwm_nonce = nonce
+    request.lwm_nonce = get_reply_to(nonce, request.path, request.query_string)
 
 
 def _text(value, limit: int | None = None) -> str:

@@ -3,7 +3,8 @@
 An envelope is ``{v, type, sender, ts, nonce, body, sig}``, plus ``aud`` on requests (the key id
 of the market the request is for, so a request sent to one market cannot be replayed to another)
 and ``reply_to`` on responses (the nonce of the request answered, so an old response cannot be
-replayed as the answer to a new request; GET requests send their nonce in a header).
+replayed as the answer to a new request; a GET sends a nonce in a header, and its answer's
+``reply_to`` is :func:`get_reply_to` of that nonce and the resource asked).
 ``sig`` is Ed25519 over a domain tag plus the canonical bytes of everything else, and
 :func:`seal` sends exactly those bytes. The receiver verifies the signature over the bytes as
 received (minus the ``sig`` member), without re-encoding: any change to any bit is refused.
@@ -26,6 +27,7 @@ no deployed client predates it, and a request without ``aud`` is refused with a 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -42,6 +44,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 DEFAULT_WINDOW_S = 300.0
 SIGNING_DOMAIN = b"learnware-market/envelope/v1\n"
+GET_DOMAIN = b"learnware-market/get/v1\n"
 _FIELDS = {"v", "type", "sender", "ts", "nonce", "body", "sig"}
 _OPTIONAL = {"reply_to", "aud"}
 # Messages a client sends to a market: each names its market in ``aud``; answers never do.
@@ -109,6 +112,15 @@ def _missing_audience() -> ProtocolError:
     return EncodingError("a request envelope must name the market it is for: aud = the market's "
                          "key id (GET /v1/market); update the client", field="aud",
                          code="missing_audience")
+
+
+def get_reply_to(nonce: str, path: str, query: bytes) -> str:
+    """The ``reply_to`` of the answer to a GET: the client's fresh nonce bound to the resource
+    asked (the decoded path below the API root and the raw query string), so neither an old
+    answer nor an answer about another resource (a request rewritten on the way, keeping the
+    nonce) passes as the answer to this request."""
+    return hashlib.sha256(GET_DOMAIN + nonce.encode() + b"\n" + path.encode("utf-8", "replace")
+                          + b"?" + bytes(query)).hexdigest()[:32]
 
 
 def seal(identity: Identity, message_type: str, body: Any, *, audience: str | None = None,
