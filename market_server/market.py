@@ -479,7 +479,9 @@ class Market:
             out["message"] = ("requirement was computed with another kernel than the island's "
                               "current one; MMD evaluated under the island's kernel")
         # best candidates by exact MMD (large islands: sketch pre-selection, exact re-rank)
-        cand, mmd, cross = idx.rank(z, b, top=max(max_results, 12), with_cross=True)
+        q_self = idx.requirement_self(z, b)  # k_q^2 kernel values: once per search
+        cand, mmd, cross = idx.rank(z, b, top=max(max_results, 12), with_cross=True,
+                                    q_self=q_self)
         if not np.isfinite(mmd).all():
             raise LearnwareError("the requirement gives non-finite distances under the island's "
                                  "kernel", code="bad_spec", status=422, field="requirement")
@@ -487,7 +489,8 @@ class Market:
             score, label = idx.fit_label(float(v))
             out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
-        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross)
+        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross,
+                          q_self=q_self)
         if mix is not None:
             ids, w, v = mix
             score, _ = idx.fit_label(v)
