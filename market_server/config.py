@@ -35,6 +35,9 @@ class ServerConfig:
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0
+    #: the market operator's base64 Ed25519 public key (``lwm serve --operator-key``): a
+    #: ``delete`` it signs withdraws any learnware. None: only developers withdraw their own.
+    operator_key: str | None = None
     extra: dict = field(default_factory=dict)
 
     def resolved_db_url(self) -> str:

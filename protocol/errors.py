@@ -101,10 +101,18 @@ class IdentityError(LearnwareError):
     status = 400
 
 
+class WithdrawnError(LearnwareError):
+    """The learnware was withdrawn (by its developer or the market's operator): its record stays
+    readable, its model is no longer served or used; the message gives the reason."""
+
+    code = "withdrawn"
+    status = 410
+
+
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
     StaleMessageError, UnknownMessageError, KeyMismatchError, UnsafeModelError, DataError,
-    IdentityError)}
+    IdentityError, WithdrawnError)}
 
 
 def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:
