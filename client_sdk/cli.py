@@ -146,6 +146,14 @@ def cmd_download(args) -> int:
     return EXIT_OK
 
 
+def cmd_withdraw(args) -> int:
+    with _client(args, need_identity=True) as c:
+        c.delete(args.learnware_id, reason=args.reason)
+    _emit(args, f"{args.learnware_id} withdrawn: {args.reason or '(no reason given)'}",
+          {"learnware_id": args.learnware_id, "withdrawn": True, "reason": args.reason})
+    return EXIT_OK
+
+
 def cmd_localize(args) -> int:
     sem = _read_semantic(args.semantic)
     df = _read_table(args.data)
@@ -236,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("learnware_id")
     sp.add_argument("--out", default=None, help="folder for the model (default .)")
     sp.set_defaults(func=cmd_download)
+
+    sp = sub.add_parser("withdraw", help="withdraw a learnware (yours, or any as the operator)",
+                        description="The market keeps the record (who withdrew it, why, when) "
+                        "and stops serving its model.")
+    common(sp)
+    sp.add_argument("learnware_id")
+    sp.add_argument("--reason", default=None, help="why (shown to everyone who asks for it)")
+    sp.set_defaults(func=cmd_withdraw)
 
     sp = sub.add_parser("localize", help="find learnwares from anchor metrics (few labels)",
                         description="Downloads the island's anchor learnwares, evaluates them on "

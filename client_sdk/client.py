@@ -28,8 +28,9 @@ from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
 from protocol.envelope import get_reply_to, new_nonce
 from protocol.errors import (ConfigFileError, DataError, KeyMismatchError, LearnwareError,
-                             ProtocolError, error_from_dict)
+                             ProtocolError, WithdrawnError, error_from_dict)
 from protocol.identity import Identity, key_id_of
+from protocol.limits import OBJECTIVE_RANGES, clip_metric
 from protocol.island import base_kernel, robust_scales
 from protocol.metrics import evaluate
 from protocol.modelfile import dump_model, load_model
@@ -383,13 +384,22 @@ class MarketClient:
                          params={"q": query, "limit": limit})["text_matches"]
 
     # --- download ---------------------------------------------------------------------------
-    def manifest(self, learnware_id: str) -> dict:
+    def manifest(self, learnware_id: str, *, include_withdrawn: bool = False) -> dict:
+        """The learnware's signed record. A withdrawn learnware raises
+        :class:`~protocol.errors.WithdrawnError` (with who withdrew it and why) unless
+        ``include_withdrawn``: its record is then returned with ``withdrawn`` filled in."""
         man = self._get(f"/v1/learnwares/{learnware_id}", "download_manifest")
         self._same("learnware_id", learnware_id, man["learnware_id"])
+        if man.get("deleted") and not include_withdrawn:
+            w = man.get("withdrawn") or {"by": "developer", "reason": "no reason recorded"}
+            raise WithdrawnError(f"{man['learnware_id']} was withdrawn by its {w['by']}: "
+                                 f"{w['reason']}; it is not to be used", field="learnware_id")
         return man
 
     def download(self, learnware_id: str) -> Learnware:
-        """Fetch, verify (developer signature + hash) and load safely; cached by sha256."""
+        """Fetch, verify (developer signature + hash) and load safely; cached by sha256. A
+        withdrawn learnware raises :class:`~protocol.errors.WithdrawnError` (a cached copy of
+        its model file is not used either)."""
         man = self.manifest(learnware_id)
         sha = man["model_sha256"]
         verify_artefact(man["developer"], man["artefact"], semantic=man["semantic"],
@@ -418,9 +428,15 @@ class MarketClient:
         return Learnware(man["learnware_id"], model, RKMESpec.from_dict(man["spec"]),
                          man["semantic"])
 
-    def delete(self, learnware_id: str) -> bool:
-        res = self._signed("DELETE", f"/v1/learnwares/{learnware_id}", "delete",
-                           {"learnware_id": learnware_id}, "delete_result")
+    def delete(self, learnware_id: str, reason: str | None = None) -> bool:
+        """Withdraw a learnware (yours, or any as the market's operator), with a reason shown
+        to everyone who asks for it afterwards. Its record stays; its model is no longer
+        served."""
+        body = {"learnware_id": learnware_id}
+        if reason is not None:
+            body["reason"] = reason
+        res = self._signed("DELETE", f"/v1/learnwares/{learnware_id}", "delete", body,
+                           "delete_result")
         return bool(res["deleted"])
 
     # --- anchors ----------------------------------------------------------------------------
@@ -449,7 +465,11 @@ class MarketClient:
                 if lid not in values:
                     lw = self.download(lid)
                     self._same("semantic_key", asked_key, island_key(lw.semantic))
-                    values[lid] = float(evaluate(metric, y, lw.model.predict(X)))
+                    value = float(evaluate(metric, y, lw.model.predict(X)))
+                    # past the protocol's range a metric says nothing more (r2 of -1e15 is as
+                    # useless as -1e12): sent clipped, so the market never refuses it
+                    values[lid] = (clip_metric(metric, value) if metric in OBJECTIVE_RANGES
+                                   else value)
             report = {"island_id": island_id, "metric": metric, "n_rows": int(len(y)),
                       "values": values, "round": r, "max_results": int(max_results)}
             if r < rounds:

@@ -52,6 +52,7 @@ import numpy as np
 
 from protocol.encoding import decode_array, encode_array
 from protocol.errors import DataError, SchemaError
+from protocol.limits import MAX_SPEC_POINTS
 from protocol.kernels import (BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel,
                               embedding_inner, gaussian_kernel, herd, mmd2)
 from protocol.simplex import simplex_qp
@@ -423,8 +424,9 @@ class RKMESpec:
         Parameters
         ----------
         X : 2-D array-like or pandas DataFrame, numeric, finite, at least ``MIN_ROWS`` rows.
-        k : upper bound on the number of reduced points; the fit uses
-            ``min(k, n // ROWS_PER_POINT)`` and drops points whose weight is zero.
+        k : upper bound on the number of reduced points (at most
+            ``protocol.limits.MAX_SPEC_POINTS``); the fit uses ``min(k, n // ROWS_PER_POINT)``
+            and drops points whose weight is zero.
         gamma, scales : the kernel. In the market pass the island's. ``None`` means the
             standalone defaults: scales = per-feature std of X (1 for constant features),
             gamma = 1 / (d * mean variance of X / scales) (= 1/d under the default scales).
@@ -447,6 +449,9 @@ class RKMESpec:
         k = int(k)
         if k < 1:
             raise DataError("k must be at least 1", field="k")
+        if k > MAX_SPEC_POINTS:  # the market refuses larger specs and requirements
+            raise DataError(f"k must be at most {MAX_SPEC_POINTS} (the protocol's limit on "
+                            f"reduced points)", field="k")
         steps = int(steps)
         if steps < 0:
             raise DataError("steps must be >= 0", field="steps")

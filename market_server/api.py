@@ -67,9 +67,7 @@ def get_learnware(learnware_id: str):
 
 @learnwares.get("/learnwares/<learnware_id>/model")
 def get_learnware_model(learnware_id: str):
-    m = market().market
-    row = m.learnware_row(learnware_id)
-    return _model_response(m.model_file(row["model_sha256"]), row["model_sha256"])
+    return _model_response(*market().market.learnware_model(learnware_id))
 
 
 @learnwares.get("/models/<sha256>")

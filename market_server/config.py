@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.limits import MAX_SPEC_POINTS
+
 
 @dataclass
 class ServerConfig:
@@ -21,7 +23,9 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_model_bytes: int = 32 * 1024 * 1024
     timestamp_window_s: float = 300.0
-    max_spec_points: int = 2000
+    #: reduced points of a published spec or a search requirement (the protocol's schema
+    #: caps both at MAX_SPEC_POINTS; a lower value here refuses more)
+    max_spec_points: int = MAX_SPEC_POINTS
     min_spec_points: int = 1
     max_anchors: int = 8
     #: herded samples the publish check predicts on.
@@ -31,6 +35,9 @@ class ServerConfig:
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0
+    #: the market operator's base64 Ed25519 public key (``lwm serve --operator-key``): a
+    #: ``delete`` it signs withdraws any learnware. None: only developers withdraw their own.
+    operator_key: str | None = None
     extra: dict = field(default_factory=dict)
 
     def resolved_db_url(self) -> str:

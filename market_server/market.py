@@ -18,8 +18,10 @@ import numpy as np
 
 from protocol.artefact import sha256_hex, verify_artefact
 from protocol.encoding import decode_array, encode_array
-from protocol.errors import LearnwareError, SignatureError, UnsafeModelError
+from protocol.identity import PublicKey
+from protocol.errors import LearnwareError, SignatureError, UnsafeModelError, WithdrawnError
 from protocol.kernels import herd
+from protocol.limits import OBJECTIVE_RANGES, clip_metric
 from protocol.modelfile import load_model
 from protocol.island import base_kernel
 from protocol.semantic import ISLAND_FIELDS, island_key, text_score
@@ -31,9 +33,14 @@ from .storage import NotFound, Store, island_public_id, learnware_public_id, par
 
 #: search requirements with coordinates beyond this many kernel scales are refused (overflow).
 MAX_SCALED_COORD = 1e100
-#: plausible range of each objective's value as measured by a user (localize).
-METRIC_RANGES = {"rmse": (0.0, 1e100), "mae": (0.0, 1e100), "r2": (-1e100, 1.0),
-                 "accuracy": (0.0, 1.0), "f1": (0.0, 1.0)}
+#: range of each objective's value as measured by a user (localize): the protocol's.
+METRIC_RANGES = OBJECTIVE_RANGES
+
+
+def withdrawn_error(row: dict) -> WithdrawnError:
+    w = row["withdrawn"]
+    return WithdrawnError(f"{row['learnware_id']} was withdrawn by its {w['by']}: {w['reason']}",
+                          field="learnware_id")
 
 
 class PublishRefused(LearnwareError):
@@ -87,6 +94,8 @@ class ModelCache:
 
 class Market:
     def __init__(self, config: ServerConfig, store: Store):
+        if config.operator_key is not None:
+            PublicKey(config.operator_key)  # a SignatureError naming the key when it is none
         self.config = config
         self.store = store
         self.models = ModelCache(store)
@@ -387,25 +396,46 @@ class Market:
                 "semantic": r["semantic"], "spec": r["spec"], "model_sha256": r["model_sha256"],
                 "model_size": r["model_size"], "developer": r["developer"],
                 "artefact": r["artefact"], "deleted": r["deleted"],
-                "created_at": int(r["created_at"])}
+                "withdrawn": r["withdrawn"], "created_at": int(r["created_at"])}
 
     def model_file(self, sha: str) -> bytes:
+        """A model file by its sha256; refused (410) when every learnware it backs is withdrawn
+        (the same file published again, live, is still served)."""
         data = self.store.model_bytes(sha) if len(sha) == 64 else None
         if data is None or not self.store.has_model(sha):
             raise NotFound(f"no model file with sha256 {sha[:64]!r}", field="sha256")
+        gone = self.store.model_withdrawal(sha)
+        if gone is not None:
+            raise withdrawn_error(gone)
         return data
+
+    def learnware_model(self, learnware_id: str) -> tuple[bytes, str]:
+        """(model file, sha256) of a live learnware; 410 for a withdrawn one."""
+        row = self.learnware_row(learnware_id)
+        if row["withdrawn"] is not None:
+            raise withdrawn_error(row)
+        return self.model_file(row["model_sha256"]), row["model_sha256"]
 
     # --- delete ---------------------------------------------------------------------------
     def delete(self, envelope) -> dict:
+        """Withdraw a learnware: its developer, or the market's operator (``operator_key``),
+        may. The record stays (manifest: who, why, when); its model is no longer served."""
         r = self.learnware_row(envelope.body["learnware_id"])
-        if r["developer"] != envelope.sender:
-            raise LearnwareError("only the learnware's own developer can delete it",
-                                 code="forbidden", status=403, field="learnware_id")
+        if r["developer"] == envelope.sender:
+            by = "developer"
+        elif self.config.operator_key and envelope.sender == self.config.operator_key:
+            by = "operator"
+        else:
+            raise LearnwareError("only the learnware's own developer or the market's operator "
+                                 "can withdraw it", code="forbidden", status=403,
+                                 field="learnware_id")
         if r["deleted"]:
-            raise LearnwareError(f"{r['learnware_id']} is already deleted", code="gone",
+            raise LearnwareError(f"{r['learnware_id']} is already withdrawn", code="gone",
                                  status=410, field="learnware_id")
-        self.store.tombstone(r["pk"])
-        return {"learnware_id": r["learnware_id"], "deleted": True}
+        reason = envelope.body.get("reason") or f"withdrawn by its {by}"
+        self.store.tombstone(r["pk"], reason=reason, by=by)
+        return {"learnware_id": r["learnware_id"], "deleted": True,
+                "withdrawn": self.learnware_row(r["learnware_id"])["withdrawn"]}
 
     # --- search ---------------------------------------------------------------------------
     def index(self, island: dict) -> IslandIndex:
@@ -479,7 +509,9 @@ class Market:
             out["message"] = ("requirement was computed with another kernel than the island's "
                               "current one; MMD evaluated under the island's kernel")
         # best candidates by exact MMD (large islands: sketch pre-selection, exact re-rank)
-        cand, mmd, cross = idx.rank(z, b, top=max(max_results, 12), with_cross=True)
+        q_self = idx.requirement_self(z, b)  # k_q^2 kernel values: once per search
+        cand, mmd, cross = idx.rank(z, b, top=max(max_results, 12), with_cross=True,
+                                    q_self=q_self)
         if not np.isfinite(mmd).all():
             raise LearnwareError("the requirement gives non-finite distances under the island's "
                                  "kernel", code="bad_spec", status=422, field="requirement")
@@ -487,7 +519,8 @@ class Market:
             score, label = idx.fit_label(float(v))
             out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
-        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross)
+        mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross,
+                          q_self=q_self)
         if mix is not None:
             ids, w, v = mix
             score, _ = idx.fit_label(v)
@@ -574,18 +607,20 @@ class Market:
         out = {"island_id": island["island_id"], "single": [], "mixture": None,
                "objective": objective, "round": body["round"]}
         # ``anchors.localize`` returns a Localization (ranking of RankedLearnware, a Mixture).
+        # Estimates and their intervals are kept in the objective's range (an accuracy above
+        # 1 means nothing, and the answer must stay within the protocol's bounds).
         for item in res.ranking[:max_results]:
+            low, high = clip_metric(objective, item.low), clip_metric(objective, item.high)
             out["single"].append({"learnware_id": item.id, "mmd": 0.0,
                                   "score": float(item.p_best), "fit": "unknown",
-                                  "estimate": float(item.estimate),
+                                  "estimate": clip_metric(objective, item.estimate),
                                   # half-width of the 80% interval, in objective units
-                                  "uncertainty": max(0.0, (float(item.high) - float(item.low))
-                                                     / 2.0)})
+                                  "uncertainty": max(0.0, (high - low) / 2.0)})
         mix = res.mixture
         if mix is not None and mix.ids:
             out["mixture"] = {"learnware_ids": list(mix.ids),
                               "weights": [float(w) for w in mix.weights], "mmd": 0.0,
-                              "score": 0.0, "estimate": float(mix.expected)}
+                              "score": 0.0, "estimate": clip_metric(objective, mix.expected)}
         if res.summary:
             out["message"] = res.summary[:2000]
         more = body.get("more_anchors", 0)

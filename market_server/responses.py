@@ -2,9 +2,11 @@
 
 Every answer is bound to its request by ``reply_to``: the envelope's nonce for POST/DELETE, for
 GET the client's ``X-LWM-Nonce`` header bound to the path and query asked (so an old answer, or
-one about another resource, is refused by the client). Such answers are per request: ``Cache-Control: no-store`` keeps shared caches from
-serving one to another request."""
+one about another resource, is refused by the client). Such answers are per request:
+``Cache-Control: no-store`` keeps shared caches from serving one to another request."""
 from __future__ import annotations
+
+import logging
 
 from flask import Response, current_app, request
 
@@ -14,6 +16,14 @@ from protocol.errors import LearnwareError
 NONCE_HEADER = "X-LWM-Nonce"
 _HEX = frozenset("0123456789abcdef")
 
+log = logging.getLogger("market_server")
+
+#: the answer when the market cannot encode (and sign) its own answer: its bug, never the
+#: request's fault (a 400 ``bad_encoding`` would blame the client).
+UNENCODABLE = {"code": "internal_error",
+               "message": "the market could not encode its answer; this is a market bug, "
+                          "nothing was changed"}
+
 
 def market():
     return current_app.extensions["learnware_market"]
@@ -22,11 +32,21 @@ def market():
 def signed(message_type: str, body: dict, status: int = 200, reply_to: str | None = None) -> Response:
     """The market's signed answer. Its body is not validated against the schema here (a third
     of a millisecond per request): the market builds it, and every client validates what it
-    opens, which is where the tests check every response type."""
+    opens, which is where the tests check every response type.
+
+    When the body cannot be encoded (a number the encoder refuses, say), that is logged and
+    answered with a signed 500 ``internal_error``: the schemas bound every request so that no
+    accepted one leads here."""
     app_state = market()
     if reply_to is None:
         reply_to = getattr(request, "lwm_nonce", None)
-    data = seal(app_state.identity, message_type, body, reply_to=reply_to, validate=False)
+    try:
+        data = seal(app_state.identity, message_type, body, reply_to=reply_to, validate=False)
+    except Exception:  # noqa: BLE001 - whatever the encoder refused, it is the market's bug
+        log.exception("could not encode the market's %s answer", message_type)
+        data = seal(app_state.identity, "error", UNENCODABLE, reply_to=reply_to,
+                    validate=False)
+        status = 500
     resp = Response(data, status=status, mimetype="application/json")
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -373,12 +373,21 @@ class IslandIndex:
         v = float(np.median(vals))
         return v if v > 0 else None
 
-    def _exact_mmd(self, z: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def requirement_self(self, z: np.ndarray, b: np.ndarray) -> float:
+        """The requirement's own ``<mu_q, mu_q>``: k_q^2 kernel values, the one part of a search
+        that grows with the square of the requirement's size. A search computes it once and
+        hands it to :meth:`rank` and :meth:`mixture`."""
+        zc, bq = self.stack._query(z, b)
+        return embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
+
+    def _exact_mmd(self, z: np.ndarray, b: np.ndarray, idx: np.ndarray,
+                   q_self: float | None = None) -> np.ndarray:
         """Squared MMD from (z, b) to the learnwares ``idx`` only, with the precision of
         :meth:`mmd_all` (float32 kernel blocks of "augmented" rows, sums in float64; float64
         throughout when a weight is negative)."""
         zc, bq = self.stack._query(z, b)
-        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
+        if q_self is None:
+            q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
         return self._mmd_of(zc, bq, q_self, idx)
 
     def _mmd_of(self, zc, bq, q_self, idx, with_cross: bool = False):
@@ -410,15 +419,17 @@ class IslandIndex:
                                minlength=idx.size)
         return st._cross(zc, bq, idx, "double")
 
-    def mmd_all(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self.stack.mmd2_to(z, b)
+    def mmd_all(self, z: np.ndarray, b: np.ndarray, q_self: float | None = None) -> np.ndarray:
+        return self.stack.mmd2_to(z, b, q_self=q_self)
 
-    def coarse_mmd(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def coarse_mmd(self, z: np.ndarray, b: np.ndarray,
+                   q_self: float | None = None) -> np.ndarray:
         """Sketch estimate of the squared MMD to every learnware (needs the sketches): exact
         self inner products and the sketch's estimate of the cross term, ``|s_q|^2`` replaced by
         the requirement's exact ``<mu_q, mu_q>`` too (only the cross term is estimated)."""
         s = self.sketch.embed_one(z, b)
-        q_self = embedding_inner(z, b, z, b, self.gamma, self.scales)
+        if q_self is None:
+            q_self = self.requirement_self(z, b)
         cross = (self.S @ s.astype(np.float32)).astype(np.float64)
         # the true cross term is >= 0 (positive kernel, weights >= 0): clipping the estimate
         # removes half its noise for the many learnwares far from the requirement
@@ -427,7 +438,7 @@ class IslandIndex:
 
     def rank(self, z: np.ndarray, b: np.ndarray, top: int = 10,
              candidates: int | None = None, *, widen: bool = True, prune: bool = True,
-             with_cross: bool = False):
+             with_cross: bool = False, q_self: float | None = None):
         """The ``top`` best learnwares for the requirement (z, b): ``(indices, squared MMD)``,
         sorted by the MMD (ties to the lower index), fewer when the island is smaller.
 
@@ -446,8 +457,11 @@ class IslandIndex:
            ``O(N k)`` per query on this path.
 
         ``with_cross``: also return the requirement's inner products with those learnwares
-        (what :meth:`mixture` needs), ``(indices, squared MMD, inner products)``."""
-        out = self._rank(z, b, top, candidates, widen, prune)
+        (what :meth:`mixture` needs), ``(indices, squared MMD, inner products)``. ``q_self``:
+        the requirement's :meth:`requirement_self`, when the caller has it."""
+        if q_self is None:
+            q_self = self.requirement_self(z, b)
+        out = self._rank(z, b, top, candidates, widen, prune, q_self)
         if not with_cross:
             return out[:2]
         if out[2] is None:
@@ -455,22 +469,22 @@ class IslandIndex:
             return out[0], out[1], self._cross(zc, bq, out[0])
         return out
 
-    def _rank(self, z, b, top, candidates, widen, prune):
+    def _rank(self, z, b, top, candidates, widen, prune, q_self):
         n = len(self.ids)
         top = min(n, max(1, int(top)))
         if n == 0:
             return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
         lower = threshold = None
         if prune and self.ball_C is not None and np.all(np.asarray(b) >= 0):
-            lower, threshold, done = self._pruned(z, b, top)
+            lower, threshold, done = self._pruned(z, b, top, q_self)
             if done is not None:
                 return done
         if n < self.coarse_min or self.S is None:
-            mmd = self.mmd_all(z, b)
+            mmd = self.mmd_all(z, b, q_self)
             order = np.argsort(mmd, kind="stable")[:top]
             return order, mmd[order], None
         m = min(n, max(top, int(candidates) if candidates is not None else max(200, 20 * top)))
-        coarse = self.coarse_mmd(z, b)
+        coarse = self.coarse_mmd(z, b, q_self)
         if not np.isfinite(coarse).all():
             return np.arange(top), np.full(top, np.nan), None  # the caller refuses non-finite
         if lower is not None:
@@ -490,21 +504,20 @@ class IslandIndex:
             cand = np.argpartition(coarse, m_max - 1)[:m_max] if m_max < n else np.arange(n)
         cand = cand[np.isfinite(coarse[cand])]
         cand.sort()  # ties then resolve to the lower index, as in the exact path
-        exact = self._exact_mmd(z, b, cand)
+        exact = self._exact_mmd(z, b, cand, q_self)
         order = np.argsort(exact, kind="stable")[:top]
         return cand[order], exact[order], None
 
     #: squared-MMD slack of the pruning test: covers the float32 error of the exact values
     PRUNE_TOL = 1e-5
 
-    def _pruned(self, z, b, top):
+    def _pruned(self, z, b, top, q_self):
         """Exact top by bound-ordered evaluation: ``(lower bounds, threshold, result or None)``.
 
         The result is None when too many learnwares survive the bounds for an exact answer to
         pay off; the caller then uses ``lower > threshold`` to exclude learnwares for sure."""
         n, st = len(self.ids), self.stack
         zc, bq = st._query(z, b)
-        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)
         # Two levels: the requirement's own ball against every learnware's (one kernel value
         # each) excludes the learnwares that cannot make the top whatever the details; the
         # point-by-ball bound (one value per requirement point) sharpens the rest.
@@ -560,12 +573,13 @@ class IslandIndex:
 
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
                 candidates: int = 12, among: np.ndarray | None = None,
-                cross: np.ndarray | None = None):
+                cross: np.ndarray | None = None, q_self: float | None = None):
         """Sparse simplex mixture closest to the requirement: (indices, weights, mmd).
 
         ``single``: squared MMD to every learnware, or, with ``among`` (learnware indices), to
         those learnwares only (e.g. the candidates of :meth:`rank`); ``cross``: the
-        requirement's inner products with the same learnwares, when known (``rank`` gives them).
+        requirement's inner products with the same learnwares, when known (``rank`` gives them);
+        ``q_self``: the requirement's :meth:`requirement_self`, when known.
 
         Greedy forward selection over the best ``candidates`` singles first (exact line search
         for every candidate at once, then the QP on the chosen set, warm-started); the Gram
@@ -584,7 +598,7 @@ class IslandIndex:
         m = len(cand)
         zc, bq = self.stack._query(z, b)
         c = self._cross(zc, bq, cand) if cross is None else np.asarray(cross, float)[pos]
-        r = embedding_inner(zc, bq, zc, bq, self.gamma)
+        r = embedding_inner(zc, bq, zc, bq, self.gamma) if q_self is None else float(q_self)
         lazy = LazyGram(self.stack, cand)
         G, need = lazy.G, lazy.need
 

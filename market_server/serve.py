@@ -37,7 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "comma-separated, or 'none' (default 4,8,16,...,256)")
     p.add_argument("--rate-limit-publish", type=int, default=0, help="publishes per minute per key")
     p.add_argument("--rate-limit-search", type=int, default=0, help="searches per minute per key")
+    p.add_argument("--operator-key", default=None, metavar="KEY_OR_FILE",
+                   help="the market operator's base64 Ed25519 public key, or a file holding "
+                        "it: the operator may withdraw any learnware (lwm withdraw)")
     return p
+
+
+def operator_key(text: str | None) -> str | None:
+    """The operator's public key from ``--operator-key`` (the key, or a file holding it)."""
+    if text is None:
+        return None
+    from protocol.errors import LearnwareError
+    from protocol.identity import PublicKey
+    path = Path(text)
+    try:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"--operator-key: cannot read {path}: {exc}")
+    if "PRIVATE KEY" in text:
+        raise SystemExit("--operator-key takes the operator's PUBLIC key (base64), never a "
+                         "private key file")
+    try:
+        return PublicKey(text).b64
+    except LearnwareError:
+        raise SystemExit("--operator-key is not a base64 Ed25519 public key (44 characters), "
+                         "nor a file holding one")
 
 
 def _refine_at(text: str | None) -> tuple[int, ...] | None:
@@ -55,7 +80,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, blob_store=args.blob_store,
                        db_schema=args.db_schema,
                        rate_limit_publish=args.rate_limit_publish,
-                       rate_limit_search=args.rate_limit_search)
+                       rate_limit_search=args.rate_limit_search,
+                       operator_key=operator_key(args.operator_key))
     refine = _refine_at(args.refine_at)
     if refine is not None:
         cfg.refine_at = refine
@@ -67,7 +93,8 @@ def _config_to_env(cfg: ServerConfig) -> str:
                        "refine_at": list(cfg.refine_at),
                        "blob_store": cfg.blob_store, "db_schema": cfg.db_schema,
                        "rate_limit_publish": cfg.rate_limit_publish,
-                       "rate_limit_search": cfg.rate_limit_search})
+                       "rate_limit_search": cfg.rate_limit_search,
+                       "operator_key": cfg.operator_key})
 
 
 def app_from_env():

@@ -22,7 +22,7 @@ from sqlalchemy import event
 
 from protocol.errors import LearnwareError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LIVE_TOTALS = ("live_count", "live_sum", "live_sumsq")
 
 metadata = sa.MetaData()
@@ -65,6 +65,9 @@ learnwares = sa.Table(
     sa.Column("artefact", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("deleted_at", sa.Float, nullable=True),
+    # schema 4: a withdrawal's reason and who withdrew ("developer" or "operator")
+    sa.Column("withdrawn_reason", sa.Text, nullable=True),
+    sa.Column("withdrawn_by", sa.String(16), nullable=True),
     # 1 while live, NULL once deleted: the unique constraint refuses duplicate live models.
     sa.Column("live", sa.Integer, nullable=True, default=1),
     sa.UniqueConstraint("island_id", "model_sha256", "live", name="uq_live_model"),
@@ -333,6 +336,11 @@ class Store:
                     for island_pk, ids in live.items():
                         conn.execute(islands.update().where(islands.c.id == island_pk)
                                      .values(dict(zip(LIVE_TOTALS, live_totals(ids)))))
+                if current < 4:
+                    have = {c["name"] for c in sa.inspect(conn).get_columns("learnwares")}
+                    for c, kind in (("withdrawn_reason", "TEXT"), ("withdrawn_by", "VARCHAR(16)")):
+                        if c not in have:
+                            conn.execute(sa.text(f"ALTER TABLE learnwares ADD COLUMN {c} {kind}"))
                 if current < SCHEMA_VERSION:
                     conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                                 applied_at=time.time()))
@@ -483,7 +491,10 @@ class Store:
                 "semantic": _loads(row.semantic), "spec": _loads(row.spec),
                 "model_sha256": row.model_sha256, "model_size": row.model_size,
                 "artefact": _loads(row.artefact), "created_at": row.created_at,
-                "deleted": row.deleted_at is not None}
+                "deleted": row.deleted_at is not None,
+                "withdrawn": None if row.deleted_at is None else {
+                    "reason": row.withdrawn_reason or "no reason recorded", "by": row.withdrawn_by or "developer",
+                    "at": int(row.deleted_at)}}
 
     def learnware(self, pk: int) -> dict | None:
         with self.engine.connect() as conn:
@@ -551,15 +562,17 @@ class Store:
                      "island_id": island_public_id(r.island_id), "semantic": _loads(r.semantic)}
                     for r in conn.execute(stmt)]
 
-    def tombstone(self, pk: int) -> bool:
-        """Mark deleted (the id is never reused). The model file stays for existing downloads."""
+    def tombstone(self, pk: int, *, reason: str = "", by: str = "developer") -> bool:
+        """Mark withdrawn (the id is never reused), with the reason and who withdrew it. The
+        record and the model file stay; the market no longer serves the file for this id."""
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(learnwares.c.island_id, learnwares.c.deleted_at)
                                .where(learnwares.c.id == pk)).first()
             if row is None or row.deleted_at is not None:
                 return False
             conn.execute(learnwares.update().where(learnwares.c.id == pk)
-                         .values(deleted_at=time.time(), live=None))
+                         .values(deleted_at=time.time(), live=None, withdrawn_reason=reason,
+                                 withdrawn_by=by))
             conn.execute(islands.update().where(islands.c.id == row.island_id)
                          .values(version=islands.c.version + 1, **_live_change(pk, -1)))
         return True
@@ -569,6 +582,16 @@ class Store:
             with self.engine.connect() as conn:
                 return self.blobs.get(sha, conn)
         return self.blobs.get(sha)
+
+    def model_withdrawal(self, sha: str) -> dict | None:
+        """Why the market must not serve model file ``sha``: the withdrawal of a learnware it
+        backs, when no live learnware has the same file (None when one does, or none at all)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(learnwares).where(learnwares.c.model_sha256 == sha)
+                                .order_by(learnwares.c.id.desc())).all()
+        if not rows or any(r.deleted_at is None for r in rows):
+            return None
+        return self._learnware_row(rows[0])
 
     def has_model(self, sha: str) -> bool:
         with self.engine.connect() as conn:

@@ -115,10 +115,18 @@ class ConfigFileError(LearnwareError):
     status = 400
 
 
+class WithdrawnError(LearnwareError):
+    """The learnware was withdrawn (by its developer or the market's operator): its record stays
+    readable, its model is no longer served or used; the message gives the reason."""
+
+    code = "withdrawn"
+    status = 410
+
+
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
     StaleMessageError, UnknownMessageError, AudienceError, KeyMismatchError, UnsafeModelError,
-    DataError, IdentityError, ConfigFileError)}
+    DataError, IdentityError, ConfigFileError, WithdrawnError)}
 
 
 def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:

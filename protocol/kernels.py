@@ -428,10 +428,13 @@ class EmbeddingStack:
         np.exp(G, out=G)
         return np.bincount(pos, weights=(G @ b) * self.B[rows], minlength=np.size(idx))
 
-    def mmd2_to(self, z, b, *, precision: str = "single") -> np.ndarray:
-        """Squared MMD from the query embedding ``(z, b)`` to every embedding of the stack."""
+    def mmd2_to(self, z, b, *, precision: str = "single", q_self: float | None = None
+                ) -> np.ndarray:
+        """Squared MMD from the query embedding ``(z, b)`` to every embedding of the stack.
+        ``q_self``: the query's own inner product, when the caller already has it."""
         zc, bq = self._query(z, b)
-        q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
+        if q_self is None:
+            q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
         cross = self._cross(zc, bq, None, precision)
         out = q_self + self.self_inner - 2.0 * cross
         return np.maximum(out, 0.0)

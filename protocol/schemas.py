@@ -3,6 +3,9 @@
 A tiny declarative validator (no dependency): each schema node checks a value and raises
 :class:`SchemaError` naming the offending field by its dotted path. ``MESSAGE_TYPES`` maps each
 envelope type to the schema of its body.
+
+Every number is bounded (``protocol/limits.py`` documents each bound): a request the schema
+accepts cannot make the market compute for minutes, overflow, or fail to encode its answer.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from typing import Any, Iterable
 
 from .encoding import decode_array, is_array
 from .errors import EncodingError, SchemaError
+from .limits import (MAX_COUNT, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
+                     MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = ("rmse", "mae", "r2", "accuracy", "f1")
 TASK_TYPES = ("classification", "regression")
@@ -162,8 +167,10 @@ class Obj(Node):
 class Array(Node):
     """An encoded numeric array (see :func:`protocol.encoding.encode_array`)."""
 
-    def __init__(self, ndim: int, max_elements: int = 10_000_000, finite: bool = True):
+    def __init__(self, ndim: int, max_elements: int = 10_000_000, finite: bool = True,
+                 max_rows: int | None = None):
         self.ndim, self.max_elements, self.finite = ndim, max_elements, finite
+        self.max_rows = max_rows
 
     def check(self, value, path):
         if not is_array(value):
@@ -173,6 +180,9 @@ class Array(Node):
             if isinstance(shape, list) and all(isinstance(s, int) for s in shape) \
                     and math.prod(shape) > self.max_elements:
                 self._fail(path, f"has more than {self.max_elements} elements")
+            if (self.max_rows is not None and isinstance(shape, list) and shape
+                    and isinstance(shape[0], int) and shape[0] > self.max_rows):
+                self._fail(path, f"has {shape[0]} rows; at most {self.max_rows} are allowed")
             decode_array(value, field=path, allow_nonfinite=not self.finite, ndim=self.ndim)
         except EncodingError as exc:
             raise SchemaError(exc.message, field=path) from exc
@@ -185,74 +195,84 @@ B64 = Str(max_len=200_000_000, pattern=r"[A-Za-z0-9+/]*={0,2}")
 SIG_B64 = Str(max_len=88, min_len=88, pattern=r"[A-Za-z0-9+/]{86}==")
 NAME = Str(max_len=200, min_len=1)
 FEATURE = Str(max_len=200, min_len=1)
-CLASS_LABEL = AnyOf(Int(), Str(max_len=200, min_len=1), what="an integer or a string label")
+CLASS_LABEL = AnyOf(Int(lo=-MAX_LABEL_INT, hi=MAX_LABEL_INT), Str(max_len=200, min_len=1), what="an integer or a string label")
 METRIC = Str(choices=OBJECTIVES)
 
 SEMANTIC = Obj(
     required={"name": NAME, "description": Str(max_len=10_000),
               "data_type": Str(choices=DATA_TYPES), "task_type": Str(choices=TASK_TYPES),
-              "input_features": List(FEATURE, max_items=10_000, min_items=1, unique=True),
+              "input_features": List(FEATURE, max_items=MAX_FEATURES, min_items=1, unique=True),
               "target": Str(max_len=200, min_len=1), "objective": METRIC},
     optional={"tags": List(Str(max_len=100, min_len=1), max_items=100),
               "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000, min_items=2, unique=True),
-              "feature_scales": Array(ndim=1, max_elements=10_000)})
+              "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES)})
 
 # What a user states about their task: the island-defining part, with free text optional.
 SEMANTIC_QUERY = Obj(
     required={"data_type": Str(choices=DATA_TYPES), "task_type": Str(choices=TASK_TYPES),
-              "input_features": List(FEATURE, max_items=10_000, min_items=1, unique=True),
+              "input_features": List(FEATURE, max_items=MAX_FEATURES, min_items=1, unique=True),
               "target": Str(max_len=200, min_len=1), "objective": METRIC},
     optional={"name": Str(max_len=200), "description": Str(max_len=10_000),
               "tags": List(Str(max_len=100), max_items=100), "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000), "feature_scales":
-              Array(ndim=1, max_elements=10_000)})
+              Array(ndim=1, max_elements=MAX_FEATURES)})
 
-RKME = Obj(required={"z": Array(ndim=2, max_elements=2_000_000),
-                     "beta": Array(ndim=1, max_elements=100_000),
-                     "gamma": Float(lo=0.0, lo_open=True),
-                     "n_features": Int(lo=1, hi=10_000)},
-           optional={"scales": Nullable(Array(ndim=1, max_elements=10_000))})
+COUNT = Int(lo=0, hi=MAX_COUNT)
+TIMESTAMP = Int(lo=0, hi=MAX_TIMESTAMP)
+GAMMA = Float(lo=0.0, lo_open=True, hi=MAX_REAL)
+REAL = Float(lo=-MAX_REAL, hi=MAX_REAL)
+NONNEG = Float(lo=0.0, hi=MAX_REAL)
+METRIC_VALUE = Float(lo=-MAX_METRIC, hi=MAX_METRIC)
 
-KERNEL = Obj(required={"gamma": Float(lo=0.0, lo_open=True), "scales": Array(ndim=1),
-                       "version": Int(lo=0)})
+# At most MAX_SPEC_POINTS reduced points (what the SDK ever fits): a requirement's self term
+# costs k^2 kernel values, computed before anything else of a search.
+RKME = Obj(required={"z": Array(ndim=2, max_elements=2_000_000, max_rows=MAX_SPEC_POINTS),
+                     "beta": Array(ndim=1, max_elements=MAX_SPEC_POINTS),
+                     "gamma": GAMMA,
+                     "n_features": Int(lo=1, hi=MAX_FEATURES)},
+           optional={"scales": Nullable(Array(ndim=1, max_elements=MAX_FEATURES))})
+
+KERNEL = Obj(required={"gamma": GAMMA, "scales": Array(ndim=1, max_elements=MAX_FEATURES),
+                       "version": COUNT})
 
 ISLAND_INFO = Obj(required={"island_id": ID, "semantic_key": HEX64,
                             "semantic": SEMANTIC_QUERY, "kernel": KERNEL,
-                            "n_features": Int(lo=1), "learnware_count": Int(lo=0)},
-                  optional={"anchor_count": Int(lo=0), "created_at": Int(lo=0)})
+                            "n_features": Int(lo=1, hi=MAX_FEATURES), "learnware_count": COUNT},
+                  optional={"anchor_count": COUNT, "created_at": TIMESTAMP})
 
 ARTEFACT = Obj(required={"semantic_sha256": HEX64, "spec_sha256": HEX64,
                          "model_sha256": HEX64, "signature": SIG_B64})
 
 PUBLISH = Obj(required={"semantic": SEMANTIC, "spec": RKME,
                         "model": Obj(required={"format": Str(choices=("skops",)),
-                                               "sha256": HEX64, "size": Int(lo=1),
+                                               "sha256": HEX64,
+                                               "size": Int(lo=1, hi=MAX_MODEL_BYTES),
                                                "data": B64}),
                         "artefact": ARTEFACT})
 
 PUBLISH_RESULT = Obj(required={"learnware_id": ID, "island_id": ID, "kernel": KERNEL})
 
-MATCH = Obj(required={"learnware_id": ID, "mmd": Float(lo=0.0), "score": Float(),
+MATCH = Obj(required={"learnware_id": ID, "mmd": NONNEG, "score": REAL,
                       "fit": Str(choices=("good", "fair", "poor", "unknown"))},
-            optional={"name": Str(max_len=200), "estimate": Nullable(Float()),
-                      "uncertainty": Nullable(Float(lo=0.0))})
+            optional={"name": Str(max_len=200), "estimate": Nullable(METRIC_VALUE),
+                      "uncertainty": Nullable(Float(lo=0.0, hi=2 * MAX_METRIC))})
 
 MIXTURE = Obj(required={"learnware_ids": List(ID, min_items=1, max_items=100),
                         "weights": List(Float(lo=0.0, hi=1.0), min_items=1, max_items=100),
-                        "mmd": Float(lo=0.0), "score": Float()},
-              optional={"estimate": Nullable(Float())})
+                        "mmd": NONNEG, "score": REAL},
+              optional={"estimate": Nullable(METRIC_VALUE)})
 
 SEARCH = Obj(required={"semantic": SEMANTIC_QUERY, "max_results": Int(lo=1, hi=100)},
              optional={"requirement": Nullable(RKME), "island_id": Nullable(ID),
-                       "kernel_version": Int(lo=0)})
+                       "kernel_version": COUNT})
 
 SEARCH_RESULT = Obj(required={"island_id": Nullable(ID), "single": List(MATCH, max_items=100),
                               "mixture": Nullable(MIXTURE)},
-                    optional={"baseline_mmd": Nullable(Float(lo=0.0)), "message": Str(max_len=2000),
+                    optional={"baseline_mmd": Nullable(NONNEG), "message": Str(max_len=2000),
                               "kernel": Nullable(KERNEL), "objective": Nullable(METRIC),
                               "text_matches": List(Obj(required={"learnware_id": ID, "name": Str(),
-                                                                 "score": Float()}),
+                                                                 "score": REAL}),
                                                    max_items=100),
                               "next_anchors": List(ID, max_items=100),
                               "round": Int(lo=0, hi=100)})
@@ -263,20 +283,28 @@ ANCHOR_REQUEST = Obj(required={"semantic": SEMANTIC_QUERY},
 ANCHOR_SET = Obj(required={"island_id": ID, "anchors": List(ID, max_items=64),
                            "objective": METRIC, "round": Int(lo=0, hi=100)})
 
-METRICS_REPORT = Obj(required={"island_id": ID, "metric": METRIC, "n_rows": Int(lo=1),
-                               "values": Map(ID, Float(), max_items=256),
+METRICS_REPORT = Obj(required={"island_id": ID, "metric": METRIC,
+                               "n_rows": Int(lo=1, hi=MAX_ROWS),
+                               "values": Map(ID, METRIC_VALUE, max_items=256),
                                "round": Int(lo=1, hi=100)},
                      optional={"more_anchors": Int(lo=0, hi=64),
                                "max_results": Int(lo=1, hi=100)})
 
+REASON = Str(max_len=MAX_REASON_CHARS)
+#: who withdrew a learnware (its developer or the market's operator), why and when.
+WITHDRAWAL = Obj(required={"reason": REASON, "by": Str(choices=("developer", "operator")),
+                           "at": TIMESTAMP})
+
 DOWNLOAD_MANIFEST = Obj(required={"learnware_id": ID, "island_id": ID, "semantic": SEMANTIC,
-                                  "spec": RKME, "model_sha256": HEX64, "model_size": Int(lo=1),
+                                  "spec": RKME, "model_sha256": HEX64,
+                                  "model_size": Int(lo=1, hi=MAX_MODEL_BYTES),
                                   "developer": Str(max_len=44, min_len=44),
                                   "artefact": ARTEFACT, "deleted": Bool()},
-                        optional={"created_at": Int(lo=0)})
+                        optional={"created_at": TIMESTAMP, "withdrawn": Nullable(WITHDRAWAL)})
 
-DELETE = Obj(required={"learnware_id": ID})
-DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()})
+DELETE = Obj(required={"learnware_id": ID}, optional={"reason": REASON})
+DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()},
+                    optional={"withdrawn": Nullable(WITHDRAWAL)})
 
 ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_len=20_000)},
             optional={"field": Nullable(Str(max_len=1000)),

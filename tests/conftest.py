@@ -330,6 +330,13 @@ def search_envelope(identity: Identity, sem: dict, requirement: dict | None = No
     return seal_request(identity, "search", body, to=to, **seal_kw)
 
 
+def signed_envelope(identity: Identity, message_type: str, body: dict, *, to,
+                    validate: bool = False, **seal_kw) -> bytes:
+    """A sealed request of any type to the market ``to``; by default unvalidated, so bodies the
+    SDK would refuse (past the protocol's bounds) reach the market."""
+    return seal_request(identity, message_type, body, to=to, validate=validate, **seal_kw)
+
+
 def error_body(env: MarketEnv, resp: httpx.Response) -> dict:
     """The body of a signed error answer; fails unless the answer is one (and is a 4xx)."""
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.content[:500])

@@ -24,6 +24,8 @@ from protocol.encoding import encode_array
 from protocol.envelope import (PROTOCOL_VERSION, REQUEST_TYPES, SIGNING_DOMAIN, new_nonce,
                                open_envelope, seal)
 from protocol.identity import Identity, b64, key_id_of
+from protocol.limits import (MAX_COUNT, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES, MAX_REAL,
+                             MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 # --------------------------------------------------------------------------------------------
 # hostile values
@@ -45,6 +47,14 @@ NASTY_INTS = [0, -1, 1, 2, 63, 64, 65, 100, 101, 10_000, 10_001, 2**31 - 1, 2**3
               -10**400]
 NASTY_FLOATS = [0.0, -0.0, 5e-324, -5e-324, 1e-308, 1e308, -1e308, 1.7976931348623157e308,
                 1e-12, 1 + 1e-9, 0.5, -0.5, 1e16, 123456789.123]
+# at and just past the protocol's bounds (protocol/limits.py)
+BOUND_INTS = [MAX_SPEC_POINTS, MAX_SPEC_POINTS + 1, MAX_ROWS, MAX_ROWS + 1, MAX_COUNT,
+              MAX_COUNT + 1, MAX_LABEL_INT, MAX_LABEL_INT + 1, MAX_MODEL_BYTES,
+              MAX_MODEL_BYTES + 1, MAX_TIMESTAMP, MAX_TIMESTAMP + 1]
+BOUND_FLOATS = [MAX_METRIC, -MAX_METRIC, MAX_METRIC * (1 + 1e-12), -MAX_METRIC * (1 + 1e-12),
+                MAX_REAL, MAX_REAL * (1 + 1e-12), 1e100, -1e100, 1.0 + 1e-12]
+NASTY_INTS += BOUND_INTS
+NASTY_FLOATS += BOUND_FLOATS
 SPECIAL_ELEMENTS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e308, -1e308, 5e-324, 1e300,
                     0.5, 1e-300]
 DTYPES = ["<f8", "<f4", "<i8", "<i4", "|u1", "|b1"]
@@ -121,8 +131,12 @@ hostile_values = st.one_of(hostile_scalars, hostile_json, hostile_arrays, deep_v
 @st.composite
 def hostile_specs(draw, n_features: int = 3):
     """RKME specs with absurd parts: off-simplex beta, NaN/huge z, k vs beta length, gamma."""
-    k = draw(st.sampled_from([0, 1, 2, 5, 20]))
-    z = draw(st.one_of(numpy_arrays(ndim=2, rows=k, cols=n_features), hostile_arrays))
+    k = draw(st.sampled_from([0, 1, 2, 5, 20, MAX_SPEC_POINTS, MAX_SPEC_POINTS + 1]))
+    if k >= MAX_SPEC_POINTS:  # at and past the cap: values drawn by numpy (too many to draw)
+        z = encode_array(np.random.default_rng(draw(st.integers(0, 99))).normal(
+            size=(k, n_features)))
+    else:
+        z = draw(st.one_of(numpy_arrays(ndim=2, rows=k, cols=n_features), hostile_arrays))
     beta_kind = draw(st.sampled_from(["simplex", "negative", "unnormalised", "special", "len",
                                       "any"]))
     if beta_kind == "simplex":
@@ -135,7 +149,7 @@ def hostile_specs(draw, n_features: int = 3):
         beta = encode_array(np.full(k, draw(st.sampled_from([0.0, 1e307, 1e-320, 3.0, -0.0]))))
     elif beta_kind == "len":
         beta = encode_array(np.full(draw(st.integers(0, 30)), 0.1))
-    elif beta_kind == "special":
+    elif beta_kind == "special" and k < MAX_SPEC_POINTS:
         beta = draw(numpy_arrays(ndim=1, rows=k))
     else:
         beta = draw(hostile_arrays)
@@ -350,7 +364,7 @@ def build_context(env) -> Context:
         "metrics_report": {"island_id": manifest["island_id"], "metric": sem["objective"],
                            "n_rows": 30, "values": {lids[0]: 0.5}, "round": 1,
                            "more_anchors": 2, "max_results": 5},
-        "delete": {"learnware_id": lids[0]},
+        "delete": {"learnware_id": lids[0], "reason": "fuzzing"},
     }
     return Context(lids, island_ids, keys, shas, bases)
 
@@ -431,7 +445,8 @@ def targeted_bodies(draw, ctx: Context, mtype: str):
         ["isl-0", "isl-2", "isl-99", "isl-2147483647", "isl-999999999999999999"]))
     small = st.one_of(hostile_ints, st.integers(0, 130))
     metric = st.sampled_from(["rmse", "mae", "r2", "accuracy", "f1"])
-    value = st.one_of(hostile_floats, st.sampled_from(NASTY_INTS), st.floats(-2, 2))
+    value = st.one_of(hostile_floats, st.sampled_from(NASTY_INTS), st.floats(-2, 2),
+                      st.sampled_from(BOUND_FLOATS))
     fields = {
         "search": {"max_results": small, "kernel_version": small, "island_id": st.one_of(
             st.none(), isl), "requirement": st.one_of(st.none(), hostile_specs())},
@@ -439,7 +454,9 @@ def targeted_bodies(draw, ctx: Context, mtype: str):
         "metrics_report": {"island_id": isl, "metric": metric, "n_rows": small, "round": small,
                            "more_anchors": small, "max_results": small,
                            "values": st.dictionaries(ids, value, max_size=6)},
-        "delete": {"learnware_id": ids},
+        "delete": {"learnware_id": ids, "reason": st.one_of(
+            hostile_strings, st.sampled_from(["r" * MAX_REASON_CHARS,
+                                              "r" * (MAX_REASON_CHARS + 1)]))},
         "publish": {"spec": hostile_specs()},
     }[mtype]
     for name, strat in fields.items():

@@ -195,7 +195,7 @@ def test_delete_tombstones(market):
     assert user.manifest(victim["id"])["deleted"] is False
 
     assert victim["dev"].delete(victim["id"]) is True
-    man = user.manifest(victim["id"])
+    man = user.manifest(victim["id"], include_withdrawn=True)
     assert man["deleted"] is True and man["learnware_id"] == victim["id"]
     res = user.search(Xu, SEM)
     returned = {m.learnware_id for m in res.single} | set(res.mixture.learnware_ids)
@@ -214,7 +214,7 @@ def test_delete_tombstones(market):
     used = {lw["id"] for lw in lws}
     assert new_id not in used
     assert int(new_id.split("-")[1]) > max(int(i.split("-")[1]) for i in used)
-    assert user.manifest(victim["id"])["deleted"] is True
+    assert user.manifest(victim["id"], include_withdrawn=True)["deleted"] is True
     assert user.search(Xu, SEM).single[0].learnware_id == new_id
 
 

@@ -375,7 +375,7 @@ def test_malformed_bodies_never_5xx(shared):
          422, "bad_metrics"),
         ("/v1/localize", "metrics_report", {"island_id": "isl-1", "metric": "rmse",
                                             "n_rows": 5, "values": {lid: 1e308}, "round": 1},
-         422, "bad_metrics"),
+         422, "schema_violation"),  # past protocol.limits.MAX_METRIC: refused by the schema
         ("/v1/localize", "metrics_report", {"island_id": "isl-1", "metric": "mae",
                                             "n_rows": 5, "values": {lid: 1.0}, "round": 1},
          422, "wrong_metric"),

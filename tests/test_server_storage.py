@@ -112,13 +112,15 @@ def test_orphan_blobs_are_collected(market):
     if not isinstance(env.store.blobs, DatabaseBlobs):
         assert not any(p.name.startswith(".tmp-")
                        for p in (Path(env.config.data_dir) / "blobs").rglob("*"))
-    # nothing more to collect; a tombstoned learnware's file is still referenced and served
+    # nothing more to collect; a tombstoned learnware's file is still referenced and kept (the
+    # record stays), but no longer served (issue 13: 410 withdrawn)
     assert env.store.collect_orphan_blobs() == 0
     assert env.store.tombstone(_id(lid))  # (the publisher's key was random: via the store)
     assert env.store.collect_orphan_blobs() == 0
+    assert stored_blobs(env) == {kept}
     with env.http() as http:
         r = http.get(f"/v1/models/{kept}")
-    assert r.status_code == 200 and sha256_hex(r.content) == kept
+    assert r.status_code == 410 and error_body(env, r)["code"] == "withdrawn"
 
 
 def test_tombstones_never_reuse_ids_even_after_restart(market):
@@ -132,7 +134,7 @@ def test_tombstones_never_reuse_ids_even_after_restart(market):
     env.store.dispose()
     env2 = env.sibling()
     dev2 = env2.client(dev.identity)
-    assert dev2.manifest("lw-3")["deleted"] is True
+    assert dev2.manifest("lw-3", include_withdrawn=True)["deleted"] is True
     assert dev2.delete("lw-4")
     env2.store.dispose()
     env3 = env.sibling()
@@ -403,7 +405,7 @@ def test_schema_2_is_upgraded_to_3(market):
     with store.engine.connect() as conn:
         versions = sorted(r[0] for r in conn.execute(sa.text("SELECT version FROM schema_version")))
         totals = conn.execute(sa.text("SELECT live_count, live_sum, live_sumsq FROM islands")).one()
-    assert versions == [2, 3]
+    assert versions == [2, SCHEMA_VERSION]
     assert tuple(totals) == live_totals([_id(lids[0]), _id(lids[2])])
     store.dispose()
 
