@@ -106,8 +106,9 @@ class MetricBudget:
             raise ValueError(f"epsilon noise is offered for {', '.join(DP_METRICS)} only, not "
                              f"{metric!r} (its sensitivity to one row depends on the data)")
         if metric in ("rmse", "mae") and self.clip is None:
-            raise ValueError(f"epsilon noise for {metric} needs clip= (the largest absolute "
-                             "residual you expect, stated without looking at the data)")
+            raise ValueError(f"epsilon noise for {metric} needs clip (lwm: --clip), the "
+                             "largest absolute residual you expect, stated without looking at "
+                             "the data")
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
