@@ -75,8 +75,7 @@ class HostileMarket:
     reports: list = field(default_factory=list)
 
     def publish_stumps(self, cache_dir: Path) -> None:
-        dev = MarketClient(self.url, Identity.generate(),
-                           transport=_transport(self.app), cache_dir=cache_dir)
+        dev = self.client(cache_dir)
         X = np.random.default_rng(0).uniform(LO, HI, size=(60, 2))
         self.baseline = dev.publish(stump(0.0, 0.0), X, dict(SEMANTIC), k=10)
         for t in THRESHOLDS:
@@ -85,6 +84,12 @@ class HostileMarket:
         self.order = [self.baseline] + [i for k in coarse_to_fine(N_THRESHOLDS)
                                         for i in self.pairs[THRESHOLDS[k]]]
         self.island_id = dev.island(SEMANTIC)["island_id"]
+
+    def client(self, cache_dir: Path) -> MarketClient:
+        """A client of this market, its key pinned (no trust-on-first-use file is touched)."""
+        key = self.app.extensions["learnware_market"].identity.public_key_b64
+        return MarketClient(self.url, Identity.generate(), market_key=key,
+                            transport=_transport(self.app), cache_dir=cache_dir)
 
     def install(self) -> None:
         market = self.app.extensions["learnware_market"].market
@@ -165,8 +170,7 @@ def attack(market: HostileMarket, X, y, budget: MetricBudget, cache_dir: Path,
            rounds: int = 3) -> dict:
     """One user localises against the hostile market; returns the score of the reconstruction
     from the last (cumulative) report, plus what the client sent."""
-    user = MarketClient(market.url, Identity.generate(), transport=_transport(market.app),
-                        cache_dir=cache_dir)
+    user = market.client(cache_dir)
     market.reports.clear()
     if budget.max_rounds is not None:
         rounds = min(rounds, budget.max_rounds)

@@ -21,12 +21,8 @@ def hostile(tmp_path_factory):
 
 
 def _localize(hostile, n, seed, tmp_path, **kw):
-    from benchmarks.localize_attack import _transport
-    from client_sdk.client import MarketClient
-    from protocol.identity import Identity
     X, y = user_rows(n, seed)
-    user = MarketClient(hostile.url, Identity.generate(), transport=_transport(hostile.app),
-                        cache_dir=tmp_path / f"cache-{n}-{seed}")
+    user = hostile.client(tmp_path / f"cache-{n}-{seed}")
     hostile.reports.clear()
     res = user.localize(X, y, dict(SEMANTIC), **kw)
     return X, y, user, res, list(hostile.reports)
