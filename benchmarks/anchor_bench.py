@@ -32,7 +32,11 @@ The design of market_server.anchors was tuned on the user splits of seeds 1 and 
 default) and others are the held-out evaluation.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anchor_bench.py [--seed 0] [--draws 10]
-        [--test future|random] [--rows any|recent]
+        [--test future|random] [--rows any|recent] [--budget off|default|nojitter]
+
+``--budget`` applies the SDK's disclosure budget (client_sdk.disclosure.MetricBudget) to what
+the market gets: each anchor's value rounded/jittered as ``MarketClient.localize`` sends it, and
+n_rows bucketed (off: the exact values, as before the budget existed).
 """
 from __future__ import annotations
 
@@ -109,7 +113,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", choices=("any", "recent"), default="any",
                     help="where a user's n labelled rows come from: anywhere in its training "
                          "rows (default) or its last 24 of them (n <= 24)")
+    ap.add_argument("--budget", choices=("off", "default", "nojitter"), default="off",
+                    help="disclosure budget applied to the values the market gets")
     args = ap.parse_args(argv)
+    from client_sdk.disclosure import MetricBudget
+    budget = {"off": MetricBudget.unlimited(), "default": MetricBudget(seed=args.seed),
+              "nojitter": MetricBudget(jitter=0.0)}[args.budget]
+    noise = budget.rng()
 
     t0 = time.time()
     data = load_txhousing()
@@ -175,6 +185,10 @@ def main(argv=None) -> int:
                        else rng.choice(len(ytr), size=n, replace=False))
                 y_n = ytr[idx]
                 past = {j: evaluate("rmse", y_n, P_tr[k, idx]) for k, j in enumerate(ids)}
+                # what the market gets (the anchors' values as the SDK sends them; n bucketed)
+                sent = {j: budget.disclose("rmse", y_n, P_tr[k, idx], noise)[1]
+                        for k, j in enumerate(ids)}
+                n_sent = budget.n_rows(n)
                 row = {"oracle": test_err.min(), "random": test_err.mean(),
                        "island mean": island_mean,
                        "prior pick": test_err[ids.index(prior_pick)]}
@@ -182,9 +196,9 @@ def main(argv=None) -> int:
                 ts = time.time()
                 for r in (1, 2, 3):
                     if r > 1:
-                        asked += next_anchors(profile, asked, [past[a] for a in asked], n,
+                        asked += next_anchors(profile, asked, [sent[a] for a in asked], n_sent,
                                               k=args.per_round)
-                    loc = localize(profile, asked, [past[a] for a in asked], n)
+                    loc = localize(profile, asked, [sent[a] for a in asked], n_sent)
                     row[f"loc r{r}"] = test_err[ids.index(loc.best.id)]
                     row[f"moved r{r}"] = loc.best.id != prior_pick
                     row[f"anchors r{r}"] = len(asked)

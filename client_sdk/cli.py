@@ -159,11 +159,17 @@ def cmd_localize(args) -> int:
     df = _read_table(args.data)
     if args.target not in df.columns:
         raise ValueError(f"{args.data} has no column {args.target!r}")
+    from client_sdk.disclosure import MetricBudget
+    budget = MetricBudget(max_anchors_per_round=args.max_anchors, max_rounds=args.max_rounds,
+                          max_values=args.max_values, significant_digits=args.digits,
+                          jitter=args.jitter, epsilon=args.epsilon, clip=args.clip)
     with _client(args) as c:
         res = c.localize(df.drop(columns=[args.target]), df[args.target].to_numpy(), sem,
-                         rounds=args.rounds, max_anchors=args.max_anchors)
+                         rounds=args.rounds, max_anchors=args.max_anchors, budget=budget)
     _emit(args, _result_text(res) + f"\n({len(res.anchors)} anchors evaluated locally in "
-          f"{res.rounds} round(s); only their metrics were sent)", _result_dict(res))
+          f"{res.rounds} round(s); only their rounded metrics and {res.n_rows_sent} as the "
+          f"row count were sent; {res.anchors_ignored} more anchors named by the market were "
+          "ignored: over budget)", _result_dict(res))
     return EXIT_OK
 
 
@@ -261,7 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="your labelled rows (CSV/Parquet)")
     sp.add_argument("--target", required=True, help="the label column of --data")
     sp.add_argument("--rounds", type=int, default=1)
-    sp.add_argument("--max-anchors", type=int, default=8)
+    sp.add_argument("--max-anchors", type=int, default=8,
+                    help="anchors evaluated per round, at most (default 8)")
+    sp.add_argument("--max-rounds", type=int, default=3, help="budget: rounds (default 3)")
+    sp.add_argument("--max-values", type=int, default=24,
+                    help="budget: metric values sent in total (default 24)")
+    sp.add_argument("--digits", type=int, default=3,
+                    help="significant digits of each value sent (default 3)")
+    sp.add_argument("--jitter", type=float, default=0.5,
+                    help="noise on each value, as a fraction of its sampling sd (default 0.5)")
+    sp.add_argument("--epsilon", type=float, default=None,
+                    help="differential privacy for the whole call (Laplace; accuracy, rmse, "
+                         "mae; rmse/mae need --clip)")
+    sp.add_argument("--clip", type=float, default=None,
+                    help="largest absolute residual counted (with --epsilon for rmse/mae)")
     sp.set_defaults(func=cmd_localize)
 
     sp = sub.add_parser("demo", help="the main job: a market of sales models helps new users",

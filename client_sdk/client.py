@@ -30,13 +30,12 @@ from protocol.envelope import get_reply_to, new_nonce
 from protocol.errors import (ConfigFileError, DataError, KeyMismatchError, LearnwareError,
                              ProtocolError, WithdrawnError, error_from_dict)
 from protocol.identity import Identity, key_id_of
-from protocol.limits import OBJECTIVE_RANGES, clip_metric
 from protocol.island import base_kernel, robust_scales
-from protocol.metrics import evaluate
 from protocol.modelfile import dump_model, load_model
 from protocol.semantic import ISLAND_FIELDS, island_key, validate_semantic
 
 from .data import as_matrix, as_target
+from .disclosure import MetricBudget
 from .learnware import Learnware
 from .rkme import RKMESpec
 
@@ -101,6 +100,9 @@ class SearchResult:
     anchors: list[str] = field(default_factory=list)
     anchor_metrics: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
+    sent_metrics: dict[str, float] = field(default_factory=dict)
+    anchors_ignored: int = 0
+    n_rows_sent: int | None = None
 
     @classmethod
     def from_body(cls, body: dict) -> "SearchResult":
@@ -442,44 +444,63 @@ class MarketClient:
     # --- anchors ----------------------------------------------------------------------------
     def localize(self, X, y, semantic: dict, metric: str | None = None, rounds: int = 1, *,
                  max_anchors: int = 8, more_per_round: int = 4,
-                 max_results: int = 5) -> SearchResult:
+                 max_results: int = 5, budget: MetricBudget | None = None) -> SearchResult:
         """Locate useful learnwares from anchor metrics: the anchors run here, on the user's
-        labelled rows; only their metric values and the row count are sent."""
+        labelled rows; only their metric values and the row count are sent, within ``budget``
+        (default :class:`MetricBudget`): at most that many anchors per round, rounds and values
+        whatever the market names (the rest are ignored and counted in
+        ``result.anchors_ignored``), values rounded and jittered, ``n_rows`` bucketed.
+        ``result.anchor_metrics`` holds the exact local values, ``result.sent_metrics`` what
+        the market got."""
+        budget = MetricBudget() if budget is None else budget
         if rounds < 1 or rounds > 10:
             raise ValueError("rounds must be between 1 and 10")
+        if budget.max_rounds is not None and rounds > budget.max_rounds:
+            raise ValueError(f"rounds={rounds} exceeds the budget's max_rounds="
+                             f"{budget.max_rounds}")
         query = {f: semantic[f] for f in ISLAND_FIELDS}
         validate_semantic(query, query=True)
         metric = metric or semantic["objective"]
+        budget.check(metric)
         X = as_matrix(X, semantic["input_features"], name="X")
         y = as_target(y, len(X))
+        ask = budget.allowance(0)
         aset = self._signed("POST", "/v1/anchors", "anchor_request",
-                            {"semantic": query, "max_anchors": int(max_anchors)}, "anchor_set")
-        island_id, pending = aset["island_id"], list(aset["anchors"])
+                            {"semantic": query, "max_anchors": int(max_anchors if ask is None
+                                                                   else min(max_anchors, ask))},
+                            "anchor_set")
+        island_id, pending = aset["island_id"], list(dict.fromkeys(aset["anchors"]))
         asked_key = island_key(query)
         if not pending:
             raise LearnwareError("the island has no anchors", code="empty_island")
+        rng = budget.rng()
+        n_rows = budget.n_rows(len(y))
         values: dict[str, float] = {}
+        sent: dict[str, float] = {}
+        named: set[str] = set(pending)
         body: dict = {}
         for r in range(1, rounds + 1):
-            for lid in pending:
-                if lid not in values:
-                    lw = self.download(lid)
-                    self._same("semantic_key", asked_key, island_key(lw.semantic))
-                    value = float(evaluate(metric, y, lw.model.predict(X)))
-                    # past the protocol's range a metric says nothing more (r2 of -1e15 is as
-                    # useless as -1e12): sent clipped, so the market never refuses it
-                    values[lid] = (clip_metric(metric, value) if metric in OBJECTIVE_RANGES
-                                   else value)
-            report = {"island_id": island_id, "metric": metric, "n_rows": int(len(y)),
-                      "values": values, "round": r, "max_results": int(max_results)}
-            if r < rounds:
-                report["more_anchors"] = int(more_per_round)
+            allow = budget.allowance(len(sent))
+            take = pending if allow is None else pending[:allow]
+            for lid in take:
+                lw = self.download(lid)
+                self._same("semantic_key", asked_key, island_key(lw.semantic))
+                values[lid], sent[lid] = budget.disclose(metric, y, lw.model.predict(X), rng)
+            report = {"island_id": island_id, "metric": metric, "n_rows": n_rows,
+                      "values": sent, "round": r, "max_results": int(max_results)}
+            more = budget.allowance(len(sent))
+            more = int(more_per_round) if more is None else min(int(more_per_round), more)
+            if r < rounds and more > 0:
+                report["more_anchors"] = more
             body = self._signed("POST", "/v1/localize", "metrics_report", report,
                                 "localization_result")
             self._same("island_id", island_id, body["island_id"])
-            pending = [i for i in body.get("next_anchors", []) if i not in values]
-            if not pending:
+            pending = [i for i in dict.fromkeys(body.get("next_anchors", [])) if i not in sent]
+            named.update(pending)
+            if not pending or r == rounds or "more_anchors" not in report:
                 break
         res = SearchResult.from_body(body)
         res.anchors, res.anchor_metrics, res.rounds = list(values), dict(values), r
+        res.sent_metrics, res.n_rows_sent = dict(sent), n_rows
+        res.anchors_ignored = len(named - set(sent))  # named by the market, never evaluated
         return res
