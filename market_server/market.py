@@ -22,11 +22,12 @@ from protocol.errors import LearnwareError, SignatureError, UnsafeModelError
 from protocol.kernels import herd
 from protocol.modelfile import load_model
 from protocol.island import base_kernel
-from protocol.semantic import ISLAND_FIELDS, island_key, text_score
+from protocol.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
+from .textindex import TextIndex
 
 
 #: search requirements with coordinates beyond this many kernel scales are refused (overflow).
@@ -93,6 +94,7 @@ class Market:
         self._indexes: dict[int, IslandIndex] = {}
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
+        self.text = TextIndex()
         self._refreshes = 0
         self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -437,7 +439,7 @@ class Market:
     def search(self, body: dict) -> dict:
         semantic = body["semantic"]
         island = self.island_for(semantic, body.get("island_id"))
-        # Text search scans every live learnware: only worth it when no island matches.
+        # Text matches only help when no island matches.
         text_matches = self._text_matches(semantic) if island is None else []
         if island is None:
             return {"island_id": None, "single": [], "mixture": None, "text_matches": text_matches,
@@ -503,14 +505,9 @@ class Market:
         return self.text_search(query, limit)
 
     def text_search(self, query: str, limit: int = 20) -> list[dict]:
-        scored = []
-        for r in self.store.all_live_learnwares():
-            s = text_score(query, r["semantic"])
-            if s > 0:
-                scored.append((s, r["pk"], r))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        return [{"learnware_id": r["learnware_id"], "name": r["semantic"].get("name", "")[:200],
-                 "score": float(s)} for s, _, r in scored[:limit]]
+        """Bounded work whatever the market holds (see textindex.py)."""
+        self.text.refresh(self.store)
+        return self.text.search(query, limit)
 
     # --- anchors --------------------------------------------------------------------------
     def profile(self, island: dict):
