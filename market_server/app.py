@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from protocol.errors import LearnwareError
 from protocol.identity import Identity
 
+from .addresslimits import install_address_limits
 from .api import islands, learnwares, meta, search
 from .config import ServerConfig
 from .market import Market
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     app.extensions["learnware_market"] = state
     for bp in (meta, learnwares, islands, search):
         app.register_blueprint(bp)
+    install_address_limits(app, config, prefix=f"lwm:{identity.key_id}")
 
     @app.errorhandler(LearnwareError)
     def _learnware_error(exc: LearnwareError):

@@ -25,6 +25,7 @@ from protocol.island import base_kernel
 from protocol.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
+from .publishers import PublishPolicy
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 from .textindex import TextIndex
@@ -95,6 +96,7 @@ class Market:
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self.text = TextIndex()
+        self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -144,6 +146,7 @@ class Market:
 
     # --- publish --------------------------------------------------------------------------
     def publish(self, envelope) -> dict:
+        self.publishers.check(envelope)  # the operator's policy first: a refusal costs nothing
         body = envelope.body
         semantic, spec, model, artefact = (body["semantic"], body["spec"], body["model"],
                                            body["artefact"])
