@@ -42,6 +42,13 @@ def old_text_search(store, query, limit=20):
     return scored[:limit]
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu(fn):
     t0 = time.process_time()
     fn()
@@ -103,9 +110,11 @@ def scale(root: Path, n: int) -> None:
                       model_sha256=hashlib.sha256(model).hexdigest(), model=model, artefact={})
     fill = time.perf_counter() - t0
     http = httpx.Client(base_url="http://bench.test", transport=httpx.WSGITransport(app=app))
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     http.get("/v1/learnwares", params={"q": "warm"})
     build = time.perf_counter() - t0
+    index_mb = rss_mb() - rss0
     qrng = np.random.default_rng(7)
     queries = [" ".join(qrng.choice(vocab[:5000], size=3)) for _ in range(20)]
     queries += [w[:-1] + "x" for w in qrng.choice(vocab[:5000], size=10)]        # typos
@@ -118,7 +127,8 @@ def scale(root: Path, n: int) -> None:
         assert r.status_code == 200
         work.append(state.market.text.last_stats.postings_scanned)
     lat_ms = sorted(x * 1000 for x in lat)
-    print(f"{n:6d} learnwares (fill {fill:.0f} s): first query incl. index build {build:.2f} s; "
+    print(f"{n:6d} learnwares (fill {fill:.0f} s): first query incl. index build {build:.2f} s "
+          f"(RSS +{index_mb:.0f} MB); "
           f"query latency median {statistics.median(lat_ms):.1f} ms, p95 "
           f"{lat_ms[int(0.95 * len(lat_ms)) - 1]:.1f} ms, max {lat_ms[-1]:.1f} ms; "
           f"postings scanned max {max(work)}")

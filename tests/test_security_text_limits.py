@@ -304,3 +304,23 @@ def test_lwm_certify_writes_a_certificate_the_market_accepts(tmp_path):
     cert = json.loads(out.read_text())
     verify_certificate(cert, operator_key=operator.public_key_b64, developer=dev.public_key_b64)
     assert cert["expires"] <= time.time() + 10 * 86400 + 5
+
+
+def test_lwm_serve_flags_reach_every_worker(monkeypatch, tmp_path):
+    from market_server import serve
+    key = Identity.generate().public_key_b64
+    args = serve.build_parser().parse_args([
+        "--data-dir", str(tmp_path), "--publishers", "certified", "--operator-key", key,
+        "--trusted-proxies", "2", "--rate-limit-address", "off",
+        "--rate-limit-address-text", "30 per minute", "--rate-limit-storage", "memory://"])
+    cfg = serve.config_from_args(args)
+    assert (cfg.publishers, cfg.operator_key, cfg.trusted_proxies) == ("certified", key, 2)
+    assert serve.build_parser().parse_args([]).rate_limit_address == \
+        ServerConfig().rate_limit_address
+    monkeypatch.setenv("LWM_SERVER_CONFIG", serve._config_to_env(cfg))
+    monkeypatch.setattr(serve, "_freeze_startup_objects", lambda: None)
+    app = serve.app_from_env()  # what a gunicorn worker builds
+    state = app.extensions["learnware_market"]
+    assert state.config.operator_key == key and state.config.rate_limit_address == "off"
+    assert state.market.publishers.kind == "certified"
+    state.store.dispose()
