@@ -72,6 +72,11 @@ def attacks(root: Path) -> None:
            "data_type": "table", "task_type": "regression", "input_features": ["a", "b", "c"],
            "target": "y", "objective": "rmse"}
     client.publish(Ridge().fit(X, X @ [1.0, 2.0, 3.0]), X, sem, k=10)
+    long_words = ["".join(np.random.default_rng(1000 + i).choice(LETTERS[:10], size=100))
+                  for i in range(99)]
+    X2 = rng.normal(size=(60, 3)) + 5
+    client.publish(Ridge().fit(X2, X2 @ [1.0, 2.0, 3.0]), X2,
+                   dict(sem, name="long words", description=" ".join(long_words)), k=10)
     store = app.extensions["learnware_market"].store
     query = " ".join(words(np.random.default_rng(1), 200))[:499]
     tags = ["".join(np.random.default_rng(i).choice(LETTERS[:10], size=100)) for i in range(100)]
@@ -82,7 +87,7 @@ def attacks(root: Path) -> None:
     print("attack                                        before (CPU s)  after (CPU s)")
     b1 = cpu(lambda: old_text_search(store, query[:500]))
     a1 = cpu(lambda: client.text_search(query))
-    print(f"GET text search, 499 chars, 2,000-word desc   {b1:14.3f}  {a1:13.4f}")
+    print(f"GET text search, 499 chars, 2,000-word desc  {b1:14.3f}  {a1:13.4f}")
     b2 = cpu(lambda: old_text_search(store, "nobody " + tag_query))
     a2 = cpu(lambda: client.search(None, absent))
     print(f"signed search, no island, 100 tags x 100 ch   {b2:14.3f}  {a2:13.4f}")

@@ -61,17 +61,31 @@ def _prefix_keys(token: str) -> list[str]:
     return [token[:n] for n in (3, 5) if len(token) > n]
 
 
+def _pieces(text: str, size: int = 1000):
+    """``text`` in pieces of about ``size`` characters cut at white space: a long description
+    is normalised only as far as its first MAX_DOC_TOKENS distinct words reach."""
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            cut = text.rfind(" ", start, end)
+            end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
+
+
 def document_tokens(semantic: dict) -> dict[str, float]:
     """word -> weight of the best field it appears in, at most MAX_DOC_TOKENS words."""
     out: dict[str, float] = {}
     for name, weight in FIELD_WEIGHTS:
         value = semantic.get(name) or ""
         text = " ".join(value) if isinstance(value, list) else str(value)
-        for t in tokens(text):
-            if t not in out:
-                if len(out) >= MAX_DOC_TOKENS:
-                    return out
-                out[t] = weight
+        for piece in _pieces(text):
+            for t in tokens(piece):
+                if t not in out:
+                    if len(out) >= MAX_DOC_TOKENS:
+                        return out
+                    out[t] = weight
     return out
 
 

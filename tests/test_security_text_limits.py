@@ -74,8 +74,10 @@ def test_long_description_and_long_unsigned_query_cost_bounded_work(market, monk
 
 def test_signed_search_without_island_and_100_long_tags_is_bounded(market, monkeypatch):
     env = market
-    rng = np.random.default_rng(3)
-    _publish(env, "long description", description=" ".join(_words(rng, 2000))[:10_000])
+    # a description of 100-character words: every tag is within the old length filter
+    long_words = ["".join(np.random.default_rng(1000 + i).choice(list("abcdefghij"), size=100))
+                  for i in range(99)]
+    _publish(env, "long words", description=" ".join(long_words))
     tags = ["".join(np.random.default_rng(i).choice(list("abcdefghij"), size=100))
             for i in range(100)]
     sem = semantic("nobody has this", features=("p", "q"), tags=tags)
