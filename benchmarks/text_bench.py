@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        os.environ["LWM_CONFIG_DIR"] = str(root / "config")  # pinned keys stay in here
         attacks(root)
         for n in (int(s) for s in args.sizes.split(",") if s):
             scale(root, n)
