@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from tests.hostile import (Fuzzer, Unsendable, build_context, cases,  # noqa: E402
+from tests.hostile import (NO_ADDRESS_LIMIT_ARGS, NO_ADDRESS_LIMITS, Fuzzer,  # noqa: E402
+                           Unsendable, build_context, cases,
                            flask_sender, httpx_sender, populate, run_cases, state_checker)
 
 
@@ -109,7 +110,7 @@ def main() -> int:
     try:
         if args.examples <= 0 and not args.schemathesis:
             raise _Skip
-        env = factory.make()
+        env = factory.make(**NO_ADDRESS_LIMITS)
         populate(env)
         ctx = build_context(env)
         fuzzer = Fuzzer(env.market_key, flask_sender(env.app), state_checker(env), strict=False)
@@ -142,7 +143,7 @@ def fuzz_server(data_dir: Path, examples: int, seed: int | None) -> bool:
     from market_server import ServerConfig
     from market_server.storage import Store
 
-    with ServerProcess(data_dir) as server:
+    with ServerProcess(data_dir, extra_args=NO_ADDRESS_LIMIT_ARGS) as server:
         class Env:  # what populate/build_context need, pointed at the server's database
             url = server.url
             market_key = httpx.get(server.url + "/v1/market").json()["market_key"]

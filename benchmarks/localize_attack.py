@@ -193,7 +193,9 @@ BUDGETS = {
 
 def make_market(root: Path) -> HostileMarket:
     from market_server import ServerConfig, create_app
-    app = create_app(ServerConfig(data_dir=root / "data", refine_at=()))
+    # the attacker runs the market: no per-address budget stops it publishing its 63 stumps
+    app = create_app(ServerConfig(data_dir=root / "data", refine_at=(), rate_limit_address="",
+                                  rate_limit_address_text="", rate_limit_address_publish=""))
     market = HostileMarket(app, "http://hostile.test")
     market.publish_stumps(root / "dev-cache")
     market.install()

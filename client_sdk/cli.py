@@ -45,7 +45,8 @@ def _identity(args):
 def _client(args, need_identity: bool = False):
     from client_sdk.client import MarketClient
     ident = _identity(args) if need_identity or Path(args.identity).expanduser().exists() else None
-    return MarketClient(args.market, ident, market_key=args.market_key)
+    return MarketClient(args.market, ident, market_key=args.market_key,
+                        certificate=getattr(args, "certificate", None))
 
 
 def _emit(args, human: str, data: Any) -> None:
@@ -181,6 +182,20 @@ def cmd_demo(args) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------
+def cmd_certify(args) -> int:
+    """The operator (``--identity``) certifies a developer key to publish on its market."""
+    from protocol.certificate import issue_certificate
+    developer = args.developer
+    if Path(developer).expanduser().is_file():  # a file holding the developer's public key
+        developer = Path(developer).expanduser().read_text().strip()
+    cert = issue_certificate(_identity(args), developer, valid_days=args.days)
+    Path(args.out).write_text(json.dumps(cert, indent=1, sort_keys=True) + "\n")
+    _emit(args, f"certificate for {developer} written to {args.out} (expires "
+          f"{cert['expires']}); the market runs with --publishers certified --operator-key "
+          f"{cert['operator']}", cert)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lwm", description="learnware-market: publish models with specifications that "
@@ -234,7 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "semantic spec's input_features as columns")
     sp.add_argument("--semantic", required=True, help="semantic specification (JSON)")
     sp.add_argument("-k", type=int, default=100)
+    sp.add_argument("--certificate", default=None, help="the operator's publisher certificate "
+                    "(JSON from lwm certify), for markets that admit only certified publishers")
     sp.set_defaults(func=cmd_publish)
+
+    sp = sub.add_parser("certify", help="operator: certify a developer key to publish",
+                        description="Sign, with your (the operator's) --identity, a "
+                        "certificate that the developer key may publish on markets run with "
+                        "--publishers certified --operator-key <your public key>.")
+    common(sp, market=False)
+    sp.add_argument("--developer", required=True,
+                    help="the developer's base64 public key, or a file holding it")
+    sp.add_argument("--days", type=float, default=365.0, help="validity (default 365 days)")
+    sp.add_argument("--out", default="certificate.json")
+    sp.set_defaults(func=cmd_certify)
 
     sp = sub.add_parser("search", help="find learnwares for your task",
                         description="Sends only your RKME requirement (or only the semantic "

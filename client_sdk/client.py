@@ -125,8 +125,15 @@ class MarketClient:
     def __init__(self, url: str, identity: Identity | None = None, *,
                  market_key: str | None = None, transport: httpx.BaseTransport | None = None,
                  cache_dir: str | os.PathLike | None = None, timeout: float = 120.0,
-                 trust_on_first_use: bool = True):
+                 trust_on_first_use: bool = True,
+                 certificate: dict | str | os.PathLike | None = None):
+        """``certificate``: the market operator's publisher certificate for this identity
+        (a dict or a JSON file from ``lwm certify``), sent with every publish; markets that
+        admit only certified publishers need it."""
         self.url = url.rstrip("/")
+        if certificate is not None and not isinstance(certificate, dict):
+            certificate = json.loads(Path(certificate).read_text())
+        self.certificate = certificate
         self.identity = identity or Identity.generate()
         self._http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout)
         self._pinned = market_key
@@ -324,6 +331,8 @@ class MarketClient:
                     "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
                               "data": base64.b64encode(model_bytes).decode("ascii")},
                     "artefact": sign_artefact(self.identity, semantic, spec_dict, model_sha)}
+            if self.certificate is not None:
+                body["certificate"] = self.certificate
             try:
                 res = self._signed("POST", "/v1/learnwares", "publish", body, "publish_result")
                 return res["learnware_id"]

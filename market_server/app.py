@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from protocol.errors import LearnwareError
 from protocol.identity import Identity
 
+from .addresslimits import install_address_limits
 from .api import islands, learnwares, meta, search
 from .config import ServerConfig
 from .market import Market
@@ -63,6 +64,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     for bp in (meta, learnwares, islands, search):
         app.register_blueprint(bp)
     app.before_request(read_get_nonce)
+    install_address_limits(app, config, prefix=f"lwm:{identity.key_id}")
 
     @app.errorhandler(LearnwareError)
     def _learnware_error(exc: LearnwareError):

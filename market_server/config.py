@@ -35,6 +35,19 @@ class ServerConfig:
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0
+    #: requests per client address (limits notation, "" = off), on every endpoint together;
+    #: text searches and publishes+deletes have a budget of their own as well.
+    rate_limit_address: str = "1200 per minute"
+    rate_limit_address_text: str = "120 per minute"
+    rate_limit_address_publish: str = "60 per minute"
+    #: where the per-address counters live: "memory://" (this process: one worker) or
+    #: "redis://host:port" (shared by every worker and server using it).
+    rate_limit_storage: str = "memory://"
+    #: reverse proxies in front of the market that set X-Forwarded-For (0: use the peer address).
+    trusted_proxies: int = 0
+    #: who may publish: "open", "allow:FILE" (public keys or key ids, one a line) or
+    #: "certified" (a certificate signed by ``operator_key``).
+    publishers: str = "open"
     #: the market operator's base64 Ed25519 public key (``lwm serve --operator-key``): a
     #: ``delete`` it signs withdraws any learnware. None: only developers withdraw their own.
     operator_key: str | None = None

@@ -24,11 +24,13 @@ from protocol.kernels import herd
 from protocol.limits import OBJECTIVE_RANGES, clip_metric
 from protocol.modelfile import load_model
 from protocol.island import base_kernel
-from protocol.semantic import ISLAND_FIELDS, island_key, text_score
+from protocol.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
+from .publishers import PublishPolicy
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
+from .textindex import TextIndex
 
 
 #: search requirements with coordinates beyond this many kernel scales are refused (overflow).
@@ -102,6 +104,8 @@ class Market:
         self._indexes: dict[int, IslandIndex] = {}
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
+        self.text = TextIndex()
+        self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -151,6 +155,7 @@ class Market:
 
     # --- publish --------------------------------------------------------------------------
     def publish(self, envelope) -> dict:
+        self.publishers.check(envelope)  # the operator's policy first: a refusal costs nothing
         body = envelope.body
         semantic, spec, model, artefact = (body["semantic"], body["spec"], body["model"],
                                            body["artefact"])
@@ -467,7 +472,7 @@ class Market:
     def search(self, body: dict) -> dict:
         semantic = body["semantic"]
         island = self.island_for(semantic, body.get("island_id"))
-        # Text search scans every live learnware: only worth it when no island matches.
+        # Text matches only help when no island matches.
         text_matches = self._text_matches(semantic) if island is None else []
         if island is None:
             return {"island_id": None, "single": [], "mixture": None, "text_matches": text_matches,
@@ -536,14 +541,9 @@ class Market:
         return self.text_search(query, limit)
 
     def text_search(self, query: str, limit: int = 20) -> list[dict]:
-        scored = []
-        for r in self.store.all_live_learnwares():
-            s = text_score(query, r["semantic"])
-            if s > 0:
-                scored.append((s, r["pk"], r))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        return [{"learnware_id": r["learnware_id"], "name": r["semantic"].get("name", "")[:200],
-                 "score": float(s)} for s, _, r in scored[:limit]]
+        """Bounded work whatever the market holds (see textindex.py)."""
+        self.text.refresh(self.store)
+        return self.text.search(query, limit)
 
     # --- anchors --------------------------------------------------------------------------
     def profile(self, island: dict):

@@ -24,8 +24,10 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def _refuse(self, action: str, limit: int, wait: float) -> RateLimited:
-        return RateLimited(f"too many {action} requests from this key: the limit is {limit}"
-                           f" per minute; retry in {wait:.0f} s", details=None)
+        err = RateLimited(f"too many {action} requests from this key: the limit is {limit}"
+                          f" per minute; retry in {wait:.0f} s", details=None)
+        err.retry_after = wait
+        return err
 
     def check(self, action: str, key_id: str) -> None:
         limit = self.per_minute.get(action, 0)

@@ -7,6 +7,7 @@ one about another resource, is refused by the client). Such answers are per requ
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Response, current_app, request
 
@@ -84,4 +85,8 @@ def error_response(exc: LearnwareError) -> Response:
                            for d in exc.details if isinstance(d, dict)][:100]
     reply_to = getattr(request, "lwm_nonce", None)
     status = exc.status if 400 <= exc.status < 600 else 400
-    return signed("error", body, status=status, reply_to=reply_to)
+    resp = signed("error", body, status=status, reply_to=reply_to)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # a 429 says when to come back
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return resp

@@ -37,9 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "comma-separated, or 'none' (default 4,8,16,...,256)")
     p.add_argument("--rate-limit-publish", type=int, default=0, help="publishes per minute per key")
     p.add_argument("--rate-limit-search", type=int, default=0, help="searches per minute per key")
+    d = ServerConfig()
+    p.add_argument("--rate-limit-address", default=d.rate_limit_address,
+                   help=f"requests per client address, all endpoints together ('' or off = "
+                   f"none; default {d.rate_limit_address!r})")
+    p.add_argument("--rate-limit-address-text", default=d.rate_limit_address_text,
+                   help=f"text searches per address (default {d.rate_limit_address_text!r})")
+    p.add_argument("--rate-limit-address-publish", default=d.rate_limit_address_publish,
+                   help=f"publishes and deletes per address (default "
+                   f"{d.rate_limit_address_publish!r})")
+    p.add_argument("--rate-limit-storage", default=d.rate_limit_storage,
+                   help="where per-address counts live: memory:// (this process) or "
+                   "redis://host:6379 (shared by every worker and server: use it with --workers "
+                   "> 1 or several servers)")
+    p.add_argument("--trusted-proxies", type=int, default=0,
+                   help="reverse proxies in front that set X-Forwarded-For (default 0: the "
+                   "client address is the connection's)")
+    p.add_argument("--publishers", default="open",
+                   help="who may publish: open (default), allow:FILE (public keys or key ids, "
+                   "one a line) or certified (certificates from lwm certify)")
     p.add_argument("--operator-key", default=None, metavar="KEY_OR_FILE",
                    help="the market operator's base64 Ed25519 public key, or a file holding "
-                        "it: the operator may withdraw any learnware (lwm withdraw)")
+                        "it: the operator may withdraw any learnware (lwm withdraw) and "
+                        "certify publishers (--publishers certified, lwm certify)")
     return p
 
 
@@ -81,6 +101,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                        db_schema=args.db_schema,
                        rate_limit_publish=args.rate_limit_publish,
                        rate_limit_search=args.rate_limit_search,
+                       rate_limit_address=args.rate_limit_address,
+                       rate_limit_address_text=args.rate_limit_address_text,
+                       rate_limit_address_publish=args.rate_limit_address_publish,
+                       rate_limit_storage=args.rate_limit_storage,
+                       trusted_proxies=args.trusted_proxies, publishers=args.publishers,
                        operator_key=operator_key(args.operator_key))
     refine = _refine_at(args.refine_at)
     if refine is not None:
@@ -94,7 +119,10 @@ def _config_to_env(cfg: ServerConfig) -> str:
                        "blob_store": cfg.blob_store, "db_schema": cfg.db_schema,
                        "rate_limit_publish": cfg.rate_limit_publish,
                        "rate_limit_search": cfg.rate_limit_search,
-                       "operator_key": cfg.operator_key})
+                       **{k: getattr(cfg, k) for k in (
+                           "rate_limit_address", "rate_limit_address_text",
+                           "rate_limit_address_publish", "rate_limit_storage",
+                           "trusted_proxies", "publishers", "operator_key")}})
 
 
 def app_from_env():
@@ -137,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
         return 0
     state.store.dispose()
+    if cfg.rate_limit_storage.startswith("memory"):
+        print("note: per-address rate limits are counted per worker with memory:// storage; "
+              "give --rate-limit-storage redis://... to share them", file=sys.stderr)
     os.environ["LWM_SERVER_CONFIG"] = _config_to_env(cfg)
     try:
         from gunicorn.app.wsgiapp import run as gunicorn_run

@@ -562,6 +562,37 @@ class Store:
                      "island_id": island_public_id(r.island_id), "semantic": _loads(r.semantic)}
                     for r in conn.execute(stmt)]
 
+    def live_text_since(self, top: int) -> tuple[tuple[int, int, int], list[dict]]:
+        """The live totals over every island and the live learnwares after id ``top``
+        (``{pk, learnware_id, semantic}``): what the text index refreshes from. When the
+        totals are those of its ids plus the new ones, nothing else changed."""
+        with self.engine.connect() as conn:
+            count = total = sumsq = 0
+            for c, s, q in conn.execute(sa.select(*(islands.c[c] for c in LIVE_TOTALS))):
+                count, total, sumsq = count + int(c), total + int(s), (sumsq + int(q)) % SUMSQ_MOD
+            rows = conn.execute(sa.select(learnwares.c.id, learnwares.c.semantic)
+                                .where(learnwares.c.deleted_at.is_(None), learnwares.c.id > top)
+                                .order_by(learnwares.c.id)).all()
+        return (count, total, sumsq), [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
+                                        "semantic": _loads(r.semantic)} for r in rows]
+
+    def live_ids(self) -> list[int]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(learnwares.c.id)
+                                               .where(learnwares.c.deleted_at.is_(None)))]
+
+    def live_semantics(self, pks: list[int]) -> list[dict]:
+        """``{pk, learnware_id, semantic}`` of these learnwares, read 500 at a time."""
+        out = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(pks), 500):
+                out.extend({"pk": r.id, "learnware_id": learnware_public_id(r.id),
+                            "semantic": _loads(r.semantic)} for r in conn.execute(
+                    sa.select(learnwares.c.id, learnwares.c.semantic)
+                    .where(learnwares.c.id.in_(pks[i:i + 500]),
+                           learnwares.c.deleted_at.is_(None))))
+        return out
+
     def tombstone(self, pk: int, *, reason: str = "", by: str = "developer") -> bool:
         """Mark withdrawn (the id is never reused), with the reason and who withdrew it. The
         record and the model file stay; the market no longer serves the file for this id."""

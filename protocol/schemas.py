@@ -249,7 +249,11 @@ PUBLISH = Obj(required={"semantic": SEMANTIC, "spec": RKME,
                                                "sha256": HEX64,
                                                "size": Int(lo=1, hi=MAX_MODEL_BYTES),
                                                "data": B64}),
-                        "artefact": ARTEFACT})
+                        "artefact": ARTEFACT},
+              # the operator's certificate for the sender key (protocol/certificate.py)
+              optional={"certificate": Obj(required={
+                  "developer": Str(max_len=44, min_len=44), "operator": Str(max_len=44, min_len=44),
+                  "expires": Int(lo=0, hi=2**40), "signature": SIG_B64})})
 
 PUBLISH_RESULT = Obj(required={"learnware_id": ID, "island_id": ID, "kernel": KERNEL})
 

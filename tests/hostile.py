@@ -335,6 +335,14 @@ class Stats:
                 f"{self.crashes}  statuses: {dict(sorted(self.by_status.items()))}")
 
 
+#: the fuzzer sends thousands of requests from one address in a minute: a load test, not a
+#: client, so the per-address budgets (tested in test_security_text_limits.py) are off for it
+NO_ADDRESS_LIMITS = {"rate_limit_address": "", "rate_limit_address_text": "",
+                     "rate_limit_address_publish": ""}
+NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
+                         "--rate-limit-address-publish", "off"]
+
+
 def build_context(env) -> Context:
     """Inspect a market holding a few learnwares (see :func:`populate`)."""
     rows = env.store.all_live_learnwares()

@@ -10,8 +10,9 @@ from client_sdk import Identity
 
 from protocol.envelope import open_envelope
 from tests.conftest import MarketFactory, seal_request
-from tests.hostile import (Fuzzer, build_context, flask_sender, get_cases, populate, raw_cases,
-                           run_cases, seal_escaped, signed_cases, state_checker)
+from tests.hostile import (NO_ADDRESS_LIMITS, Fuzzer, build_context, flask_sender, get_cases,
+                           populate, raw_cases, run_cases, seal_escaped, signed_cases,
+                           state_checker)
 
 # 1600 cases, sized for ~20-30 s on a shared 2-core machine
 TOTALS: dict[str, int] = {}
@@ -20,7 +21,7 @@ TOTALS: dict[str, int] = {}
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
     factory = MarketFactory("sqlite", tmp_path_factory.mktemp("hostile"), None)
-    env = factory.make()
+    env = factory.make(**NO_ADDRESS_LIMITS)
     populate(env)
     ctx = build_context(env)
     fuzzer = Fuzzer(env.market_key, flask_sender(env.app), state_checker(env))

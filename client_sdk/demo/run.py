@@ -116,6 +116,9 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
     features = island.feature_names
     rows: list[dict] = []
     server_args = [] if refine else ["--refine-at", "none"]
+    # every simulated developer and user of the experiment is on loopback: one address
+    server_args += ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
+                    "--rate-limit-address-publish", "off"]
     with ServerProcess(workdir / f"market-{setup.name}", extra_args=server_args) as server:
         # --- developers publish --------------------------------------------------------
         ids, too_small = [], []
