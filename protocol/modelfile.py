@@ -48,7 +48,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import UnsafeModelError
+from .errors import ModelTooCostlyError, UnsafeModelError
 
 __all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES",
            "dump_model", "load_model", "model_sha256", "untrusted_types"]
@@ -629,10 +629,10 @@ def _count_expanded_nodes(schema: dict, limit: int) -> tuple[int, set[str]]:
 
 
 def _too_big(limit: int) -> UnsafeModelError:
-    return UnsafeModelError(f"model file's object graph expands to more than {limit} nodes "
-                            f"(counting shared references as often as they are used): too "
-                            f"costly to load or predict with", code="model_too_costly",
-                            field=_FIELD, details={"limit": limit, "resource": "nodes"})
+    return ModelTooCostlyError(f"model file's object graph expands to more than {limit} nodes "
+                               f"(counting shared references as often as they are used): too "
+                               f"costly to load or predict with", field=_FIELD,
+                               details={"limit": limit, "resource": "nodes"})
 
 
 def _scan_schema(schema: dict, present: set[str] | None = None) -> set[str]:
