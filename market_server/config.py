@@ -32,6 +32,12 @@ class ServerConfig:
     check_samples: int = 64
     #: island kernel is refined from the island's own models when its size reaches these counts.
     refine_at: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
+    #: untrusted models load and predict only in sandbox worker processes (market_server/
+    #: sandbox.py): this many workers, each limited to this much memory (address space), and
+    #: this much CPU time per task (one load, or one predict call).
+    sandbox_workers: int = 1
+    sandbox_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    sandbox_cpu_seconds: float = 20.0
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0

@@ -22,12 +22,12 @@ from protocol.identity import PublicKey
 from protocol.errors import LearnwareError, SignatureError, UnsafeModelError, WithdrawnError
 from protocol.kernels import herd
 from protocol.limits import OBJECTIVE_RANGES, clip_metric
-from protocol.modelfile import load_model
 from protocol.island import base_kernel
 from protocol.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
 from .publishers import PublishPolicy
+from .sandbox import ModelSandbox
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 from .textindex import TextIndex
@@ -67,10 +67,11 @@ def kernel_wire(kernel: dict, version: int) -> dict:
 
 
 class ModelCache:
-    """Loaded models by sha256 (LRU): anchors and kernel refinement reuse them."""
+    """Models by sha256 (LRU): anchors and kernel refinement reuse them. Each is a proxy whose
+    ``predict`` runs in the sandbox; the model itself is only ever loaded there."""
 
-    def __init__(self, store: Store, size: int = 512):
-        self.store, self.size = store, size
+    def __init__(self, store: Store, sandbox: ModelSandbox, size: int = 512):
+        self.store, self.sandbox, self.size = store, sandbox, size
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -79,10 +80,7 @@ class ModelCache:
             if sha in self._items:
                 self._items.move_to_end(sha)
                 return self._items[sha]
-        data = self.store.model_bytes(sha)
-        if data is None:
-            raise NotFound(f"model file {sha} is missing from the store")
-        model = load_model(data)
+        model = self.sandbox.load(sha, self._source(sha))
         with self._lock:
             self._items[sha] = model
             while len(self._items) > self.size:
@@ -91,7 +89,16 @@ class ModelCache:
 
     def put(self, sha: str, model: Any) -> None:
         with self._lock:
-            self._items[sha] = model
+            self._items[sha] = model.with_source(self._source(sha))
+
+    def _source(self, sha: str):
+        """Reads the model's bytes from the store when a worker needs them (not held here)."""
+        def read() -> bytes:
+            data = self.store.model_bytes(sha)
+            if data is None:
+                raise NotFound(f"model file {sha} is missing from the store")
+            return data
+        return read
 
 
 class Market:
@@ -100,7 +107,11 @@ class Market:
             PublicKey(config.operator_key)  # a SignatureError naming the key when it is none
         self.config = config
         self.store = store
-        self.models = ModelCache(store)
+        self.sandbox = ModelSandbox(workers=config.sandbox_workers,
+                                    memory_bytes=config.sandbox_memory_bytes,
+                                    cpu_seconds=config.sandbox_cpu_seconds,
+                                    max_model_bytes=config.max_model_bytes)
+        self.models = ModelCache(store, self.sandbox)
         self._indexes: dict[int, IslandIndex] = {}
         self._profiles: dict[int, tuple[int, Any]] = {}
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
@@ -250,11 +261,12 @@ class Market:
                 reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
                                       "scales: no data set looks like that, and the island's "
                                       "kernel sums would overflow", "spec.z"))
-        # The model: loads safely, predicts on samples herded from its own spec.
+        # The model: loads safely, predicts on samples herded from its own spec (both in the
+        # sandbox, under its CPU-time and memory limits).
         loaded = None
         if model_bytes and not any(r.field and r.field.startswith("model") for r in reasons):
             try:
-                loaded = load_model(model_bytes, max_bytes=self.config.max_model_bytes)
+                loaded = self.sandbox.load(model["sha256"], model_bytes)
             except UnsafeModelError as exc:
                 reasons.append(Reason(exc.code, exc.message, "model.data"))
         if loaded is not None and z is not None and not any(r.code.startswith("spec")
@@ -303,6 +315,8 @@ class Market:
             return [Reason("spec_unusable", f"cannot sample from the spec: {exc}", "spec")]
         try:
             pred = np.asarray(model.predict(X))
+        except UnsafeModelError as exc:  # over the sandbox's limits, or crashed it
+            return [Reason(exc.code, exc.message, "model")]
         except Exception as exc:  # noqa: BLE001 - any failure of foreign model code is a refusal
             return [Reason("model_predict_failed", f"the model cannot predict on samples of its "
                            f"own spec: {type(exc).__name__}: {str(exc)[:300]}", "model")]
@@ -558,9 +572,13 @@ class Market:
         if not rows:
             raise LearnwareError("the island has no live learnwares", code="empty_island",
                                  status=404)
-        prof = anchors.build_island_profile(self._learnware_arrays(rows),
-                                            island["semantic"]["objective"],
-                                            island["semantic"]["task_type"], random_state=0)
+        try:
+            prof = anchors.build_island_profile(self._learnware_arrays(rows),
+                                                island["semantic"]["objective"],
+                                                island["semantic"]["task_type"], random_state=0)
+        except ValueError as exc:  # a model failed (or overran the sandbox) on herded samples
+            raise LearnwareError(f"cannot build the island's anchor profile: {exc}"[:1000],
+                                 code="profile_unavailable", status=422) from None
         with self._lock:
             self._profiles[pk] = (island["version"], prof)
         return prof

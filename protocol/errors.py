@@ -96,6 +96,14 @@ class UnsafeModelError(LearnwareError):
     status = 422
 
 
+class ModelTooCostlyError(UnsafeModelError):
+    """A model file needs more than a limit allows (expanded object-graph size, CPU time or
+    memory to load or predict): ``details`` names the resource and the limit."""
+
+    code = "model_too_costly"
+    status = 422
+
+
 class DataError(LearnwareError):
     """User data that cannot be used as given (non-numeric columns, NaN, wrong shape, too few rows)."""
 
@@ -126,7 +134,8 @@ class WithdrawnError(LearnwareError):
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
     StaleMessageError, UnknownMessageError, AudienceError, KeyMismatchError, UnsafeModelError,
-    DataError, IdentityError, ConfigFileError, WithdrawnError)}
+    DataError, IdentityError, ConfigFileError, WithdrawnError,
+    ModelTooCostlyError)}
 
 
 def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:

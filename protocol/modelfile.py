@@ -7,11 +7,20 @@ skops already refuses to construct types outside a trust list; on top of it this
   from ``sklearn.utils.all_estimators()`` plus the exact internal types skops reports for common
   fitted models, and checked by our own scan of ``schema.json`` (every type and every loader must
   be allow-listed, whatever skops trusts by default) *before* skops sees the file;
-* size guards: raw size, zip entry count, total declared uncompressed size, size of
-  ``schema.json``, nesting depth, and every ``.npy`` header (no object dtype, payload size must
-  match the declared shape) so nothing is allocated from a lying header. Entries are inflated in
-  bounded chunks, never past their declared size (``zipfile.read`` would inflate a whole deflate
-  stream first), and skops only ever sees an archive rebuilt from those verified bytes;
+* size guards: raw size, zip entry count, total declared uncompressed size (absolute, and at
+  most :data:`MAX_EXPANSION_RATIO` times the file, so a small file cannot inflate to a large
+  one), size of ``schema.json`` (absolute and per node), nesting depth, and every ``.npy`` header
+  (no object dtype, payload size must match the declared shape) so nothing is allocated from a
+  lying header;
+* no padding: the archive holds ``schema.json`` and exactly the arrays its nodes name, entries
+  back to back with no bytes between, before or after them, every deflate stream ending exactly
+  at its declared size. Each entry is streamed once through a bounded inflater to check this
+  (``zipfile.read`` would inflate a whole deflate stream first), so skops can then be handed the
+  original bytes: they are exactly what was verified, and no rebuilt copy is needed;
+* an expanded-size bound (:data:`DEFAULT_MAX_NODES`): skops lets a node stand for an earlier
+  one by its ``__id__``, and both its audit and the loaded model (e.g. a kernel ``Sum(k, k)``
+  nested 40 times over one shared ``k``) walk every path through such shared references, so a
+  5 KB file can cost 2**40 steps. Nodes are counted as they would expand, in linear time;
 * structural validation after loading, for the allow-listed types whose native code indexes
   arrays without bounds checks (skops itself flags ``Tree`` and ``TreePredictor`` for this):
   decision trees (child/feature indices, single-tree shape, recorded depth), histogram-gradient-
@@ -31,21 +40,34 @@ import hashlib
 import io
 import json
 import math
+import struct
 import warnings
 import zipfile
+import zlib
 from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import UnsafeModelError
+from .errors import ModelTooCostlyError, UnsafeModelError
 
-__all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "dump_model", "load_model",
-           "model_sha256", "untrusted_types"]
+__all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES",
+           "dump_model", "load_model", "model_sha256", "untrusted_types"]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024          # raw file
 DEFAULT_MAX_UNCOMPRESSED = 1024 * 1024 * 1024  # sum of declared entry sizes
-DEFAULT_MAX_ENTRIES = 100_000
-MAX_SCHEMA_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 65_535                   # the most a zip without zip64 records holds
+#: nodes of ``schema.json`` counted as skops expands shared references. Real models need far
+#: fewer: a 500-stage gradient boosting 35k, a 500-tree forest 29k, HGB (300 iterations) 3k.
+DEFAULT_MAX_NODES = 200_000
+#: total uncompressed size <= max(MIN_UNCOMPRESSED_ALLOWANCE, MAX_EXPANSION_RATIO x file size).
+#: ``dump_model`` files (deflate level 1) expand 1.0x (MLP, KNN) to 5.1x (tree ensembles).
+MAX_EXPANSION_RATIO = 8
+MIN_UNCOMPRESSED_ALLOWANCE = 16 * 1024 * 1024
+MAX_SCHEMA_BYTES = 64 * 1024 * 1024
+#: schema.json <= SCHEMA_BASE_BYTES + SCHEMA_BYTES_PER_NODE x nodes (real files: 40-310 B/node)
+SCHEMA_BASE_BYTES = 64 * 1024
+SCHEMA_BYTES_PER_NODE = 2048
+_NPY_PREFIX = 1 << 16                          # numpy refuses npy headers over 10,000 bytes
 MAX_SCHEMA_DEPTH = 200                         # JSON nesting; real models stay under ~30
 _ZIP_MAGIC = b"PK\x03\x04"
 _FIELD = "model"
@@ -208,8 +230,8 @@ def dump_model(model: Any) -> bytes:
         raise UnsafeModelError(f"cannot write this model as a safe model file: {exc}",
                                field=_FIELD) from None
     # Same limits as load_model's defaults: a file the market cannot load is refused now.
-    _, schema = _read_archive(data, DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED,
-                              DEFAULT_MAX_ENTRIES)
+    schema = _read_archive(data, DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED,
+                           DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NODES)
     present: set[str] = set()
     bad = _scan_schema(schema, present)
     if bad:
@@ -229,22 +251,24 @@ def untrusted_types(data: bytes) -> list[str]:
 
     Raises ``UnsafeModelError`` when the bytes are not a readable skops file at all.
     """
-    entries, schema = _read_archive(data, DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED,
-                                    DEFAULT_MAX_ENTRIES)
-    return sorted(_scan_schema(schema) | _skops_untrusted(_rebuild(entries)))
+    schema = _read_archive(data, DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED,
+                           DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NODES)
+    return sorted(_scan_schema(schema) | _skops_untrusted(bytes(data)))
 
 
 def load_model(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
                max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED,
-               max_entries: int = DEFAULT_MAX_ENTRIES) -> Any:
+               max_entries: int = DEFAULT_MAX_ENTRIES,
+               max_nodes: int = DEFAULT_MAX_NODES) -> Any:
     """Load a model file without running code from it.
 
-    Any problem -- not a zip, a raw pickle, a zip bomb, types outside :data:`ALLOWED_TYPES`
+    Any problem -- not a zip, a raw pickle, a zip bomb, padding, an object graph that expands
+    past ``max_nodes`` through shared references, types outside :data:`ALLOWED_TYPES`
     (all named in the message and in ``details["untrusted_types"]``), a corrupt or crafted
     structure -- raises ``UnsafeModelError``; no other exception escapes.
     """
     try:
-        return _load(data, max_bytes, max_uncompressed_bytes, max_entries)
+        return _load(data, max_bytes, max_uncompressed_bytes, max_entries, max_nodes)
     except UnsafeModelError:
         raise
     except RecursionError:
@@ -262,19 +286,18 @@ def load_model(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _load(data: Any, max_bytes: int, max_uncompressed: int, max_entries: int) -> Any:
+def _load(data: Any, max_bytes: int, max_uncompressed: int, max_entries: int,
+          max_nodes: int) -> Any:
     import skops.io as sio
     from sklearn.base import BaseEstimator
 
-    entries, schema = _read_archive(data, max_bytes, max_uncompressed, max_entries)
-    # skops only ever sees this rebuild: the verified bytes, stored uncompressed.
-    data = _rebuild(entries)
+    schema = _read_archive(data, max_bytes, max_uncompressed, max_entries, max_nodes)
+    data = bytes(data)  # exactly the verified bytes: no padding, every stream exact
     present: set[str] = set()
     bad = _scan_schema(schema, present)
     if bad:
         # Name everything: our own scan plus whatever skops' audit reports on top.
         raise _untrusted_error(bad | _skops_untrusted(data), when="load")
-    _check_npy_files(entries)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -296,14 +319,14 @@ def _load(data: Any, max_bytes: int, max_uncompressed: int, max_entries: int) ->
     return model
 
 
-def _read_archive(data: Any, max_bytes: int, max_uncompressed: int,
-                  max_entries: int) -> tuple[dict[str, bytes], dict]:
-    """Every entry's bytes (by name) and the parsed ``schema.json``, after the cheap guards.
+def _read_archive(data: Any, max_bytes: int, max_uncompressed: int, max_entries: int,
+                  max_nodes: int = DEFAULT_MAX_NODES) -> dict:
+    """The parsed ``schema.json``, after every guard on the archive as a whole.
 
-    Entries are inflated in bounded chunks and never past their declared size: ``zipfile``'s
-    one-shot ``read()`` would inflate a whole deflate stream before truncating it, so an entry
-    declaring 100 bytes could still cost gigabytes. The declared sizes (capped in total by
-    ``max_uncompressed``) therefore bound memory and time.
+    Every entry is streamed once through a bounded inflater (never past its declared size,
+    never holding more than one chunk of an array), so the declared sizes -- capped in total,
+    absolutely and relative to the file -- bound memory and time. Afterwards the bytes are
+    known to hold exactly ``schema.json`` and the arrays it names, nothing else.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise UnsafeModelError(f"a model file must be bytes, got {type(data).__name__}",
@@ -331,23 +354,28 @@ def _read_archive(data: Any, max_bytes: int, max_uncompressed: int,
     if total > max_uncompressed:
         raise UnsafeModelError(f"model file would decompress to {total} bytes, over the "
                                f"{max_uncompressed}-byte limit (zip bomb?)", field=_FIELD)
-    last = {i.filename: i for i in infos}  # like zipfile: the last entry of a name wins
-    if "schema.json" not in last:
+    allowance = max(MIN_UNCOMPRESSED_ALLOWANCE, MAX_EXPANSION_RATIO * len(data))
+    if total > allowance:
+        raise UnsafeModelError(f"model file would decompress to {total} bytes, more than "
+                               f"{MAX_EXPANSION_RATIO} times its {len(data)} bytes (limit "
+                               f"{allowance}; zip bomb or padding?)", field=_FIELD)
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        raise UnsafeModelError("model file has two zip entries of the same name", field=_FIELD)
+    by_name = {i.filename: i for i in infos}
+    if "schema.json" not in by_name:
         raise UnsafeModelError("not a skops model file: no schema.json inside the zip",
                                field=_FIELD)
-    if last["schema.json"].file_size > MAX_SCHEMA_BYTES:
-        raise UnsafeModelError("model file's schema.json is too large", field=_FIELD)
-    entries: dict[str, bytes] = {}
+    schema_size = by_name["schema.json"].file_size
+    if schema_size > MAX_SCHEMA_BYTES:
+        raise UnsafeModelError(f"model file's schema.json is {schema_size} bytes, over the "
+                               f"{MAX_SCHEMA_BYTES}-byte limit", field=_FIELD)
+    starts = _check_layout(data, infos)
     try:
-        for name, info in last.items():
-            entries[name] = _read_entry(zf, info)
+        schema = json.loads(b"".join(_entry_chunks(data, by_name["schema.json"],
+                                                   starts["schema.json"])))
     except UnsafeModelError:
         raise
-    except Exception as exc:
-        raise UnsafeModelError(f"model file has an unreadable entry ({exc})",
-                               field=_FIELD) from None
-    try:
-        schema = json.loads(entries["schema.json"])
     except RecursionError:
         raise UnsafeModelError("model file's schema.json is nested too deeply",
                                field=_FIELD) from None
@@ -360,29 +388,251 @@ def _read_archive(data: Any, max_bytes: int, max_uncompressed: int,
     if _SKOPS_PROTOCOL is not None and (type(protocol) is not int or protocol != _SKOPS_PROTOCOL):
         raise UnsafeModelError(f"model file uses skops protocol {protocol!r}; only protocol "
                                f"{_SKOPS_PROTOCOL} is accepted", field=_FIELD)
-    return entries, schema
+    n_nodes, files = _count_expanded_nodes(schema, max_nodes)
+    schema_limit = SCHEMA_BASE_BYTES + SCHEMA_BYTES_PER_NODE * n_nodes
+    if schema_size > schema_limit:
+        raise UnsafeModelError(f"model file's schema.json is {schema_size} bytes for {n_nodes} "
+                               f"nodes, over the {schema_limit}-byte limit (padding?)",
+                               field=_FIELD)
+    stray = sorted(set(by_name) - files - {"schema.json"})
+    if stray:
+        raise UnsafeModelError(f"model file holds {len(stray)} zip entries no node refers to "
+                               f"(e.g. {stray[0][:80]!r}): padding is refused", field=_FIELD)
+    missing = sorted(files - set(by_name))
+    if missing:
+        raise UnsafeModelError(f"model file refers to a missing entry {missing[0][:80]!r}",
+                               field=_FIELD)
+    for name in sorted(files):
+        _check_npy_entry(name, _entry_chunks(data, by_name[name], starts[name]))
+    return schema
 
 
-def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    out = bytearray()
-    with zf.open(info) as fh:  # CRC-checked at the end of the (declared-size) stream
-        while True:
-            chunk = fh.read(1 << 20)  # inflates at most 1 MiB per call
-            if not chunk:
+def _check_layout(data: bytes, infos: list[zipfile.ZipInfo]) -> dict[str, int]:
+    """Where each entry's data starts, after checking the archive is entries back to back, then
+    the central directory, then an end record without comment: no byte unaccounted for."""
+    eocd = len(data) - 22
+    if eocd < 0 or data[eocd:eocd + 4] != b"PK\x05\x06":
+        raise UnsafeModelError("model file has bytes after its zip directory, or a zip comment: "
+                               "padding is refused", field=_FIELD)
+    cd_size, cd_offset = struct.unpack_from("<II", data, eocd + 12)
+    if cd_offset + cd_size != eocd:
+        raise UnsafeModelError("model file has bytes around its zip directory: padding is "
+                               "refused", field=_FIELD)
+    starts: dict[str, int] = {}
+    pos = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset != pos or data[pos:pos + 4] != _ZIP_MAGIC or pos + 30 > eocd:
+            raise UnsafeModelError("model file has bytes between its zip entries: padding is "
+                                   "refused", field=_FIELD)
+        flags, method = struct.unpack_from("<HH", data, pos + 6)
+        if flags & 0x1:
+            raise UnsafeModelError("model file has an encrypted zip entry", field=_FIELD)
+        if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UnsafeModelError(f"model file uses zip compression method {method}; only "
+                                   f"stored and deflated entries are read", field=_FIELD)
+        n_name, n_extra = struct.unpack_from("<HH", data, pos + 26)
+        starts[info.filename] = pos + 30 + n_name + n_extra
+        pos = starts[info.filename] + info.compress_size
+        if flags & 0x8:  # a data descriptor follows: 12 bytes, or 16 with its signature
+            pos += 16 if data[pos:pos + 4] == b"PK\x07\x08" else 12
+    if pos != cd_offset:
+        raise UnsafeModelError("model file has bytes between its zip entries and its directory: "
+                               "padding is refused", field=_FIELD)
+    return starts
+
+
+def _entry_chunks(data: bytes, info: zipfile.ZipInfo, start: int) -> Iterable[bytes]:
+    """The entry's bytes in chunks of at most 1 MiB, never inflating past its declared size;
+    raises unless the stream ends exactly there, all its compressed bytes used, CRC intact."""
+    size, raw = int(info.file_size), memoryview(data)[start:start + info.compress_size]
+    if len(raw) != info.compress_size:
+        raise UnsafeModelError(f"zip entry {info.filename!r} is truncated", field=_FIELD)
+    crc, n = 0, 0
+    chunk = 1 << 20
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != size:
+            raise UnsafeModelError(f"stored zip entry {info.filename!r} holds "
+                                   f"{info.compress_size} bytes, not the {size} it declares",
+                                   field=_FIELD)
+        for i in range(0, size, chunk):
+            part = bytes(raw[i:i + chunk])
+            crc = zlib.crc32(part, crc)
+            yield part
+        n = size
+    else:
+        inflater = zlib.decompressobj(-15)
+        pending = raw
+        while pending or inflater.unconsumed_tail:
+            feed = inflater.unconsumed_tail or bytes(pending[:chunk])
+            if not inflater.unconsumed_tail:
+                pending = pending[chunk:]
+            try:
+                part = inflater.decompress(feed, min(chunk, size - n + 1))
+            except zlib.error as exc:
+                raise UnsafeModelError(f"zip entry {info.filename!r} is corrupt ({exc})",
+                                       field=_FIELD) from None
+            n += len(part)
+            if n > size:
+                raise UnsafeModelError(f"zip entry {info.filename!r} inflates past the {size} "
+                                       f"bytes it declares", field=_FIELD)
+            crc = zlib.crc32(part, crc)
+            if part:
+                yield part
+            if inflater.eof:
                 break
-            out += chunk
-    if len(out) != info.file_size:
-        raise UnsafeModelError(f"zip entry {info.filename!r} holds {len(out)} bytes, not the "
-                               f"{info.file_size} it declares", field=_FIELD)
-    return bytes(out)
+        if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or pending:
+            raise UnsafeModelError(f"zip entry {info.filename!r} does not end where its "
+                                   f"compressed data ends (padding?)", field=_FIELD)
+    if n != size:
+        raise UnsafeModelError(f"zip entry {info.filename!r} holds {n} bytes, not the "
+                               f"{size} it declares", field=_FIELD)
+    if crc != info.CRC:
+        raise UnsafeModelError(f"zip entry {info.filename!r} fails its CRC check", field=_FIELD)
 
 
-def _rebuild(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name, content in entries.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
+def _check_npy_entry(name: str, chunks: Iterable[bytes]) -> None:
+    """Validate an array entry's header before numpy allocates anything from it: a plain dtype
+    and a payload of exactly the declared shape. Streams the entry; keeps only its header."""
+    from numpy.lib import format as npformat
+
+    head, n = bytearray(), 0
+    for part in chunks:
+        n += len(part)
+        if len(head) < _NPY_PREFIX:
+            head += part[:_NPY_PREFIX - len(head)]
+    if not head.startswith(b"\x93NUMPY"):
+        raise UnsafeModelError(f"zip entry {name!r} is not a numpy array", field=_FIELD)
+    fh = io.BytesIO(bytes(head))
+    version = npformat.read_magic(fh)
+    if version == (1, 0):
+        shape, _fortran, dtype = npformat.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
+    else:
+        raise UnsafeModelError(f"array {name!r} has unsupported npy version {version}",
+                               field=_FIELD)
+    if dtype.hasobject:
+        raise UnsafeModelError(f"array {name!r} has an object dtype (would need pickle)",
+                               field=_FIELD)
+    n_items = math.prod(int(s) for s in shape)
+    payload = n - fh.tell()
+    if n_items * dtype.itemsize != payload:
+        raise UnsafeModelError(f"array {name!r} declares shape {shape} of {dtype} but holds "
+                               f"{payload} bytes", field=_FIELD)
+
+
+def _count_expanded_nodes(schema: dict, limit: int) -> tuple[int, set[str]]:
+    """(number of nodes, names of the entries they read), refusing a graph that expands past
+    ``limit`` nodes or refers to itself.
+
+    skops keeps every node with an ``__id__`` and, meeting that id again (or a ``CachedNode``
+    of it), uses the node built first: the later occurrence's own content is ignored, but the
+    shared node is walked again by the audit and by the loaded model. Which occurrence is built
+    first depends on skops' traversal order, so each id counts as its *largest* occurrence: an
+    upper bound whatever the order, and exact for files skops writes (it writes every occurrence
+    in full). Sizes are computed bottom-up once per node and per id: linear time.
+    """
+    # Pass 1: the node graph (node index -> child node indices), ids, referenced files.
+    ids: list[Any] = []          # per node: its __id__ (None if anonymous)
+    cached: list[bool] = []      # per node: a CachedNode (a pure reference to its id)
+    children: list[list[int]] = []
+    defs: dict[int, list[int]] = {}
+    files: set[str] = set()
+    stack: list[tuple[Any, int]] = [(schema, -1)]
+    while stack:
+        value, owner = stack.pop()
+        if isinstance(value, list):
+            stack.extend((v, owner) for v in value)
+            continue
+        if not isinstance(value, dict):
+            continue
+        if "__loader__" not in value:
+            stack.extend((v, owner) for v in value.values())
+            continue
+        i = len(ids)
+        if i > limit:
+            raise _too_big(limit)
+        node_id = value.get("__id__")
+        if node_id is not None and (type(node_id) is not int):
+            raise UnsafeModelError("model file has a node whose __id__ is not an integer",
+                                   field=_FIELD)
+        is_ref = value.get("__loader__") == "CachedNode"
+        if is_ref and not node_id:
+            raise UnsafeModelError("model file has a reference node without an id", field=_FIELD)
+        ids.append(node_id or None)
+        cached.append(is_ref)
+        children.append([])
+        if owner >= 0:
+            children[owner].append(i)
+        if node_id and not is_ref:
+            defs.setdefault(node_id, []).append(i)
+        if isinstance(value.get("file"), str):
+            files.add(value["file"])
+        if not is_ref:  # skops reads no child of a reference node
+            stack.extend((v, i) for k, v in value.items() if k != "__id__")
+    if not ids:
+        raise UnsafeModelError("not a skops model file: schema.json has no root node",
+                               field=_FIELD)
+    # Pass 2: sizes, post-order over ("node", i) and ("id", x) with cycle detection.
+    cap = limit + 1
+    node_size: dict[int, int] = {}
+    id_size: dict[int, int] = {}
+    on_path: set[tuple[str, int]] = set()
+
+    def deps(key: tuple[str, int]) -> list[tuple[str, int]]:
+        kind, k = key
+        if kind == "id":
+            if k not in defs:
+                raise UnsafeModelError(f"model file refers to an unknown node id {k}",
+                                       field=_FIELD)
+            return [("node", d) for d in defs[k]]
+        if cached[k]:
+            return [("id", ids[k])]
+        return [("id", ids[c]) if ids[c] is not None else ("node", c) for c in children[k]]
+
+    def known(key: tuple[str, int]) -> bool:
+        return key[1] in (id_size if key[0] == "id" else node_size)
+
+    def value_of(key: tuple[str, int]) -> int:
+        return id_size[key[1]] if key[0] == "id" else node_size[key[1]]
+
+    root: tuple[str, int] = ("node", 0)
+    work: list[tuple[tuple[str, int], bool]] = [(root, False)]
+    while work:
+        key, expanded = work.pop()
+        if known(key):
+            continue
+        if expanded:
+            on_path.discard(key)
+            vals = [value_of(d) for d in deps(key)]
+            if key[0] == "id":
+                id_size[key[1]] = max(vals)
+            elif cached[key[1]]:
+                node_size[key[1]] = vals[0]
+            else:
+                node_size[key[1]] = min(cap, 1 + sum(vals))
+            if value_of(key) > limit:
+                raise _too_big(limit)
+            continue
+        if key in on_path:
+            raise UnsafeModelError("model file has a node that contains itself (through a "
+                                   "shared reference)", field=_FIELD)
+        on_path.add(key)
+        work.append((key, True))
+        for d in deps(key):
+            if not known(d):
+                if d in on_path:
+                    raise UnsafeModelError("model file has a node that contains itself (through "
+                                           "a shared reference)", field=_FIELD)
+                work.append((d, False))
+    return node_size[0], files
+
+
+def _too_big(limit: int) -> UnsafeModelError:
+    return ModelTooCostlyError(f"model file's object graph expands to more than {limit} nodes "
+                               f"(counting shared references as often as they are used): too "
+                               f"costly to load or predict with", field=_FIELD,
+                               details={"limit": limit, "resource": "nodes"})
 
 
 def _scan_schema(schema: dict, present: set[str] | None = None) -> set[str]:
@@ -454,32 +704,6 @@ def _untrusted_error(bad: Iterable[str], when: str) -> UnsafeModelError:
         msg = (f"model contains type(s) outside the allow-list: {', '.join(names)}; the market "
                f"only accepts scikit-learn estimators, their internals and numpy types")
     return UnsafeModelError(msg, field=_FIELD, details={"untrusted_types": names})
-
-
-def _check_npy_files(entries: dict[str, bytes]) -> None:
-    """Validate every ``.npy`` header before numpy allocates anything from it."""
-    from numpy.lib import format as npformat
-
-    for name, content in entries.items():
-        if name == "schema.json" or not content.startswith(b"\x93NUMPY"):
-            continue  # skops reads arrays only through NdArrayNode, from .npy payloads
-        fh = io.BytesIO(content)
-        version = npformat.read_magic(fh)
-        if version == (1, 0):
-            shape, _fortran, dtype = npformat.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
-        else:
-            raise UnsafeModelError(f"array {name!r} has unsupported npy version {version}",
-                                   field=_FIELD)
-        if dtype.hasobject:
-            raise UnsafeModelError(f"array {name!r} has an object dtype (would need pickle)",
-                                   field=_FIELD)
-        n_items = math.prod(int(s) for s in shape)
-        payload = len(content) - fh.tell()
-        if n_items * dtype.itemsize != payload:
-            raise UnsafeModelError(f"array {name!r} declares shape {shape} of {dtype} but holds "
-                                   f"{payload} bytes", field=_FIELD)
 
 
 # --------------------------------------------------------------------------------------------

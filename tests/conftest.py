@@ -163,6 +163,7 @@ class MarketEnv:
     def close(self) -> None:
         for s in self.siblings:
             s.close()
+        self.state.market.sandbox.close()  # its model worker processes
         self.store.dispose()
 
 
