@@ -62,6 +62,18 @@ def _encode_array(out: Any) -> bytes:
     return buf.getvalue()
 
 
+def _cpu_budget(cpu_seconds: float) -> None:
+    """Let this task use ``cpu_seconds`` more CPU time: SIGXCPU (which kills) at the soft limit.
+    Only the soft limit moves: a hard limit can be lowered but never raised again, so a hard
+    limit per task would make the task after the first whole CPU second fail to set its own."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds))
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
 def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int) -> None:
     """Serve (op, sha, data, method, X, cpu_seconds) requests until the pipe closes."""
     from protocol.modelfile import load_model
@@ -74,11 +86,9 @@ def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int)
             op, sha, data, method, X, cpu_seconds = conn.recv()
         except (EOFError, OSError):
             return
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        soft = int(math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))  # SIGXCPU, then SIGKILL
         payload = b""
         try:
+            _cpu_budget(cpu_seconds)
             model = models.get(sha)
             if model is None and data is None:
                 head: dict = {"status": "missing"}

@@ -178,6 +178,27 @@ def test_a_model_costly_only_at_predict_time_is_refused_by_the_sandbox(make_mark
     assert env.client().download(lid).model.predict(X[:3]).shape == (3,)
 
 
+def test_a_worker_serves_many_tasks_past_its_first_cpu_seconds():
+    """Each task gets its own budget on top of the CPU time the worker already used; a worker
+    that set a hard limit per task could not raise it again after its first whole CPU second
+    and died on the next task, which then looked like a crashing model."""
+    from sklearn.neighbors import KNeighborsRegressor
+    from market_server.sandbox import ModelSandbox
+
+    rng = np.random.default_rng(3)
+    Xt = rng.normal(size=(20_000, 10))
+    model = dump_model(KNeighborsRegressor(algorithm="brute").fit(Xt, Xt[:, 0]))
+    box = ModelSandbox(cpu_seconds=1.0)
+    try:
+        proxy = box.load(sha256_hex(model), model)
+        X = rng.normal(size=(1500, 10))
+        for _ in range(30):  # several CPU seconds in one worker, each task well under 1 s
+            assert proxy.predict(X).shape == (1500,)
+        assert len(box._workers) == 1
+    finally:
+        box.close()
+
+
 def test_the_market_process_never_loads_a_model():
     """The publish check and the island computations go through the sandbox proxy."""
     import market_server.market as market_module
