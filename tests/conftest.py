@@ -14,8 +14,10 @@ helpers that build publish envelopes by hand (for refusals the SDK would never s
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import os
+import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,3 +374,22 @@ def stored_blobs(env: MarketEnv) -> set[str]:
         with env.store.engine.connect() as conn:
             return set(env.store.blobs.all_shas(conn))
     return blob_files(env)
+
+
+def zip_of_deflated(entries: list[tuple[str, bytes, int, int]]) -> bytes:
+    """A zip written by hand from already-deflated streams: (name, raw deflate, crc32, size),
+    so a test can put in it what no zip writer would (a lying size, junk after a stream)."""
+    out, central = io.BytesIO(), io.BytesIO()
+    for name, comp, crc, size in entries:
+        offset = out.tell()
+        fn = name.encode()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(comp), size,
+                              len(fn), 0) + fn + comp)
+        central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
+                                  len(comp), size, len(fn), 0, 0, 0, 0, 0, offset) + fn)
+    cd = central.getvalue()
+    start = out.tell()
+    out.write(cd)
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(cd),
+                          start, 0))
+    return out.getvalue()

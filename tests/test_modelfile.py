@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import struct
 import time
 import zipfile
 import zlib
@@ -23,6 +22,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.utils import all_estimators
 
 from protocol.errors import UnsafeModelError
+from tests.conftest import zip_of_deflated
 from protocol.modelfile import (ALLOWED_TYPES, dump_model, load_model, model_sha256,
                                 untrusted_types)
 
@@ -425,24 +425,6 @@ def test_garbage_is_refused(data):
 # Size guards
 # ------------------------------------------------------------------------------------------
 
-def _zip_of_deflated(entries: list[tuple[str, bytes, int, int]]) -> bytes:
-    """A zip built from already-deflated streams: (name, raw deflate, crc32, size)."""
-    out, central = io.BytesIO(), io.BytesIO()
-    for name, comp, crc, size in entries:
-        offset = out.tell()
-        fn = name.encode()
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(comp), size,
-                              len(fn), 0) + fn + comp)
-        central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
-                                  len(comp), size, len(fn), 0, 0, 0, 0, 0, offset) + fn)
-    cd = central.getvalue()
-    start = out.tell()
-    out.write(cd)
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(cd),
-                          start, 0))
-    return out.getvalue()
-
-
 def test_zip_bomb_is_refused_before_decompression():
     block = bytes(64 << 20)
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -453,7 +435,7 @@ def test_zip_bomb_is_refused_before_decompression():
                     len(schema))
     entries = [schema_entry] + [(f"{i}.npy", stream, zlib.crc32(block), len(block))
                                 for i in range(17)]  # 1.06 GiB declared, 1 MiB on the wire
-    data = _zip_of_deflated(entries)
+    data = zip_of_deflated(entries)
     assert len(data) < 2 << 20
     with pytest.raises(UnsafeModelError, match="zip bomb"):
         load_model(data)
@@ -480,7 +462,7 @@ def test_entry_lying_about_its_size_is_never_inflated_past_it():
                 len(raw_schema))]
     name = next(n for n in files if n.endswith(".npy"))
     entries.append((name, stream, zlib.crc32(bytes(100)), 100))
-    data = _zip_of_deflated(entries)
+    data = zip_of_deflated(entries)
     t0 = time.perf_counter()
     with pytest.raises(UnsafeModelError):
         load_model(data)

@@ -14,7 +14,6 @@ import copy
 import io
 import itertools
 import json
-import struct
 import time
 import zipfile
 import zlib
@@ -36,7 +35,8 @@ from protocol.identity import Identity
 from protocol.modelfile import DEFAULT_MAX_NODES, dump_model, load_model
 from market_server.storage import learnware_public_id
 from tests.conftest import (blob, count_rows, detail_codes, error_body, linear_task,
-                            publish_envelope, publish_parts, semantic, stored_blobs)
+                            publish_envelope, publish_parts, semantic, stored_blobs,
+                            zip_of_deflated)
 
 SEM = semantic("hostile models", features=("a", "b", "c"))
 
@@ -256,24 +256,14 @@ def _junk_after_stream(data: bytes) -> bytes:
 
 def _zip_with_raw_stream(parts, name, stream, crc, size) -> bytes:
     """A zip of ``parts`` (deflated) written by hand, entry ``name`` holding ``stream`` as is."""
-    out, cd = io.BytesIO(), io.BytesIO()
+    entries = []
     for n, b in parts:
         if n == name:
-            comp, c, s = stream, crc, size
+            entries.append((n, stream, crc, size))
         else:
             co = zlib.compressobj(6, zlib.DEFLATED, -15)
-            comp, c, s = co.compress(b) + co.flush(), zlib.crc32(b), len(b)
-        off = out.tell()
-        nb = n.encode()
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, c, len(comp), s,
-                              len(nb), 0) + nb + comp)
-        cd.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, c,
-                             len(comp), s, len(nb), 0, 0, 0, 0, 0, off) + nb)
-    start = out.tell()
-    out.write(cd.getvalue())
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(parts), len(parts),
-                          len(cd.getvalue()), start, 0))
-    return out.getvalue()
+            entries.append((n, co.compress(b) + co.flush(), zlib.crc32(b), len(b)))
+    return zip_of_deflated(entries)
 
 
 def test_hand_built_archive_without_padding_loads():
