@@ -236,10 +236,11 @@ def _decode_fast(data: Any, max_bytes: int) -> dict | None:
             env["reply_to"] = f.reply_to
         _signed_bytes(data, env)
         raw = bytes(f.body)
-        body_decoder.decode(raw)
-        body = _ANY.decode(raw)
-        if _SORTED.encode(body) != raw:
+        # The typed body, re-encoded, is its own bytes: the text is canonical (so no key is
+        # repeated), base64 included (msgspec decodes "QR==" as "QQ==" would).
+        if _SORTED.encode(body_decoder.decode(raw)) != raw:
             return None
+        body = _ANY.decode(raw)
     except Exception:  # noqa: BLE001 - any refusal: the checked path gives the exact error
         return None
     env["body"] = body
