@@ -1,5 +1,11 @@
-"""The OpenAPI description of every endpoint (served at /openapi.json)."""
+"""The OpenAPI description of every endpoint (served at /openapi.json).
+
+The schema of every message body is generated from protocol/schemas.py (through the msgspec
+types of protocol/structs.py), so the document cannot drift from what the market enforces.
+"""
 from __future__ import annotations
+
+from protocol.structs import json_schemas
 
 ENVELOPE = {"type": "object", "description": "A signed envelope {v, type, sender, ts, nonce, "
             "body, sig} in canonical JSON (see protocol/envelope.py); requests add aud (the "
@@ -15,6 +21,12 @@ GET_NONCE = {"name": "X-LWM-Nonce", "in": "header", "required": False,
              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 
 
+def _envelope_of(message_type: str) -> dict:
+    """The envelope schema with the body of ``message_type``."""
+    return {**ENVELOPE, "description": f"a signed `{message_type}` envelope",
+            "properties": {**ENVELOPE["properties"], "body": json_schemas()[0][message_type]}}
+
+
 def _op(summary: str, *, body: str | None = None, ok: str = "200", params=(), binary=False):
     op = {"summary": summary, "parameters": [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
@@ -24,10 +36,11 @@ def _op(summary: str, *, body: str | None = None, ok: str = "200", params=(), bi
                                "type": "string", "format": "binary"}}} if binary else
                                        {"application/json": {"schema": ENVELOPE}})},
                       "4XX": {"description": "signed error envelope, body {code, message, field}",
-                              "content": {"application/json": {"schema": ENVELOPE}}}}}
+                              "content": {"application/json": {"schema": _envelope_of(
+                                  "error")}}}}}
     if body:
         op["requestBody"] = {"required": True, "description": f"signed `{body}` envelope",
-                             "content": {"application/json": {"schema": ENVELOPE}}}
+                             "content": {"application/json": {"schema": _envelope_of(body)}}}
     return op
 
 
@@ -69,4 +82,5 @@ def openapi_document() -> dict:
             "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
                                          body="metrics_report")},
         },
+        "components": {"schemas": json_schemas()[1]},
     }

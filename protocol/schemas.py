@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any, Iterable
 
+import numpy as np
+
 from .encoding import decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .limits import (MAX_COUNT, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
@@ -186,6 +188,19 @@ class Array(Node):
             decode_array(value, field=path, allow_nonfinite=not self.finite, ndim=self.ndim)
         except EncodingError as exc:
             raise SchemaError(exc.message, field=path) from exc
+
+    def check_decoded(self, dtype: str, shape: list, raw: bytes) -> None:
+        """:meth:`check` for an array msgspec decoded: ``dtype`` an allowed one, ``shape`` at most
+        4 non-negative integers, ``raw`` its base64 decoded (and found canonical by the caller,
+        which re-encodes the whole body). Says only *that* the array is wrong: the fast path
+        then opens the envelope the checked way, which names what is wrong."""
+        count, dt = math.prod(shape), np.dtype(dtype)
+        if (count > self.max_elements or len(shape) != self.ndim
+                or len(raw) != count * dt.itemsize
+                or (self.max_rows is not None and shape and shape[0] > self.max_rows)
+                or (self.finite and dt.kind == "f"
+                    and not np.isfinite(np.frombuffer(raw, dtype=dt)).all())):
+            raise ValueError("invalid array")
 
 
 # --- building blocks -------------------------------------------------------------------------
