@@ -28,10 +28,12 @@ def _read_table(path: str):
 
 
 def _read_semantic(path: str) -> dict:
+    from protocol.errors import ArgumentError
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the semantic specification {path}: {exc}") from exc
+        raise ArgumentError(f"cannot read the semantic specification {path}: {exc}",
+                            field="semantic") from exc
 
 
 def _identity(args):
@@ -159,7 +161,8 @@ def cmd_localize(args) -> int:
     sem = _read_semantic(args.semantic)
     df = _read_table(args.data)
     if args.target not in df.columns:
-        raise ValueError(f"{args.data} has no column {args.target!r}")
+        from protocol.errors import ArgumentError
+        raise ArgumentError(f"{args.data} has no column {args.target!r}", field="target")
     from client_sdk.disclosure import MetricBudget
     budget = MetricBudget(max_anchors_per_round=args.max_anchors, max_rounds=args.max_rounds,
                           max_values=args.max_values, significant_digits=args.digits,
@@ -332,10 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(None, argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    from protocol.errors import LearnwareError
+    from protocol.errors import ArgumentError, LearnwareError
     import httpx
     try:
         return args.func(args)
+    except ArgumentError as exc:  # before LearnwareError: a wrong argument is a usage error
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LearnwareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         for d in exc.details or [] if isinstance(exc.details, list) else []:

@@ -76,8 +76,9 @@ def _cpu_budget(cpu_seconds: float) -> None:
 
 def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int) -> None:
     """Serve (op, sha, data, method, X, cpu_seconds) requests until the pipe closes."""
-    from protocol.modelfile import load_model
+    from protocol.modelfile import allow_lists, load_model
 
+    allow_lists()  # built before the limits: it imports all of scikit-learn once per worker
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     models: OrderedDict[str, Any] = OrderedDict()
