@@ -78,6 +78,7 @@ class Match:
     fit: str = "unknown"
     estimate: float | None = None
     uncertainty: float | None = None
+    name: str | None = None  # the learnware's name, when the market sends it
 
 
 @dataclass
@@ -110,7 +111,7 @@ class SearchResult:
         mix = body.get("mixture")
         return cls(island_id=body.get("island_id"),
                    single=[Match(m["learnware_id"], m["score"], m["mmd"], m.get("fit", "unknown"),
-                                 m.get("estimate"), m.get("uncertainty"))
+                                 m.get("estimate"), m.get("uncertainty"), m.get("name"))
                            for m in body.get("single", [])],
                    mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
                                                         mix["score"], mix.get("mmd", 0.0),
