@@ -38,7 +38,7 @@ __all__ = ["ModelSandbox", "SandboxedModel"]
 _PRELOAD = ["numpy", "scipy.linalg", "sklearn.base", "sklearn.ensemble", "sklearn.linear_model",
             "sklearn.neighbors", "sklearn.neural_network", "sklearn.gaussian_process",
             "sklearn.pipeline", "sklearn.svm", "sklearn.tree", "skops.io", "protocol.modelfile",
-            "market_server.sandbox"]
+            "market_server.sandbox", "market_server.sandbox_preload"]
 _FIELD = "model"
 
 
@@ -78,7 +78,7 @@ def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int)
     """Serve (op, sha, data, method, X, cpu_seconds) requests until the pipe closes."""
     from protocol.modelfile import allow_lists, load_model
 
-    allow_lists()  # built before the limits: it imports all of scikit-learn once per worker
+    allow_lists()  # before the limits (a no-op when the fork server preloaded them)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     models: OrderedDict[str, Any] = OrderedDict()
