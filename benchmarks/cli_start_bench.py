@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,12 +31,12 @@ def lwm_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from client_sdk.cli import main; sys.exit(main())"]
 
 
-def median_seconds(cmd: list[str], env: dict, runs: int) -> float:
+def median_seconds(cmd: list[str], env: dict, runs: int, cwd: str) -> float:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -49,10 +50,12 @@ def main() -> None:
     if args.root:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.root).resolve()),
                                                          env.get("PYTHONPATH")]))
-    help_s = median_seconds(lwm_command() + ["--help"], env, args.runs)
-    import_s = median_seconds([sys.executable, "-c", "import client_sdk.cli"], env, args.runs)
-    n_sklearn = subprocess.run([sys.executable, "-c", COUNT_SKLEARN], env=env, check=True,
-                               capture_output=True, text=True).stdout.strip()
+    cwd = tempfile.gettempdir()  # `python -c` puts the working directory first on sys.path
+    help_s = median_seconds(lwm_command() + ["--help"], env, args.runs, cwd)
+    import_s = median_seconds([sys.executable, "-c", "import client_sdk.cli"], env, args.runs,
+                              cwd)
+    n_sklearn = subprocess.run([sys.executable, "-c", COUNT_SKLEARN], env=env, cwd=cwd,
+                               check=True, capture_output=True, text=True).stdout.strip()
     print(f"tree: {args.root or 'installed'}  runs: {args.runs}")
     print(f"lwm --help                        median {help_s:.3f} s")
     print(f"python -c 'import client_sdk.cli' median {import_s:.3f} s")
