@@ -28,10 +28,12 @@ def _read_table(path: str):
 
 
 def _read_semantic(path: str) -> dict:
+    from protocol.errors import ArgumentError
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the semantic specification {path}: {exc}") from exc
+        raise ArgumentError(f"cannot read the semantic specification {path}: {exc}",
+                            field="semantic") from exc
 
 
 def _identity(args):
@@ -61,7 +63,12 @@ def _result_dict(res) -> dict:
     return asdict(res)
 
 
+def _named(learnware_id: str, name: str | None) -> str:
+    return f"{learnware_id:10s}" + (f" {name!r}" if name else "")
+
+
 def _result_text(res) -> str:
+    """A search answer: the ranked learnwares (with names), then the mixture."""
     lines = [f"island {res.island_id or '-'}" + (f"  objective {res.objective}"
                                                 if res.objective else "")]
     if res.message:
@@ -69,14 +76,54 @@ def _result_text(res) -> str:
     for i, m in enumerate(res.single, 1):
         est = (f"  expected {res.objective} about {m.estimate:.4g}"
                if m.estimate is not None else "")
-        lines.append(f"{i:2d}. {m.learnware_id:10s} score {m.score:.3f}  mmd {m.mmd:.4g}  "
-                     f"fit {m.fit}{est}")
+        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  score {m.score:.3f}  "
+                     f"mmd {m.mmd:.4g}  fit {m.fit}{est}")
     if res.mixture:
         parts = ", ".join(f"{i} x{w:.2f}" for i, w in zip(res.mixture.learnware_ids,
                                                           res.mixture.weights))
         lines.append(f"mixture: {parts}  (score {res.mixture.score:.3f})")
     for t in res.text_matches[:5]:
         lines.append(f"text match: {t['learnware_id']} {t['name']!r} ({t['score']:.2f})")
+    return "\n".join(lines)
+
+
+LOCALIZE_READING = ("The localisation recommends the mixture (its expected metric is the "
+                    "answer); the ranked single learnwares are secondary picks.")
+
+
+def _localize_text(res) -> str:
+    """A localisation answer: the recommended mixture first, then each ranked learnware's
+    expected metric and range, then the anchor metrics measured here (exact, and as sent)."""
+    obj = res.objective or "metric"
+    lines = [f"island {res.island_id or '-'}  objective {obj}"]
+    if res.mixture:
+        parts = ", ".join(f"{i} x{w:.2f}" for i, w in zip(res.mixture.learnware_ids,
+                                                          res.mixture.weights))
+        est = (f"  expected {obj} about {res.mixture.estimate:.4g}"
+               if res.mixture.estimate is not None else "")
+        lines.append(f"recommended: mixture {parts}{est}")
+        lines.append(f"  ({LOCALIZE_READING})")
+    else:
+        lines.append("recommended: no mixture; the best-ranked learnware below")
+    if res.message:
+        lines.append(f"note: {res.message}")
+    if res.single:
+        lines.append(f"ranked learnwares (expected {obj}, +/- half the 80% range):")
+    for i, m in enumerate(res.single, 1):
+        est = ("expected unknown" if m.estimate is None else
+               f"expected {m.estimate:.4g}" + (f" +/- {m.uncertainty:.2g}"
+                                               if m.uncertainty is not None else ""))
+        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  {est}")
+    if res.anchor_metrics:
+        lines.append(f"anchors measured here ({obj}: exact local value -> value sent):")
+        for lid, value in res.anchor_metrics.items():
+            sent = res.sent_metrics.get(lid)
+            lines.append(f"    {lid:10s} {value:.6g} -> "
+                         + (f"{sent:.6g}" if sent is not None else "not sent"))
+    lines.append(f"({len(res.anchors)} anchors evaluated locally in {res.rounds} round(s); only "
+                 f"their rounded metrics and {res.n_rows_sent} as the row count were sent; "
+                 f"{res.anchors_ignored} more anchors named by the market were ignored: over "
+                 "budget)")
     return "\n".join(lines)
 
 
@@ -159,7 +206,8 @@ def cmd_localize(args) -> int:
     sem = _read_semantic(args.semantic)
     df = _read_table(args.data)
     if args.target not in df.columns:
-        raise ValueError(f"{args.data} has no column {args.target!r}")
+        from protocol.errors import ArgumentError
+        raise ArgumentError(f"{args.data} has no column {args.target!r}", field="target")
     from client_sdk.disclosure import MetricBudget
     budget = MetricBudget(max_anchors_per_round=args.max_anchors, max_rounds=args.max_rounds,
                           max_values=args.max_values, significant_digits=args.digits,
@@ -167,10 +215,9 @@ def cmd_localize(args) -> int:
     with _client(args) as c:
         res = c.localize(df.drop(columns=[args.target]), df[args.target].to_numpy(), sem,
                          rounds=args.rounds, max_anchors=args.max_anchors, budget=budget)
-    _emit(args, _result_text(res) + f"\n({len(res.anchors)} anchors evaluated locally in "
-          f"{res.rounds} round(s); only their rounded metrics and {res.n_rows_sent} as the "
-          f"row count were sent; {res.anchors_ignored} more anchors named by the market were "
-          "ignored: over budget)", _result_dict(res))
+    data = _result_dict(res)
+    data["recommended"] = "mixture" if res.mixture else "single"
+    _emit(args, _localize_text(res), data)
     return EXIT_OK
 
 
@@ -289,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("localize", help="find learnwares from anchor metrics (few labels)",
                         description="Downloads the island's anchor learnwares, evaluates them on "
-                        "your labelled rows locally, sends only the metric values.")
+                        "your labelled rows locally, sends only the metric values. "
+                        + LOCALIZE_READING + " The output leads with the mixture, then each "
+                        "ranked learnware's expected metric and range, then the anchor metrics "
+                        "measured here (exact, and as sent).")
     common(sp)
     sp.add_argument("--semantic", required=True)
     sp.add_argument("--data", required=True, help="your labelled rows (CSV/Parquet)")
@@ -332,10 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(None, argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    from protocol.errors import LearnwareError
+    from protocol.errors import ArgumentError, LearnwareError
     import httpx
     try:
         return args.func(args)
+    except ArgumentError as exc:  # before LearnwareError: a wrong argument is a usage error
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LearnwareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         for d in exc.details or [] if isinstance(exc.details, list) else []:

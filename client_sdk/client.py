@@ -27,8 +27,8 @@ from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
 from protocol.envelope import get_reply_to, new_nonce
-from protocol.errors import (ConfigFileError, DataError, KeyMismatchError, LearnwareError,
-                             ProtocolError, WithdrawnError, error_from_dict)
+from protocol.errors import (ArgumentError, ConfigFileError, DataError, KeyMismatchError,
+                             LearnwareError, ProtocolError, WithdrawnError, error_from_dict)
 from protocol.identity import Identity, key_id_of
 from protocol.island import base_kernel, robust_scales
 from protocol.modelfile import dump_model, load_model
@@ -37,6 +37,7 @@ from protocol.semantic import ISLAND_FIELDS, island_key, validate_semantic
 from .data import as_matrix, as_target
 from .disclosure import MetricBudget
 from .learnware import Learnware
+from .records import IslandInfo, Manifest, PreparedSpec
 from .rkme import RKMESpec
 
 DEFAULT_K = 100
@@ -77,6 +78,7 @@ class Match:
     fit: str = "unknown"
     estimate: float | None = None
     uncertainty: float | None = None
+    name: str | None = None  # the learnware's name, when the market sends it
 
 
 @dataclass
@@ -109,7 +111,7 @@ class SearchResult:
         mix = body.get("mixture")
         return cls(island_id=body.get("island_id"),
                    single=[Match(m["learnware_id"], m["score"], m["mmd"], m.get("fit", "unknown"),
-                                 m.get("estimate"), m.get("uncertainty"))
+                                 m.get("estimate"), m.get("uncertainty"), m.get("name"))
                            for m in body.get("single", [])],
                    mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
                                                         mix["score"], mix.get("mmd", 0.0),
@@ -141,7 +143,7 @@ class MarketClient:
         self.cache_dir = Path(cache_dir) if cache_dir else config_dir() / "cache"
         self.model_transfers = 0  # how many model files this client fetched over the network
         self._parsed: dict[str, Any] = {}  # sha256 -> model parsed from verified bytes
-        self._islands: dict[str, tuple[float, dict]] = {}  # island key -> (fetched at, info)
+        self._islands: dict[str, tuple[float, IslandInfo]] = {}  # key -> (fetched at, info)
 
     def close(self) -> None:
         self._http.close()
@@ -273,10 +275,11 @@ class MarketClient:
                                 field=what)
 
     # --- islands ----------------------------------------------------------------------------
-    def islands(self) -> list[dict]:
-        return self._get("/v1/islands", "island_list")["islands"]
+    def islands(self) -> list[IslandInfo]:
+        return [IslandInfo.from_body(i)
+                for i in self._get("/v1/islands", "island_list")["islands"]]
 
-    def island(self, semantic: dict, *, max_age_s: float = 0.0) -> dict | None:
+    def island(self, semantic: dict, *, max_age_s: float = 0.0) -> IslandInfo | None:
         """The island of this semantic specification, or None when none exists yet.
 
         ``max_age_s`` > 0 accepts an answer fetched that recently (publishing many learnwares
@@ -286,47 +289,54 @@ class MarketClient:
         if hit is not None and time.monotonic() - hit[0] <= max_age_s:
             return hit[1]
         try:
-            info = self._get(f"/v1/islands/by-key/{key}", "island_info")
+            info = IslandInfo.from_body(self._get(f"/v1/islands/by-key/{key}", "island_info"))
         except LearnwareError as exc:
             if exc.code == "not_found":
                 return None
             raise
-        self._same("semantic_key", key, info["semantic_key"])
-        self._same("semantic_key", key, island_key(info["semantic"]))
+        self._same("semantic_key", key, info.semantic_key)
+        self._same("semantic_key", key, island_key(info.semantic))
         self._islands[key] = (time.monotonic(), info)
         return info
 
     @staticmethod
-    def _kernel(island: dict) -> tuple[float, np.ndarray]:
-        k = island["kernel"]
+    def _kernel(island: IslandInfo) -> tuple[float, np.ndarray]:
+        k = island.kernel
         return float(k["gamma"]), decode_array(k["scales"], field="kernel.scales", ndim=1)
 
     # --- publish ----------------------------------------------------------------------------
     def publish(self, model: Any, X_train, semantic: dict, *, k: int = DEFAULT_K,
-                random_state: int = 0, spec: RKMESpec | None = None) -> str:
+                random_state: int = 0, spec: PreparedSpec | RKMESpec | None = None) -> str:
         """Compute the RKME locally, write the model safely, sign, upload. Returns the id.
 
-        ``spec``: an RKME computed beforehand with :meth:`island_spec` (pass the semantic
-        dict it was given: it fills in or drops ``feature_scales``). It is sent as is; if the
-        market refuses it for its kernel (the
-        island was refined since), it is recomputed from ``X_train``, which may be None only
-        when no recomputation is possible (the refusal is then raised)."""
+        ``spec``: an RKME computed beforehand, best with :meth:`island_spec` (its
+        ``PreparedSpec`` says which ``feature_scales`` the semantic must carry; a bare
+        ``RKMESpec`` is sent with ``semantic`` as given). It is sent as is; if the market
+        refuses it for its kernel (the island was refined since), it is recomputed from
+        ``X_train``, which may be None only when no recomputation is possible (the refusal is
+        then raised). ``semantic`` is not changed."""
         semantic = dict(semantic)
         validate_semantic(semantic)
+        if isinstance(spec, PreparedSpec):
+            semantic.pop("feature_scales", None)
+            if "feature_scales" in spec.semantic:
+                semantic["feature_scales"] = spec.semantic["feature_scales"]
+            spec = spec.spec
         X = (None if X_train is None and spec is not None
              else as_matrix(X_train, semantic["input_features"], name="X_train"))
         model_bytes = dump_model(model)
         model_sha = sha256_hex(model_bytes)
         for attempt in range(3):
             if spec is not None and attempt == 0:
-                spec_dict = spec.to_dict()  # semantic as island_spec left it
+                spec_dict = spec.to_dict()
             else:
                 if X is None:
                     raise LearnwareError("the market refused the prepared spec for its kernel "
                                          "and no X_train was given to recompute it",
                                          code="kernel_mismatch")
-                spec_dict = self.island_spec(X, semantic, k=k, random_state=random_state,
-                                             max_age_s=30.0 if attempt == 0 else 0.0).to_dict()
+                prepared = self._fit_for_island(X, semantic, k=k, random_state=random_state,
+                                                max_age_s=30.0 if attempt == 0 else 0.0)
+                semantic, spec_dict = prepared.semantic, prepared.to_dict()
             body = {"semantic": semantic, "spec": spec_dict,
                     "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
                               "data": base64.b64encode(model_bytes).decode("ascii")},
@@ -344,11 +354,19 @@ class MarketClient:
         raise LearnwareError("publish failed after recomputing the spec twice")  # pragma: no cover
 
     def island_spec(self, X, semantic: dict, *, k: int = DEFAULT_K, random_state: int = 0,
-                    max_age_s: float = 30.0) -> RKMESpec:
+                    max_age_s: float = 30.0) -> PreparedSpec:
         """The RKME of X under the kernel a publish to this semantic's island needs now (the
-        island's, or for a new island the base kernel of ``semantic["feature_scales"]``,
-        which is filled in from X when missing)."""
+        island's, or for a new island the base kernel of ``semantic["feature_scales"]``, taken
+        from X when missing), with the semantic it was fitted for; pass it to
+        ``publish(..., spec=)``. ``semantic`` is not changed."""
         X = as_matrix(X, semantic["input_features"], name="X_train")
+        return self._fit_for_island(X, semantic, k=k, random_state=random_state,
+                                    max_age_s=max_age_s)
+
+    def _fit_for_island(self, X: np.ndarray, semantic: dict, *, k: int, random_state: int,
+                        max_age_s: float) -> PreparedSpec:
+        """:meth:`island_spec` for an X already checked (by ``as_matrix``)."""
+        semantic = dict(semantic)
         island = self.island(semantic, max_age_s=max_age_s)
         if island is None:
             if "feature_scales" not in semantic:
@@ -358,18 +376,22 @@ class MarketClient:
         else:
             semantic.pop("feature_scales", None)
             gamma, scales = self._kernel(island)
-        return RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
+        spec = RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales,
+                                    random_state=random_state)
+        return PreparedSpec(spec, semantic)
 
     # --- search -----------------------------------------------------------------------------
     def requirement(self, X_user, semantic: dict, *, k: int = DEFAULT_K,
-                    random_state: int = 0) -> tuple[RKMESpec, dict]:
+                    random_state: int = 0) -> tuple[RKMESpec, IslandInfo]:
+        """The user's RKME requirement under the island's kernel, and the island."""
         island = self.island(semantic)
         if island is None:
             raise LearnwareError("no island matches this semantic specification yet",
                                  code="no_island")
         X = as_matrix(X_user, semantic["input_features"], name="X_user")
         gamma, scales = self._kernel(island)
-        return RKMESpec.fit(X, k=k, gamma=gamma, scales=scales, random_state=random_state), island
+        spec = RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
+        return spec, island
 
     def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
                random_state: int = 0) -> SearchResult:
@@ -384,7 +406,7 @@ class MarketClient:
         if X_user is not None:
             spec, island = self.requirement(X_user, semantic, k=k, random_state=random_state)
             body["requirement"] = spec.to_dict()
-            body["island_id"] = island["island_id"]
+            body["island_id"] = island.island_id
         res = self._signed("POST", "/v1/search", "search", body, "search_result")
         if "island_id" in body:
             self._same("island_id", body["island_id"], res["island_id"])
@@ -395,15 +417,16 @@ class MarketClient:
                          params={"q": query, "limit": limit})["text_matches"]
 
     # --- download ---------------------------------------------------------------------------
-    def manifest(self, learnware_id: str, *, include_withdrawn: bool = False) -> dict:
+    def manifest(self, learnware_id: str, *, include_withdrawn: bool = False) -> Manifest:
         """The learnware's signed record. A withdrawn learnware raises
         :class:`~protocol.errors.WithdrawnError` (with who withdrew it and why) unless
         ``include_withdrawn``: its record is then returned with ``withdrawn`` filled in."""
-        man = self._get(f"/v1/learnwares/{learnware_id}", "download_manifest")
-        self._same("learnware_id", learnware_id, man["learnware_id"])
-        if man.get("deleted") and not include_withdrawn:
-            w = man.get("withdrawn") or {"by": "developer", "reason": "no reason recorded"}
-            raise WithdrawnError(f"{man['learnware_id']} was withdrawn by its {w['by']}: "
+        man = Manifest.from_body(self._get(f"/v1/learnwares/{learnware_id}",
+                                           "download_manifest"))
+        self._same("learnware_id", learnware_id, man.learnware_id)
+        if man.deleted and not include_withdrawn:
+            w = man.withdrawn or {"by": "developer", "reason": "no reason recorded"}
+            raise WithdrawnError(f"{man.learnware_id} was withdrawn by its {w['by']}: "
                                  f"{w['reason']}; it is not to be used", field="learnware_id")
         return man
 
@@ -412,9 +435,9 @@ class MarketClient:
         withdrawn learnware raises :class:`~protocol.errors.WithdrawnError` (a cached copy of
         its model file is not used either)."""
         man = self.manifest(learnware_id)
-        sha = man["model_sha256"]
-        verify_artefact(man["developer"], man["artefact"], semantic=man["semantic"],
-                        spec=man["spec"], model_sha256=sha)
+        sha = man.model_sha256
+        verify_artefact(man.developer, man.artefact, semantic=man.semantic, spec=man.spec,
+                        model_sha256=sha)
         path = self.cache_dir / "models" / f"{sha}.skops"
         data = None
         if path.exists():
@@ -436,8 +459,7 @@ class MarketClient:
         if sha not in self._parsed:
             self._parsed[sha] = load_model(data)
         model = copy.deepcopy(self._parsed[sha])
-        return Learnware(man["learnware_id"], model, RKMESpec.from_dict(man["spec"]),
-                         man["semantic"])
+        return Learnware(man.learnware_id, model, RKMESpec.from_dict(man.spec), man.semantic)
 
     def delete(self, learnware_id: str, reason: str | None = None) -> bool:
         """Withdraw a learnware (yours, or any as the market's operator), with a reason shown
@@ -463,10 +485,10 @@ class MarketClient:
         the market got."""
         budget = MetricBudget() if budget is None else budget
         if rounds < 1 or rounds > 10:
-            raise ValueError("rounds must be between 1 and 10")
+            raise ArgumentError("rounds must be between 1 and 10", field="rounds")
         if budget.max_rounds is not None and rounds > budget.max_rounds:
-            raise ValueError(f"rounds={rounds} exceeds the budget's max_rounds="
-                             f"{budget.max_rounds}")
+            raise ArgumentError(f"rounds={rounds} exceeds the budget's max_rounds="
+                                f"{budget.max_rounds}", field="rounds")
         query = {f: semantic[f] for f in ISLAND_FIELDS}
         validate_semantic(query, query=True)
         metric = metric or semantic["objective"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.errors import ArgumentError
 from protocol.limits import clip_metric
 from protocol.metrics import evaluate
 
@@ -45,7 +46,7 @@ def bucket_rows(n: int) -> int:
     """``n`` rounded down to the 1-2-5 grid (6 -> 5, 20 -> 20, 149 -> 100)."""
     n = int(n)
     if n < 1:
-        raise ValueError(f"n_rows must be >= 1, got {n}")
+        raise ArgumentError(f"n_rows must be >= 1, got {n}")
     p = 10 ** (len(str(n)) - 1)
     return max(m * p for m in (1, 2, 5) if m * p <= n)
 
@@ -73,17 +74,17 @@ class MetricBudget:
         for name in ("max_anchors_per_round", "max_rounds", "max_values", "significant_digits"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
-                raise ValueError(f"MetricBudget.{name} must be a positive integer or None, "
-                                 f"got {v!r}")
+                raise ArgumentError(f"MetricBudget.{name} must be a positive integer or None, "
+                                    f"got {v!r}")
         if not (math.isfinite(self.jitter) and self.jitter >= 0):
-            raise ValueError(f"MetricBudget.jitter must be >= 0, got {self.jitter!r}")
+            raise ArgumentError(f"MetricBudget.jitter must be >= 0, got {self.jitter!r}")
         if self.epsilon is not None:
             if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-                raise ValueError(f"MetricBudget.epsilon must be > 0, got {self.epsilon!r}")
+                raise ArgumentError(f"MetricBudget.epsilon must be > 0, got {self.epsilon!r}")
             if self.max_values is None:
-                raise ValueError("MetricBudget.epsilon needs max_values (it is split over them)")
+                raise ArgumentError("MetricBudget.epsilon needs max_values (it is split over them)")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"MetricBudget.clip must be > 0, got {self.clip!r}")
+            raise ArgumentError(f"MetricBudget.clip must be > 0, got {self.clip!r}")
 
     @classmethod
     def unlimited(cls) -> "MetricBudget":
@@ -104,12 +105,12 @@ class MetricBudget:
         if self.epsilon is None:
             return
         if metric not in DP_METRICS:
-            raise ValueError(f"epsilon noise is offered for {', '.join(DP_METRICS)} only, not "
-                             f"{metric!r} (its sensitivity to one row depends on the data)")
+            raise ArgumentError(f"epsilon noise is offered for {', '.join(DP_METRICS)} only, not "
+                                f"{metric!r} (its sensitivity to one row depends on the data)")
         if metric in ("rmse", "mae") and self.clip is None:
-            raise ValueError(f"epsilon noise for {metric} needs clip (lwm: --clip), the "
-                             "largest absolute residual you expect, stated without looking at "
-                             "the data")
+            raise ArgumentError(f"epsilon noise for {metric} needs clip (lwm: --clip), the "
+                                "largest absolute residual you expect, stated without looking at "
+                                "the data")
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)

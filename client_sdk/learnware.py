@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .rkme import RKMESpec
 
 
 @dataclass
 class Learnware:
     """What reuse works with. ``model`` follows scikit-learn's predict(/predict_proba) API;
-    ``spec`` is a :class:`client_sdk.rkme.RKMESpec`; ``semantic`` the semantic specification dict
-    (``task_type`` is "classification" or "regression"; ``classes`` lists class labels)."""
+    ``spec`` is its RKME specification (None for a model without one; ``JobSelector`` needs
+    it); ``semantic`` the semantic specification dict (``task_type`` is "classification" or
+    "regression"; ``classes`` lists class labels)."""
 
     id: str
     model: Any
-    spec: Any
+    spec: RKMESpec | None
     semantic: dict = field(default_factory=dict)
 
     @property

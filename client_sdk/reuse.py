@@ -24,9 +24,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from protocol.errors import DataError
+from protocol.errors import ArgumentError, DataError
 
-from .rkme import as_feature_matrix
+from .data import as_matrix, feature_names
 
 __all__ = ["JobSelector", "Averaging", "EnsemblePruning", "FeatureAugment"]
 
@@ -42,8 +42,8 @@ def _task_type(lw: Any) -> str:
     if task is None:
         task = getattr(lw, "task_type", None)
     if task not in (CLASSIFICATION, REGRESSION):
-        raise ValueError(f"learnware {getattr(lw, 'id', '?')!r} has task_type {task!r}; "
-                         f"expected {CLASSIFICATION!r} or {REGRESSION!r}")
+        raise DataError(f"learnware {getattr(lw, 'id', '?')!r} has task_type {task!r}; "
+                        f"expected {CLASSIFICATION!r} or {REGRESSION!r}")
     return task
 
 
@@ -65,8 +65,8 @@ def _union_classes(arrays: list[np.ndarray]) -> np.ndarray:
     try:
         return np.unique(np.concatenate([np.asarray(a).ravel() for a in arrays]))
     except TypeError as exc:
-        raise ValueError(f"the learnwares' class labels cannot be compared ({exc}); give all "
-                         f"learnwares labels of one type") from None
+        raise DataError(f"the learnwares' class labels cannot be compared ({exc}); give all "
+                        f"learnwares labels of one type") from None
 
 
 def _n_features_of(lw: Any) -> int | None:
@@ -84,8 +84,8 @@ def _columns_for(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     idx = np.clip(idx, 0, len(classes) - 1)
     if not np.all(classes[idx] == labels):
         unknown = sorted({str(v) for v in labels[classes[idx] != labels]})[:5]
-        raise ValueError(f"a learnware predicted label(s) {unknown} outside its declared "
-                         f"classes {list(classes)}")
+        raise DataError(f"a learnware predicted label(s) {unknown} outside its declared "
+                        f"classes {list(classes)}")
     return idx
 
 
@@ -143,21 +143,21 @@ class _LearnwareReuser(BaseEstimator):
     def _check_learnwares(self) -> None:
         lws = self.learnwares
         if isinstance(lws, (str, bytes)) or not hasattr(lws, "__len__") or len(lws) == 0:
-            raise ValueError("learnwares must be a non-empty list of Learnware objects")
+            raise ArgumentError("learnwares must be a non-empty list of Learnware objects")
         lws = list(lws)
         for i, lw in enumerate(lws):
             if not hasattr(getattr(lw, "model", None), "predict"):
-                raise ValueError(f"learnware {i} ({getattr(lw, 'id', '?')!r}) has no model with "
-                                 f"a predict method")
+                raise ArgumentError(f"learnware {i} ({getattr(lw, 'id', '?')!r}) has no model with "
+                                    f"a predict method")
         tasks = [_task_type(lw) for lw in lws]
         if len(set(tasks)) > 1:
-            raise ValueError(f"the learnwares mix task types {sorted(set(tasks))}; reuse "
-                             f"learnwares of one task type together")
+            raise ArgumentError(f"the learnwares mix task types {sorted(set(tasks))}; reuse "
+                                f"learnwares of one task type together")
         self.task_type_ = tasks[0]
         nfs = {nf for nf in (_n_features_of(lw) for lw in lws) if nf is not None}
         if len(nfs) > 1:
-            raise ValueError(f"the learnwares expect different numbers of features "
-                             f"{sorted(nfs)}; they cannot be reused on the same rows")
+            raise ArgumentError(f"the learnwares expect different numbers of features "
+                                f"{sorted(nfs)}; they cannot be reused on the same rows")
         self._lw_n_features = nfs.pop() if nfs else None
         self._lws = lws
         if self.task_type_ == CLASSIFICATION:
@@ -165,8 +165,8 @@ class _LearnwareReuser(BaseEstimator):
             for i, lw in enumerate(lws):
                 c = _model_classes(lw)
                 if c is None:
-                    raise ValueError(f"classification learnware {i} ({lw.id!r}) declares no "
-                                     f"classes (semantic['classes'] or model.classes_)")
+                    raise ArgumentError(f"classification learnware {i} ({lw.id!r}) declares no "
+                                        f"classes (semantic['classes'] or model.classes_)")
                 per_model.append(c)
             declared = [d for d in (_declared_classes(lw) for lw in lws) if d is not None]
             self.classes_ = _union_classes(per_model + declared)
@@ -178,7 +178,7 @@ class _LearnwareReuser(BaseEstimator):
         if X is None:
             raise DataError("X is required", field="X")
         expected = self._lw_n_features if reset else self.n_features_in_
-        arr, names = as_feature_matrix(X, n_features=expected)
+        arr, names = as_matrix(X, n_features=expected), feature_names(X)
         if arr.shape[0] == 0:
             raise DataError("X has no rows", field="X")
         if reset:
@@ -207,8 +207,8 @@ class _LearnwareReuser(BaseEstimator):
             p = np.asarray(model.predict_proba(X), dtype=np.float64)
             cols = self._proba_cols[j]
             if p.ndim != 2 or p.shape[1] != len(cols):
-                raise ValueError(f"learnware {j} ({self._lws[j].id!r}) returned probabilities of "
-                                 f"shape {p.shape} for {len(cols)} classes")
+                raise DataError(f"learnware {j} ({self._lws[j].id!r}) returned probabilities of "
+                                f"shape {p.shape} for {len(cols)} classes")
             out[:, cols] = p
         else:
             labels = np.asarray(model.predict(X)).ravel()
@@ -294,9 +294,9 @@ class Averaging(_LearnwareReuser):
         else:
             w = np.asarray(self.weights, dtype=np.float64).ravel()
             if w.shape[0] != L:
-                raise ValueError(f"weights has {w.shape[0]} entries for {L} learnwares")
+                raise ArgumentError(f"weights has {w.shape[0]} entries for {L} learnwares")
             if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-                raise ValueError("weights must be finite, non-negative and not all zero")
+                raise ArgumentError("weights must be finite, non-negative and not all zero")
             w = w / w.sum()
         self.weights_ = w
         if X is not None:
@@ -307,7 +307,7 @@ class Averaging(_LearnwareReuser):
 
     def _checked(self, X):
         check_is_fitted(self, "weights_")
-        return as_feature_matrix(X, n_features=getattr(self, "n_features_in_", None))[0]
+        return as_matrix(X, n_features=getattr(self, "n_features_in_", None))
 
     def predict(self, X):
         """Weighted mean prediction (regression) or the class of highest mean probability."""
@@ -367,7 +367,7 @@ class JobSelector(_LearnwareReuser):
         ``y`` is ignored."""
         self._check_learnwares()
         if not isinstance(self.n_herd, numbers.Integral) or self.n_herd < 1:
-            raise ValueError(f"n_herd must be a positive integer, got {self.n_herd!r}")
+            raise ArgumentError(f"n_herd must be a positive integer, got {self.n_herd!r}")
         if X is not None:
             self._check_X(X, reset=True)
         else:
@@ -375,8 +375,8 @@ class JobSelector(_LearnwareReuser):
         samples, owners = [], []
         for j, lw in enumerate(self._lws):
             if not hasattr(getattr(lw, "spec", None), "herd"):
-                raise ValueError(f"learnware {j} ({lw.id!r}) has no RKME specification to "
-                                 f"route by")
+                raise ArgumentError(f"learnware {j} ({lw.id!r}) has no RKME specification to "
+                                    f"route by")
             seed = None if self.random_state is None else int(self.random_state) + j
             pts = np.asarray(lw.spec.herd(int(self.n_herd), random_state=seed), dtype=np.float64)
             samples.append(pts)
@@ -384,8 +384,8 @@ class JobSelector(_LearnwareReuser):
         Z = np.vstack(samples)
         owner = np.concatenate(owners)
         if self.n_features_in_ is not None and Z.shape[1] != self.n_features_in_:
-            raise ValueError(f"the specifications have {Z.shape[1]} features, X has "
-                             f"{self.n_features_in_}")
+            raise DataError(f"the specifications have {Z.shape[1]} features, X has "
+                            f"{self.n_features_in_}")
         self.n_features_in_ = Z.shape[1]
         if len(self._lws) == 1:
             self.selector_ = None
@@ -398,7 +398,7 @@ class JobSelector(_LearnwareReuser):
     def route(self, X):
         """Index (into ``learnwares``) of the learnware each row is routed to."""
         check_is_fitted(self, "selector_")
-        X = as_feature_matrix(X, n_features=self.n_features_in_)[0]
+        X = as_matrix(X, n_features=self.n_features_in_)
         return self._route(X)
 
     def _route(self, X):
@@ -413,7 +413,7 @@ class JobSelector(_LearnwareReuser):
     def predict(self, X):
         """Each row predicted by its routed learnware (one batched call per learnware)."""
         check_is_fitted(self, "selector_")
-        X = as_feature_matrix(X, n_features=self.n_features_in_)[0]
+        X = as_matrix(X, n_features=self.n_features_in_)
         parts, order = [], []
         for j, rows in self._groups(X):
             if rows.size:
@@ -428,7 +428,7 @@ class JobSelector(_LearnwareReuser):
         """Class probabilities of each row's routed learnware, columns in ``classes_`` order."""
         self._require_classification("predict_proba")
         check_is_fitted(self, "selector_")
-        X = as_feature_matrix(X, n_features=self.n_features_in_)[0]
+        X = as_matrix(X, n_features=self.n_features_in_)
         out = np.zeros((X.shape[0], len(self.classes_)))
         for j, rows in self._groups(X):
             if rows.size:
@@ -580,14 +580,14 @@ class EnsemblePruning(_LearnwareReuser):
         if isinstance(metric, str):
             if _LOSSES.get(metric) != self.task_type_:
                 valid = sorted(k for k, v in _LOSSES.items() if v == self.task_type_)
-                raise ValueError(f"metric {metric!r} does not apply to {self.task_type_}; use "
-                                 f"one of {valid} or a callable")
+                raise ArgumentError(f"metric {metric!r} does not apply to {self.task_type_}; use "
+                                    f"one of {valid} or a callable")
         elif not callable(metric):
-            raise ValueError(f"metric must be a name or a callable, got {metric!r}")
+            raise ArgumentError(f"metric must be a name or a callable, got {metric!r}")
         if self.max_size is not None and (not isinstance(self.max_size, numbers.Integral)
                                           or self.max_size < 1):
-            raise ValueError(f"max_size must be a positive integer or None, got "
-                             f"{self.max_size!r}")
+            raise ArgumentError(f"max_size must be a positive integer or None, got "
+                                f"{self.max_size!r}")
         self.metric_ = metric
         L = len(self._lws)
         outputs = self._all_outputs(X)
@@ -644,7 +644,7 @@ class EnsemblePruning(_LearnwareReuser):
     def predict(self, X):
         """Prediction of the chosen ensemble's weighted average."""
         check_is_fitted(self, "weights_")
-        X = as_feature_matrix(X, n_features=self.n_features_in_)[0]
+        X = as_matrix(X, n_features=self.n_features_in_)
         if self.task_type_ == CLASSIFICATION:
             return _labels_from_proba(self._proba(X), self.classes_)
         return sum(self.weights_[j] * self._lw_predict(j, X) for j in self.selected_)
@@ -656,7 +656,7 @@ class EnsemblePruning(_LearnwareReuser):
         """The chosen ensemble's mean probabilities, columns in ``classes_`` order."""
         self._require_classification("predict_proba")
         check_is_fitted(self, "weights_")
-        return self._proba(as_feature_matrix(X, n_features=self.n_features_in_)[0])
+        return self._proba(as_matrix(X, n_features=self.n_features_in_))
 
 
 # -------------------------------------------------------------------------- FeatureAugment
@@ -786,7 +786,7 @@ class FeatureAugment(_LearnwareReuser):
 
     def _checked(self, X):
         check_is_fitted(self, "mode_")
-        X = as_feature_matrix(X, n_features=self.n_features_in_)[0]
+        X = as_matrix(X, n_features=self.n_features_in_)
         return X, self._all_outputs(X)
 
     def predict(self, X):

@@ -57,6 +57,8 @@ from protocol.kernels import (BLOCK_ELEMENTS, augmented_cols, augmented_rows, ch
                               embedding_inner, gaussian_kernel, herd, mmd2)
 from protocol.simplex import simplex_qp
 
+from .data import as_matrix, feature_names
+
 __all__ = ["RKMESpec", "MIN_ROWS", "ROWS_PER_POINT", "MIN_DISTANCE_FRACTION", "OPT_ROWS",
            "membership_inference_auc", "as_feature_matrix"]
 
@@ -77,70 +79,10 @@ _LOCALIZE_HINT = ("Small data sets can still use the market through the anchor p
 
 
 # ------------------------------------------------------------------------------- data checks
-def _column_label(names, j: int) -> str:
-    return repr(names[j]) if names is not None else f"column {j}"
-
-
 def as_feature_matrix(X, *, n_features: int | None = None) -> tuple[np.ndarray, list | None]:
-    """X (2-D array-like or pandas DataFrame) as a finite float64 matrix, and its column names.
-
-    Raises :class:`DataError` naming non-numeric columns, columns with NaN/Inf, or a wrong number
-    of features.
-    """
-    names = None
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(X, pd.Series):
-        X = X.to_frame()
-    if pd is not None and isinstance(X, pd.DataFrame):
-        names = [str(c) for c in X.columns]
-        bad = [str(c) for c in X.columns
-               if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))]
-        if bad:
-            raise DataError(f"non-numeric columns: {', '.join(bad)}; encode them as numbers "
-                            "(e.g. one-hot) or drop them before building a specification",
-                            field="X", details={"columns": bad})
-        try:
-            arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"cannot read the data as numbers: {exc}", field="X") from exc
-    else:
-        arr = np.asarray(X)
-        if arr.dtype.kind not in "biuf":
-            if arr.ndim == 2:
-                bad = []
-                for j in range(arr.shape[1]):  # only on the error path: name the columns
-                    try:
-                        arr[:, j].astype(np.float64)
-                    except (TypeError, ValueError):
-                        bad.append(f"column {j}")
-                if bad:
-                    raise DataError(f"non-numeric columns: {', '.join(bad)}; encode them as "
-                                    "numbers or drop them", field="X", details={"columns": bad})
-            try:
-                arr = arr.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"the data is not numeric: {exc}", field="X") from exc
-        arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim != 2:
-        raise DataError(f"X must be 2-D (rows x features), got {arr.ndim}-D"
-                        + ("; for a single feature use X.reshape(-1, 1)" if arr.ndim == 1 else ""),
-                        field="X")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise DataError(f"X has {arr.shape[1]} features, expected {n_features}", field="X",
-                        details={"expected": int(n_features), "got": int(arr.shape[1])})
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad_cols = np.flatnonzero(~finite.all(axis=0))
-        labels = [_column_label(names, int(j)) for j in bad_cols]
-        has_nan = np.isnan(arr[:, bad_cols]).any()
-        kind = "NaN/Inf" if has_nan and np.isinf(arr[:, bad_cols]).any() else (
-            "NaN" if has_nan else "Inf")
-        raise DataError(f"{kind} values in {', '.join(labels)}; impute or drop them first",
-                        field="X", details={"columns": labels})
-    return np.ascontiguousarray(arr), names  # one memory layout: bit-identical results
+    """X as checked by :func:`client_sdk.data.as_matrix` (the SDK's one input checker), and its
+    column names (None unless X is a DataFrame or Series)."""
+    return as_matrix(X, n_features=n_features), feature_names(X)
 
 
 # ----------------------------------------------------------------------------- numeric core
@@ -438,8 +380,15 @@ class RKMESpec:
         Raises :class:`~protocol.errors.DataError` for unusable data (the message names the
         columns) and for data sets too small to summarise privately.
         """
+        return cls.fit_checked(as_matrix(X, n_features=n_features), k=k, gamma=gamma,
+                               scales=scales, steps=steps, random_state=random_state)
+
+    @classmethod
+    def fit_checked(cls, X: np.ndarray, k: int = 100, gamma: float | None = None, scales=None,
+                    steps: int = 3, random_state=0) -> "RKMESpec":
+        """:meth:`fit` for an X that already went through :func:`client_sdk.data.as_matrix`
+        (``MarketClient`` checks its input once, where it enters, and fits from the result)."""
         t_start = time.perf_counter()
-        X, _ = as_feature_matrix(X, n_features=n_features)
         n, d = X.shape
         if n < MIN_ROWS:
             raise DataError(f"{n} rows are too few for an RKME specification: it needs at "
@@ -589,7 +538,7 @@ def membership_inference_auc(spec: RKMESpec, members, non_members) -> float:
     from scipy.stats import rankdata
 
     def score(X):
-        X, _ = as_feature_matrix(X, n_features=spec.n_features)
+        X = as_matrix(X, n_features=spec.n_features)
         s = spec.scales if spec.scales is not None else 1.0
         zc = spec.z / s
         center = zc.mean(axis=0)

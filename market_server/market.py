@@ -507,6 +507,7 @@ class Market:
                               "send a requirement, or use the anchor path (localize)")
             out["single"] = [{"learnware_id": i, "mmd": 0.0, "score": 0.0, "fit": "unknown"}
                              for i in idx.ids[:max_results]]
+            self._name_matches(out["single"], idx, range(len(out["single"])))
             return out
         z, b = decode_spec(req)
         if z.shape[1] != island["n_features"]:
@@ -538,6 +539,7 @@ class Market:
             score, label = idx.fit_label(float(v))
             out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
+        self._name_matches(out["single"], idx, cand[:max_results])
         mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross,
                           q_self=q_self)
         if mix is not None:
@@ -546,6 +548,18 @@ class Market:
             out["mixture"] = {"learnware_ids": [idx.ids[i] for i in ids],
                               "weights": [float(x) for x in w], "mmd": float(v), "score": score}
         return out
+
+    def _name_matches(self, single: list[dict], idx, positions=None) -> None:
+        """Add each ranked learnware's name (from its semantic spec) to its match;
+        ``positions``: the matches' places in ``idx`` when known (else looked up by id)."""
+        if positions is None:
+            at = {lid: i for i, lid in enumerate(idx.ids)}
+            positions = [at.get(m["learnware_id"]) for m in single]
+        pks = [None if i is None else idx.pks[i] for i in positions]
+        names = self.text.names([pk for pk in pks if pk is not None], self.store)
+        for match, pk in zip(single, pks):
+            if names.get(pk):
+                match["name"] = names[pk]
 
     def _text_matches(self, semantic: dict, limit: int = 10) -> list[dict]:
         query = " ".join(filter(None, [semantic.get("name", ""),
@@ -634,6 +648,7 @@ class Market:
                                   "estimate": clip_metric(objective, item.estimate),
                                   # half-width of the 80% interval, in objective units
                                   "uncertainty": max(0.0, (high - low) / 2.0)})
+        self._name_matches(out["single"], self.index(island))
         mix = res.mixture
         if mix is not None and mix.ids:
             out["mixture"] = {"learnware_ids": list(mix.ids),

@@ -38,7 +38,7 @@ __all__ = ["ModelSandbox", "SandboxedModel"]
 _PRELOAD = ["numpy", "scipy.linalg", "sklearn.base", "sklearn.ensemble", "sklearn.linear_model",
             "sklearn.neighbors", "sklearn.neural_network", "sklearn.gaussian_process",
             "sklearn.pipeline", "sklearn.svm", "sklearn.tree", "skops.io", "protocol.modelfile",
-            "market_server.sandbox"]
+            "market_server.sandbox", "market_server.sandbox_preload"]
 _FIELD = "model"
 
 
@@ -76,8 +76,9 @@ def _cpu_budget(cpu_seconds: float) -> None:
 
 def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int) -> None:
     """Serve (op, sha, data, method, X, cpu_seconds) requests until the pipe closes."""
-    from protocol.modelfile import load_model
+    from protocol.modelfile import allow_lists, load_model
 
+    allow_lists()  # before the limits (a no-op when the fork server preloaded them)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     models: OrderedDict[str, Any] = OrderedDict()

@@ -180,6 +180,16 @@ class TextIndex:
             self.totals = live_totals(self.docs)
 
     # --- query ------------------------------------------------------------------------------
+    def names(self, pks: list[int], store) -> dict[int, str]:
+        """The names of these live learnwares (catching up with the store only when one is not
+        held yet: names never change)."""
+        with self._lock:
+            known = all(pk in self.docs for pk in pks)
+        if not known:
+            self.refresh(store)
+        with self._lock:
+            return {pk: self.docs[pk].name for pk in pks if pk in self.docs}
+
     def search(self, query: str, limit: int = 20) -> list[dict]:
         with self._lock:
             return self._search(query, limit)

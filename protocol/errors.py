@@ -104,11 +104,20 @@ class ModelTooCostlyError(UnsafeModelError):
     status = 422
 
 
-class DataError(LearnwareError):
-    """User data that cannot be used as given (non-numeric columns, NaN, wrong shape, too few rows)."""
+class DataError(LearnwareError, ValueError):
+    """User data that cannot be used as given (non-numeric columns, NaN, wrong shape, too few
+    rows). Also a ``ValueError``, so callers (and scikit-learn) that catch that keep working."""
 
     code = "bad_data"
     status = 422
+
+
+class ArgumentError(LearnwareError, ValueError):
+    """A caller's argument outside what the call accepts (rounds, budget settings, reuse
+    parameters): raised locally, never by the market. Also a ``ValueError``; ``lwm`` exits 2."""
+
+    code = "bad_argument"
+    status = 400
 
 
 class IdentityError(LearnwareError):
@@ -134,7 +143,7 @@ class WithdrawnError(LearnwareError):
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
     StaleMessageError, UnknownMessageError, AudienceError, KeyMismatchError, UnsafeModelError,
-    DataError, IdentityError, ConfigFileError, WithdrawnError,
+    DataError, ArgumentError, IdentityError, ConfigFileError, WithdrawnError,
     ModelTooCostlyError)}
 
 

@@ -36,6 +36,7 @@ Every failure, whatever the bytes, is an :class:`~protocol.errors.UnsafeModelErr
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -44,14 +45,14 @@ import struct
 import warnings
 import zipfile
 import zlib
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
 from .errors import ModelTooCostlyError, UnsafeModelError
 
 __all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES",
-           "dump_model", "load_model", "model_sha256", "untrusted_types"]
+           "allow_lists", "dump_model", "load_model", "model_sha256", "untrusted_types"]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024          # raw file
 DEFAULT_MAX_UNCOMPRESSED = 1024 * 1024 * 1024  # sum of declared entry sizes
@@ -180,24 +181,47 @@ def _build_allow_lists() -> tuple[frozenset[str], frozenset[str], dict[str, froz
     return frozenset(classes), frozenset(functions), per_loader
 
 
-_CLASSES, _FUNCTIONS, _LOADER_TYPES = _build_allow_lists()
-_BIT_GENERATORS = _LOADER_TYPES.pop("_bit_generators")
+class AllowLists(NamedTuple):
+    """The allow-lists, built once per process on first use (building them imports every
+    scikit-learn estimator, about 3 s: a program that never loads a model file, such as
+    ``lwm --help``, does not pay for it)."""
 
-ALLOWED_TYPES: frozenset[str] = _CLASSES | _FUNCTIONS
-"""Fully qualified names of every type (or function) a model file may contain."""
+    types: frozenset[str]         # every class or function a model file may name
+    loaders: dict[str, frozenset[str]]  # skops node kind -> the only types it may name
+    bit_generators: frozenset[str]
 
-ALLOWED_LOADERS: frozenset[str] = frozenset(_LOADER_TYPES)
-"""skops node kinds a model file may use, each limited to the types it is meant for (a loader
-that calls its type, e.g. ``NdArrayNode`` or ``LossNode``, cannot name a function). Left out on
-purpose: methods, operator functions, ``ConstructorFromReduceNode`` (calls a named
-constructor), bytes, sparse and masked arrays, defaultdicts: no common model needs them."""
 
-_ALLOWED_SORTED = sorted(ALLOWED_TYPES)
+@functools.lru_cache(maxsize=1)
+def allow_lists() -> AllowLists:
+    """The allow-lists of this process (built on the first call, then cached)."""
+    classes, functions, per_loader = _build_allow_lists()
+    bit_generators = per_loader.pop("_bit_generators")
+    return AllowLists(classes | functions, per_loader, bit_generators)
 
-try:
-    from skops.io._protocol import PROTOCOL as _SKOPS_PROTOCOL
-except ImportError:  # pragma: no cover
-    _SKOPS_PROTOCOL = None
+
+def __getattr__(name: str):
+    """``ALLOWED_TYPES``: fully qualified names of every type (or function) a model file may
+    contain. ``ALLOWED_LOADERS``: skops node kinds a model file may use, each limited to the
+    types it is meant for (a loader that calls its type, e.g. ``NdArrayNode`` or ``LossNode``,
+    cannot name a function). Left out on purpose: methods, operator functions,
+    ``ConstructorFromReduceNode`` (calls a named constructor), bytes, sparse and masked arrays,
+    defaultdicts: no common model needs them. Both built on first access (:func:`allow_lists`)."""
+    if name == "ALLOWED_TYPES":
+        return allow_lists().types
+    if name == "ALLOWED_LOADERS":
+        return frozenset(allow_lists().loaders)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _skops_protocol() -> int | None:
+    """The skops file protocol this process writes and accepts (importing skops imports
+    scikit-learn: done on first use, not at import)."""
+    try:
+        from skops.io._protocol import PROTOCOL
+    except ImportError:  # pragma: no cover
+        return None
+    return PROTOCOL
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +332,7 @@ def _load(data: Any, max_bytes: int, max_uncompressed: int, max_entries: int,
     except TypeError as exc:
         from skops.io.exceptions import UntrustedTypesFoundException
         if isinstance(exc, UntrustedTypesFoundException):
-            raise _untrusted_error(_skops_untrusted(data) - ALLOWED_TYPES or {"<unknown>"},
+            raise _untrusted_error(_skops_untrusted(data) - allow_lists().types or {"<unknown>"},
                                    when="load") from None
         raise
     if not isinstance(model, BaseEstimator):
@@ -384,10 +408,10 @@ def _read_archive(data: Any, max_bytes: int, max_uncompressed: int, max_entries:
                                field=_FIELD) from None
     if not isinstance(schema, dict):
         raise UnsafeModelError("model file's schema.json is not an object", field=_FIELD)
-    protocol = schema.get("protocol")
-    if _SKOPS_PROTOCOL is not None and (type(protocol) is not int or protocol != _SKOPS_PROTOCOL):
+    protocol, accepted = schema.get("protocol"), _skops_protocol()
+    if accepted is not None and (type(protocol) is not int or protocol != accepted):
         raise UnsafeModelError(f"model file uses skops protocol {protocol!r}; only protocol "
-                               f"{_SKOPS_PROTOCOL} is accepted", field=_FIELD)
+                               f"{accepted} is accepted", field=_FIELD)
     n_nodes, files = _count_expanded_nodes(schema, max_nodes)
     schema_limit = SCHEMA_BASE_BYTES + SCHEMA_BYTES_PER_NODE * n_nodes
     if schema_size > schema_limit:
@@ -644,6 +668,7 @@ def _scan_schema(schema: dict, present: set[str] | None = None) -> set[str]:
     limit, so a hostile file cannot exhaust the stack here or later in skops' recursive loader.
     """
     bad: set[str] = set()
+    allowed = allow_lists()
     stack: list[tuple[Any, int]] = [(schema, 0)]
     while stack:
         node, depth = stack.pop()
@@ -663,9 +688,9 @@ def _scan_schema(schema: dict, present: set[str] | None = None) -> set[str]:
             name = f"{mod}.{cls}"
             if loader == "JsonNode":
                 pass  # plain JSON literal: json.loads, never a type lookup
-            elif name not in ALLOWED_TYPES:
+            elif name not in allowed.types:
                 bad.add(name)
-            elif name not in _LOADER_TYPES.get(loader, ()):
+            elif name not in allowed.loaders.get(loader, ()):
                 bad.add(f"{name} (as {loader})")
             elif present is not None:
                 present.add(name)
@@ -676,7 +701,7 @@ def _scan_schema(schema: dict, present: set[str] | None = None) -> set[str]:
                 except Exception:
                     bg = None
                 bg_name = f"numpy.random.{bg}"
-                if not isinstance(bg, str) or bg_name not in _BIT_GENERATORS:
+                if not isinstance(bg, str) or bg_name not in allowed.bit_generators:
                     bad.add(bg_name)
         for v in node.values():
             if isinstance(v, (dict, list)):
@@ -690,7 +715,7 @@ def _skops_untrusted(data: bytes) -> set[str]:
         import skops.io as sio
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return set(sio.get_untrusted_types(data=data)) - ALLOWED_TYPES
+            return set(sio.get_untrusted_types(data=data)) - allow_lists().types
     except Exception:
         return set()
 

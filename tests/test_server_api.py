@@ -279,12 +279,12 @@ def test_publish_a_spec_prepared_beforehand(market):
     X1, X2 = blob(rng, (0, 0, 0), n=150), blob(rng, (2, 0, 1), n=150)
     sem = dict(SEM)
     spec = client.island_spec(X1, sem)  # a new island: the declared scales are filled in
-    assert "feature_scales" in sem
+    assert "feature_scales" in spec.semantic and sem == SEM  # ... in its own copy
     assert client.publish(fitted_ridge(X1, linear_task(rng, X1, (1, 2, 3))), None, sem,
                           spec=spec) == "lw-1"
     sem2 = dict(SEM)
     spec2 = client.island_spec(X2, sem2)
-    assert "feature_scales" not in sem2
+    assert "feature_scales" not in spec2.semantic
     assert client.publish(fitted_ridge(X2, linear_task(rng, X2, (3, 2, 1))), None, sem2,
                           spec=spec2) == "lw-2"
     bad = RKMESpec.fit(X2, k=20, gamma=0.9, random_state=0)
