@@ -1,6 +1,7 @@
 """Issue 14, items 8-9: envelopes open on a msgspec fast path (bodies decoded and validated in C
-against types generated from protocol/schemas.py), exactly as strict as the hand-written validator, which still names every error. The speed
-itself (open <= 2x the bare verify) is measured by benchmarks/protocol_bench.py, not here."""
+against types generated from protocol/schemas.py), exactly as strict as the hand-written
+validator, which still names every error. The speed itself (open <= 2x the bare verify) is
+measured by benchmarks/protocol_bench.py, not here."""
 from __future__ import annotations
 
 import base64

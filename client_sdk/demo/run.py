@@ -22,6 +22,7 @@ from protocol.identity import Identity
 from protocol.metrics import evaluate, greater_is_better
 
 from ..client import MarketClient
+from ..disclosure import MetricBudget
 from ..rkme import MIN_ROWS
 from ..reuse import Averaging, EnsemblePruning, FeatureAugment, JobSelector
 from . import datasets
@@ -198,7 +199,10 @@ def run_user(market: MarketClient, market_lws: dict, island, sp, sem: dict, *, s
         add(n, "feature_augment", score(FeatureAugment(pool).fit(Xn, yn).predict(X_test)))
         add(n, "ensemble_pruning", score(EnsemblePruning(pool, random_state=seed)
                                          .fit(Xn, yn).predict(X_test)))
-        loc = market.localize(Xn, yn, sem, rounds=2, max_results=5)
+        # the default budget with its noise seeded, so the experiment's CSVs are reproducible
+        # (a real user's noise is never seeded: predictable noise protects nothing)
+        loc = market.localize(Xn, yn, sem, rounds=2, max_results=5,
+                              budget=MetricBudget(seed=seed * 1000 + n))
         add(n, "anchors", lw_scores[loc.single[0].learnware_id])
     return out
 
