@@ -180,6 +180,11 @@ class ModelSandbox:
         _, payload = self._run("predict", sha, data, method, np.asarray(X, dtype=np.float64))
         return np.load(io.BytesIO(payload), allow_pickle=False)
 
+    def warm(self) -> None:
+        """Start the fork server and one worker now (``lwm serve`` does, before it listens):
+        otherwise the first publish after a start waits seconds for them."""
+        self._idle.put(self._acquire())
+
     # --- the pool ------------------------------------------------------------------------
     def _acquire(self) -> _Worker:
         try:

@@ -133,6 +133,7 @@ def app_from_env():
     if "refine_at" in raw:
         raw["refine_at"] = tuple(raw["refine_at"])
     app = create_app(ServerConfig(**raw))
+    app.extensions["learnware_market"].market.sandbox.warm()
     _freeze_startup_objects()
     return app
 
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from werkzeug.serving import run_simple
         import logging
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        state.market.sandbox.warm()  # the first publish must not wait for the model workers
         _freeze_startup_objects()
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
         return 0

@@ -42,6 +42,7 @@ import io
 import json
 import math
 import struct
+import threading
 import warnings
 import zipfile
 import zlib
@@ -191,12 +192,23 @@ class AllowLists(NamedTuple):
     bit_generators: frozenset[str]
 
 
-@functools.lru_cache(maxsize=1)
+_ALLOW_LISTS: AllowLists | None = None
+_ALLOW_LISTS_LOCK = threading.Lock()
+
+
 def allow_lists() -> AllowLists:
-    """The allow-lists of this process (built on the first call, then cached)."""
-    classes, functions, per_loader = _build_allow_lists()
-    bit_generators = per_loader.pop("_bit_generators")
-    return AllowLists(classes | functions, per_loader, bit_generators)
+    """The allow-lists of this process (built on the first call, then cached). Built under a
+    lock: scikit-learn's ``all_estimators`` walks and imports its packages, which fails
+    (``KeyError`` in ``pkgutil``) when two threads (a threaded server's first publishes, say)
+    do it at once."""
+    global _ALLOW_LISTS
+    if _ALLOW_LISTS is None:
+        with _ALLOW_LISTS_LOCK:
+            if _ALLOW_LISTS is None:
+                classes, functions, per_loader = _build_allow_lists()
+                bit_generators = per_loader.pop("_bit_generators")
+                _ALLOW_LISTS = AllowLists(classes | functions, per_loader, bit_generators)
+    return _ALLOW_LISTS
 
 
 def __getattr__(name: str):
