@@ -49,7 +49,7 @@ class ServerConfig:
     sandbox_island_cpu_seconds: float = 5.0
     #: the anchor profile covers at most this many learnwares of an island (those with the
     #: smallest sha256 of their id: a publish changes the subset by at most one).
-    max_profile_learnwares: int = 128
+    max_profile_learnwares: int = 64
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0
