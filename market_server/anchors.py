@@ -93,7 +93,8 @@ half of it herding (pass ``herded=`` to reuse samples stored at publish time).
 :func:`add_learnware` / :func:`remove_learnware` update a profile in O(N^2 t) (the new model on
 every task, every model on the new task, one task's share of the distances; 0.3 s at N = 200)
 and give the same profile as a rebuild. :func:`localize` is O(N^2 (t + m)) and :func:`next_anchors`
-O(N^3): below 0.1 s at N = 200.
+O(N^3): below 0.1 s at N = 200. The market bounds N: a profile covers at most
+``max_profile_learnwares`` learnwares of an island (market_server/profiles.py).
 
 Pure numeric: no I/O, no Flask. Learnwares come in as ``(id, model, z, beta, gamma, scales)``
 tuples, dicts with those keys, or objects with ``id``, ``model`` and ``spec`` (with ``z``,

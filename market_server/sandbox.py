@@ -5,8 +5,9 @@ bound even when every type in it is allow-listed (a kernel ``Sum(k, k)`` nested 
 ``k`` doubles its cost per level; a huge neighbours index, a pathological setting). So the
 market never loads a model in its own process: a ``ModelSandbox`` owns a few warm worker
 processes (``forkserver``, scikit-learn preloaded, so a new worker costs milliseconds, not a 2 s
-import), each with ``RLIMIT_AS`` set, and each task (load, predict) gets an ``RLIMIT_CPU``
-budget plus a wall-clock deadline in the parent. On overrun the worker is killed and replaced,
+import), each with ``RLIMIT_AS`` set, and each task (load, predict) gets a CPU-time budget
+(``ITIMER_PROF`` to the tick, ``RLIMIT_CPU`` as the backstop; the caller may give a task less
+than the sandbox's maximum) plus a wall-clock deadline in the parent. On overrun the worker is killed and replaced,
 and the caller gets :class:`~protocol.errors.ModelTooCostlyError` (422 ``model_too_costly``,
 naming the limit); the market keeps serving. Workers keep an LRU of loaded models by sha256, so
 ``predict`` after the first call costs one round trip.
