@@ -93,7 +93,8 @@ half of it herding (pass ``herded=`` to reuse samples stored at publish time).
 :func:`add_learnware` / :func:`remove_learnware` update a profile in O(N^2 t) (the new model on
 every task, every model on the new task, one task's share of the distances; 0.3 s at N = 200)
 and give the same profile as a rebuild. :func:`localize` is O(N^2 (t + m)) and :func:`next_anchors`
-O(N^3): below 0.1 s at N = 200.
+O(N^3): below 0.1 s at N = 200. The market bounds N: a profile covers at most
+``max_profile_learnwares`` learnwares of an island (market_server/profiles.py).
 
 Pure numeric: no I/O, no Flask. Learnwares come in as ``(id, model, z, beta, gamma, scales)``
 tuples, dicts with those keys, or objects with ``id``, ``model`` and ``spec`` (with ``z``,
@@ -113,7 +114,8 @@ from protocol.simplex import simplex_qp
 
 __all__ = [
     "IslandProfile", "RankedLearnware", "Mixture", "Localization",
-    "build_island_profile", "add_learnware", "remove_learnware",
+    "build_island_profile", "add_learnware", "remove_learnware", "reorder_profile",
+    "ModelFailure",
     "select_anchors", "localize", "next_anchors",
     "to_loss", "from_loss",
 ]
@@ -261,15 +263,36 @@ def _seed(random_state: int, lw_id: str) -> int:
     return (int(random_state) * 1_000_003 + zlib.crc32(lw_id.encode("utf-8"))) % (2 ** 31 - 1)
 
 
-def _predict(model, X: np.ndarray, lw_id: str) -> np.ndarray:
+class ModelFailure(ValueError):
+    """Learnware ``lw_id`` cannot take part in a profile: its model failed (or overran its
+    budget) on herded samples, or predicted something unusable."""
+
+    def __init__(self, lw_id: str, message: str):
+        super().__init__(message)
+        self.lw_id = lw_id
+
+
+def _predict(model, X: np.ndarray, lw_id: str, task_type: str) -> np.ndarray:
+    """One model on rows X: one value per row; finite numbers for regression."""
     try:
         p = np.asarray(model.predict(X))
     except Exception as exc:  # a model that cannot predict herded samples is unusable here
-        raise ValueError(f"model of learnware {lw_id!r} failed to predict: {exc}") from exc
+        raise ModelFailure(lw_id, f"model of learnware {lw_id!r} failed to predict: "
+                                  f"{exc}") from exc
     if p.ndim == 2 and p.shape[1] == 1:
         p = p[:, 0]
     if p.shape != (X.shape[0],):
-        raise ValueError(f"model of learnware {lw_id!r} returned predictions of shape {p.shape}")
+        raise ModelFailure(lw_id, f"model of learnware {lw_id!r} returned predictions of "
+                                  f"shape {p.shape}")
+    if task_type == "regression":
+        try:
+            p = p.astype(float)
+        except (TypeError, ValueError) as exc:
+            raise ModelFailure(lw_id, f"regression models must predict numbers; learnware "
+                                      f"{lw_id!r}: {exc}") from exc
+        if not np.isfinite(p).all():
+            raise ModelFailure(lw_id, f"model of learnware {lw_id!r} predicted NaN or Inf on "
+                                      f"herded samples")
     return p
 
 
@@ -334,14 +357,18 @@ def build_island_profile(learnwares: Iterable, objective: str, task_type: str, n
                          random_state: int = 0,
                          herd: Callable[..., np.ndarray] | None = None,
                          bandwidth: float = 2.0,
-                         herded: dict[str, np.ndarray] | None = None) -> IslandProfile:
+                         herded: dict[str, np.ndarray] | None = None,
+                         on_failure: Callable[[str, Exception], None] | None = None
+                         ) -> IslandProfile:
     """Build the task x model profile of an island.
 
     ``learnwares``: iterable of ``(id, model, z, beta, gamma, scales)`` (or dicts / objects, see the
     module docstring). ``objective``: a name of :data:`protocol.metrics.METRICS` that fits
     ``task_type`` ("regression" or "classification"). ``n_herd`` samples are herded per learnware
     (seeded by ``random_state`` and the learnware id, so a profile updated incrementally equals a
-    rebuilt one). ``herd`` defaults to :func:`protocol.kernels.herd`."""
+    rebuilt one). ``herd`` defaults to :func:`protocol.kernels.herd`. A learnware whose samples
+    or model fail raises :class:`ModelFailure`; with ``on_failure`` it is left out instead
+    (task and model) and ``on_failure(id, error)`` is told."""
     check_metric(objective)
     if task_type not in ("regression", "classification"):
         raise ValueError(f"task_type must be 'regression' or 'classification', got {task_type!r}")
@@ -360,23 +387,43 @@ def build_island_profile(learnwares: Iterable, objective: str, task_type: str, n
         raise ValueError("an island profile needs at least one learnware")
     t = int(n_herd)
     cache = herded
-    herded = [_herd_one(herd_fn, lw_id, z, beta, gamma, scales, t, random_state, cache)
-              for lw_id, _, z, beta, gamma, scales in items]
+    herded, kept = [], []
+    for it in items:
+        lw_id, _, z, beta, gamma, scales = it
+        try:
+            herded.append(_herd_one(herd_fn, lw_id, z, beta, gamma, scales, t, random_state,
+                                    cache))
+            kept.append(it)
+        except ValueError as exc:
+            if on_failure is None:
+                raise
+            on_failure(lw_id, exc)
+    if not kept:
+        raise ValueError("no learnware of the island could take part in its profile")
     d = herded[0].shape[1]
     if any(X.shape[1] != d for X in herded):
         raise ValueError("all learnwares of an island must share the feature dimension")
-    N = len(items)
     allX = np.vstack(herded)
+    raw, ok = [], []
+    for j, (lw_id, m, *_) in enumerate(kept):  # model j on every task's points
+        try:
+            raw.append(_predict(m, allX, lw_id, task_type))
+            ok.append(j)
+        except ModelFailure as exc:
+            if on_failure is None:
+                raise
+            on_failure(lw_id, exc)
+    if not ok:
+        raise ValueError("no model of the island could predict on its herded samples")
+    if len(ok) < len(kept):  # a failed model leaves with its task (its rows of every model)
+        rows = np.concatenate([np.arange(j * t, (j + 1) * t) for j in ok])
+        raw = [r[rows] for r in raw]
+        kept, herded = [kept[j] for j in ok], [herded[j] for j in ok]
+    items, ids, N = kept, [it[0] for it in kept], len(kept)
     classes: list = []
     lookup: dict = {}
-    raw = [_predict(m, allX, lw_id) for lw_id, m, *_ in items]  # model j on every task's points
     if task_type == "regression":
-        try:
-            Fj = np.stack([r.astype(float) for r in raw])
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"regression models must predict numbers: {exc}") from exc
-        if not np.isfinite(Fj).all():
-            raise ValueError("a model predicted NaN or Inf on herded samples")
+        Fj = np.stack(raw)
     else:
         Fj = np.stack([_encode_labels(r, classes, lookup) for r in raw])
     preds = Fj.reshape(N, N, t).transpose(1, 0, 2).copy()  # preds[i, j] = model j on task i
@@ -465,13 +512,9 @@ def add_learnware(profile: IslandProfile, learnware, herd: Callable | None = Non
     lookup = {c: k for k, c in enumerate(classes)}
     # the new model on every existing task, every existing model on the new task
     allX = np.vstack(profile.herded + [X])
-    new_col = _predict(model, allX, lw_id)
-    new_row = [_predict(profile.models[j], X, j) for j in profile.ids]
+    new_col = _predict(model, allX, lw_id, profile.task_type)
+    new_row = [_predict(profile.models[j], X, j, profile.task_type) for j in profile.ids]
     if profile.task_type == "regression":
-        new_col = new_col.astype(float)
-        new_row = [r.astype(float) for r in new_row]
-        if not (np.isfinite(new_col).all() and all(np.isfinite(r).all() for r in new_row)):
-            raise ValueError("a model predicted NaN or Inf on herded samples")
         dtype = float
     else:
         new_col = _encode_labels(new_col, classes, lookup)
@@ -519,6 +562,23 @@ def remove_learnware(profile: IslandProfile, lw_id: str) -> IslandProfile:
                   pair_sums=sums, cache={})
     _recompute_matrices(new)
     return new
+
+
+def reorder_profile(profile: IslandProfile, ids: Sequence[str]) -> IslandProfile:
+    """The same profile with its learnwares in the order ``ids`` (a permutation of its ids):
+    every matrix is permuted, nothing is recomputed."""
+    order = [profile.index(i) for i in ids]
+    if len(order) != profile.n or len(set(order)) != profile.n:
+        raise ValueError("reorder_profile needs a permutation of the profile's ids")
+    if order == list(range(profile.n)):
+        return profile
+    ix = np.ix_(order, order)
+    return replace(profile, ids=[profile.ids[i] for i in order],
+                   herded=[profile.herded[i] for i in order], preds=profile.preds[ix].copy(),
+                   metric=profile.metric[ix].copy(), loss=profile.loss[ix].copy(),
+                   behaviour=profile.behaviour[ix].copy(), pair_sums=profile.pair_sums[ix].copy(),
+                   consensus=profile.consensus[ix].copy(), pseudo=profile.pseudo[order].copy(),
+                   cache={})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,10 +34,22 @@ class ServerConfig:
     refine_at: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
     #: untrusted models load and predict only in sandbox worker processes (market_server/
     #: sandbox.py): this many workers, each limited to this much memory (address space), and
-    #: this much CPU time per task (one load, or one predict call).
+    #: at most this much CPU time per task (one load, or one predict call).
     sandbox_workers: int = 1
     sandbox_memory_bytes: int = 2 * 1024 * 1024 * 1024
     sandbox_cpu_seconds: float = 20.0
+    #: a model's load and its predict call in the publish check (and its load for island work)
+    #: get ``base + per_mb x file size in MB`` seconds each, at most ``sandbox_cpu_seconds``:
+    #: what the client sent buys the CPU time (honest models need a small part of it, see
+    #: docs/SECURITY.md).
+    sandbox_cpu_base_seconds: float = 0.5
+    sandbox_cpu_seconds_per_mb: float = 2.0
+    #: CPU time per predict call of an accepted model in island work (anchor profile, kernel
+    #: refinement); a model over it is left out of that work.
+    sandbox_island_cpu_seconds: float = 5.0
+    #: the anchor profile covers at most this many learnwares of an island (those with the
+    #: smallest sha256 of their id: a publish changes the subset by at most one).
+    max_profile_learnwares: int = 64
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,12 +27,15 @@ from protocol.island import base_kernel
 from protocol.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
+from .profiles import ProfileCache
 from .publishers import PublishPolicy
 from .sandbox import ModelSandbox
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 from .textindex import TextIndex
 
+
+log = logging.getLogger("market_server")
 
 #: search requirements with coordinates beyond this many kernel scales are refused (overflow).
 MAX_SCALED_COORD = 1e100
@@ -70,17 +74,22 @@ class ModelCache:
     """Models by sha256 (LRU): anchors and kernel refinement reuse them. Each is a proxy whose
     ``predict`` runs in the sandbox; the model itself is only ever loaded there."""
 
-    def __init__(self, store: Store, sandbox: ModelSandbox, size: int = 512):
+    def __init__(self, store: Store, sandbox: ModelSandbox, size: int = 512, *,
+                 load_seconds: Any = None, call_seconds: float | None = None):
         self.store, self.sandbox, self.size = store, sandbox, size
+        #: CPU budgets: ``load_seconds(file size)`` per load, ``call_seconds`` per predict call
+        self.load_seconds, self.call_seconds = load_seconds, call_seconds
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sha: str) -> Any:
+    def get(self, sha: str, size: int | None = None) -> Any:
         with self._lock:
             if sha in self._items:
                 self._items.move_to_end(sha)
                 return self._items[sha]
-        model = self.sandbox.load(sha, self._source(sha))
+        budget = self.load_seconds(size) if self.load_seconds and size is not None else None
+        model = self.sandbox.load(sha, self._source(sha), cpu_seconds=budget)
+        model = model.with_source(self._source(sha), self.call_seconds)
         with self._lock:
             self._items[sha] = model
             while len(self._items) > self.size:
@@ -89,7 +98,7 @@ class ModelCache:
 
     def put(self, sha: str, model: Any) -> None:
         with self._lock:
-            self._items[sha] = model.with_source(self._source(sha))
+            self._items[sha] = model.with_source(self._source(sha), self.call_seconds)
 
     def _source(self, sha: str):
         """Reads the model's bytes from the store when a worker needs them (not held here)."""
@@ -111,15 +120,24 @@ class Market:
                                     memory_bytes=config.sandbox_memory_bytes,
                                     cpu_seconds=config.sandbox_cpu_seconds,
                                     max_model_bytes=config.max_model_bytes)
-        self.models = ModelCache(store, self.sandbox)
+        self.models = ModelCache(store, self.sandbox, load_seconds=self.model_cpu_seconds,
+                                 call_seconds=config.sandbox_island_cpu_seconds)
         self._indexes: dict[int, IslandIndex] = {}
-        self._profiles: dict[int, tuple[int, Any]] = {}
+        self.profiles = ProfileCache(store, self._learnware_arrays,
+                                     config.max_profile_learnwares)
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self.text = TextIndex()
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def model_cpu_seconds(self, size: int) -> float:
+        """CPU budget of a model's load and of its publish check's predict call: what the
+        client sent buys it (base + per MB), at most ``sandbox_cpu_seconds``."""
+        c = self.config
+        return min(c.sandbox_cpu_seconds,
+                   c.sandbox_cpu_base_seconds + c.sandbox_cpu_seconds_per_mb * size / (1 << 20))
 
     # --- islands --------------------------------------------------------------------------
     def island_info(self, island: dict, count: int | None = None) -> dict:
@@ -266,7 +284,8 @@ class Market:
         loaded = None
         if model_bytes and not any(r.field and r.field.startswith("model") for r in reasons):
             try:
-                loaded = self.sandbox.load(model["sha256"], model_bytes)
+                loaded = self.sandbox.load(model["sha256"], model_bytes,
+                                           cpu_seconds=self.model_cpu_seconds(len(model_bytes)))
             except UnsafeModelError as exc:
                 reasons.append(Reason(exc.code, exc.message, "model.data"))
         if loaded is not None and z is not None and not any(r.code.startswith("spec")
@@ -375,8 +394,12 @@ class Market:
         rows = self.store.island_learnwares(island_pk)
         if not rows:
             return False
+        def left_out(lw_id: str, exc: Exception) -> None:
+            log.warning("island %s: learnware %s left out of the kernel refinement: %s",
+                        island["island_id"], lw_id, str(exc)[:300])
+
         lws = [{"model": model, "z": z, "beta": beta, "gamma": gamma, "scales": sc}
-               for _, model, z, beta, gamma, sc in self._learnware_arrays(rows)]
+               for _, model, z, beta, gamma, sc in self._learnware_arrays(rows, left_out)]
         base = np.asarray(island["kernel"].get("base_scales", island["kernel"]["scales"]))
         gamma, scales = island_kernel.refine_kernel(lws, base, island["semantic"]["task_type"],
                                                     random_state=0)
@@ -391,14 +414,22 @@ class Market:
                       refined_count=len(rows))
         return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
 
-    def _learnware_arrays(self, rows: list[dict]) -> list[tuple]:
+    def _learnware_arrays(self, rows: list[dict], on_failure=None) -> list[tuple]:
         """(id, loaded model, z, beta, gamma, scales) of store rows: what the island-level
-        computations (kernel refinement, anchor profile) work on."""
+        computations (kernel refinement, anchor profile) work on. A model that no longer loads
+        within its budget is left out when ``on_failure(id, error)`` is given."""
         out = []
         for r in rows:
             z, beta = decode_spec(r["spec"])
-            out.append((r["learnware_id"], self.models.get(r["model_sha256"]), z, beta,
-                        float(r["spec"]["gamma"]), decode_scales(r["spec"])))
+            try:
+                model = self.models.get(r["model_sha256"], r.get("model_size"))
+            except (LearnwareError, RuntimeError) as exc:
+                if on_failure is None:
+                    raise
+                on_failure(r["learnware_id"], exc)
+                continue
+            out.append((r["learnware_id"], model, z, beta, float(r["spec"]["gamma"]),
+                        decode_scales(r["spec"])))
         return out
 
     # --- read -----------------------------------------------------------------------------
@@ -575,27 +606,10 @@ class Market:
 
     # --- anchors --------------------------------------------------------------------------
     def profile(self, island: dict):
-        """The island's anchor profile (performance matrix etc.), cached per island version."""
-        from . import anchors
-        pk = island["pk"]
-        with self._lock:
-            cached = self._profiles.get(pk)
-        if cached is not None and cached[0] == island["version"]:
-            return cached[1]
-        rows = self.store.island_learnwares(pk)
-        if not rows:
-            raise LearnwareError("the island has no live learnwares", code="empty_island",
-                                 status=404)
-        try:
-            prof = anchors.build_island_profile(self._learnware_arrays(rows),
-                                                island["semantic"]["objective"],
-                                                island["semantic"]["task_type"], random_state=0)
-        except ValueError as exc:  # a model failed (or overran the sandbox) on herded samples
-            raise LearnwareError(f"cannot build the island's anchor profile: {exc}"[:1000],
-                                 code="profile_unavailable", status=422) from None
-        with self._lock:
-            self._profiles[pk] = (island["version"], prof)
-        return prof
+        """The island's anchor profile (performance matrix etc.) over at most
+        ``max_profile_learnwares`` of its learnwares; cached, updated after publishes and
+        deletes, one build per island at a time (market_server/profiles.py)."""
+        return self.profiles.get(island)
 
     def anchor_set(self, body: dict) -> dict:
         from . import anchors
@@ -630,6 +644,17 @@ class Market:
             raise LearnwareError(f"values needs at least one {objective} measurement, each in "
                                  f"[{lo:g}, {hi:g}]", code="bad_metrics", status=422,
                                  field="values")
+        # a big island's profile covers a subset, which a publish may have changed since the
+        # anchors were sent: measurements of learnwares outside it are set aside
+        members = set(prof.ids)
+        outside = [i for i in ids if i not in members]
+        if outside:
+            if len(outside) == len(ids):
+                raise LearnwareError(f"none of these learnwares is in the island's anchor "
+                                     f"profile (it covers {prof.n} of them); ask for anchors "
+                                     f"again", code="unknown_anchor", status=422, field="values")
+            vals = [v for i, v in zip(ids, vals) if i in members]
+            ids = [i for i in ids if i in members]
         try:
             res = anchors.localize(prof, ids, vals, body["n_rows"])
         except ValueError as exc:
@@ -654,8 +679,10 @@ class Market:
             out["mixture"] = {"learnware_ids": list(mix.ids),
                               "weights": [float(w) for w in mix.weights], "mmd": 0.0,
                               "score": 0.0, "estimate": clip_metric(objective, mix.expected)}
-        if res.summary:
-            out["message"] = res.summary[:2000]
+        if res.summary or outside:
+            note = (f" {len(outside)} measurement(s) of learnwares no longer in the island's "
+                    f"anchor profile were set aside." if outside else "")
+            out["message"] = ((res.summary or "") + note).strip()[:2000]
         more = body.get("more_anchors", 0)
         if more:
             out["next_anchors"] = list(anchors.next_anchors(prof, ids, vals, body["n_rows"],

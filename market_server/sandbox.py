@@ -5,8 +5,9 @@ bound even when every type in it is allow-listed (a kernel ``Sum(k, k)`` nested 
 ``k`` doubles its cost per level; a huge neighbours index, a pathological setting). So the
 market never loads a model in its own process: a ``ModelSandbox`` owns a few warm worker
 processes (``forkserver``, scikit-learn preloaded, so a new worker costs milliseconds, not a 2 s
-import), each with ``RLIMIT_AS`` set, and each task (load, predict) gets an ``RLIMIT_CPU``
-budget plus a wall-clock deadline in the parent. On overrun the worker is killed and replaced,
+import), each with ``RLIMIT_AS`` set, and each task (load, predict) gets a CPU-time budget
+(``ITIMER_PROF`` to the tick, ``RLIMIT_CPU`` as the backstop; the caller may give a task less
+than the sandbox's maximum) plus a wall-clock deadline in the parent. On overrun the worker is killed and replaced,
 and the caller gets :class:`~protocol.errors.ModelTooCostlyError` (422 ``model_too_costly``,
 naming the limit); the market keeps serving. Workers keep an LRU of loaded models by sha256, so
 ``predict`` after the first call costs one round trip.
@@ -63,9 +64,11 @@ def _encode_array(out: Any) -> bytes:
 
 
 def _cpu_budget(cpu_seconds: float) -> None:
-    """Let this task use ``cpu_seconds`` more CPU time: SIGXCPU (which kills) at the soft limit.
-    Only the soft limit moves: a hard limit can be lowered but never raised again, so a hard
-    limit per task would make the task after the first whole CPU second fail to set its own."""
+    """Let this task use ``cpu_seconds`` more CPU time: SIGPROF (a process CPU-time timer, to the
+    tick) and SIGXCPU at the soft limit (whole seconds, the backstop) both kill. Only the soft
+    limit moves: a hard limit can be lowered but never raised again, so a hard limit per task
+    would make the task after the first whole CPU second fail to set its own."""
+    signal.setitimer(signal.ITIMER_PROF, max(float(cpu_seconds), 1e-3))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = int(math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds))
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
@@ -110,6 +113,7 @@ def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int)
             head = {"status": "memory"}
         except Exception as exc:  # noqa: BLE001 - foreign model code: report, keep serving
             head = {"status": "error", "type": type(exc).__name__, "message": str(exc)[:300]}
+        signal.setitimer(signal.ITIMER_PROF, 0)  # the budget is this task's only
         conn.send_bytes(json.dumps(head).encode())
         conn.send_bytes(payload)
 
@@ -135,7 +139,7 @@ class _Worker:
         except (EOFError, OSError, ValueError):
             self.proc.join(1.0)
             code = self.proc.exitcode
-            if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            if code in (-signal.SIGXCPU, -signal.SIGPROF, -signal.SIGKILL):
                 raise _Overrun("time") from None
             raise _Overrun("crash") from None
         return head, payload
@@ -170,14 +174,18 @@ class ModelSandbox:
         self._finalizer()
 
     # --- public --------------------------------------------------------------------------
-    def load(self, sha: str, data: bytes | Callable[[], bytes]) -> "SandboxedModel":
-        """Load the model in a worker (refusals raise ``UnsafeModelError``) and return a proxy."""
-        head, _ = self._run("load", sha, data, None, None)
-        return SandboxedModel(self, sha, data, bool(head.get("has_proba")))
+    def load(self, sha: str, data: bytes | Callable[[], bytes], *,
+             cpu_seconds: float | None = None) -> "SandboxedModel":
+        """Load the model in a worker (refusals raise ``UnsafeModelError``) and return a proxy.
+        ``cpu_seconds``: this load's CPU budget, and the proxy's per predict call (default: the
+        sandbox's, which is also the most any call may get)."""
+        head, _ = self._run("load", sha, data, None, None, cpu_seconds)
+        return SandboxedModel(self, sha, data, bool(head.get("has_proba")), cpu_seconds)
 
     def call(self, sha: str, data: bytes | Callable[[], bytes], method: str,
-             X: np.ndarray) -> np.ndarray:
-        _, payload = self._run("predict", sha, data, method, np.asarray(X, dtype=np.float64))
+             X: np.ndarray, *, cpu_seconds: float | None = None) -> np.ndarray:
+        _, payload = self._run("predict", sha, data, method, np.asarray(X, dtype=np.float64),
+                               cpu_seconds)
         return np.load(io.BytesIO(payload), allow_pickle=False)
 
     def warm(self) -> None:
@@ -205,24 +213,25 @@ class ModelSandbox:
                 self._workers.remove(w)
 
     def _run(self, op: str, sha: str, data, method: str | None,
-             X: np.ndarray | None) -> tuple[dict, bytes]:
+             X: np.ndarray | None, cpu_seconds: float | None = None) -> tuple[dict, bytes]:
+        cpu = self.cpu_seconds if cpu_seconds is None else min(cpu_seconds, self.cpu_seconds)
         w = self._acquire()
-        wall = 2.0 * self.cpu_seconds + 5.0
+        wall = 2.0 * cpu + 5.0
         try:
             send = None if sha in w.loaded else (data() if callable(data) else data)
-            head, payload = w.call((op, sha, send, method, X, self.cpu_seconds), wall)
+            head, payload = w.call((op, sha, send, method, X, cpu), wall)
             if head.get("status") == "missing":
                 send = data() if callable(data) else data
-                head, payload = w.call((op, sha, send, method, X, self.cpu_seconds), wall)
+                head, payload = w.call((op, sha, send, method, X, cpu), wall)
         except _Overrun as exc:
             self._discard(w)
             if exc.what == "crash":
                 raise UnsafeModelError("the model crashed the process that ran it",
                                        field=_FIELD) from None
-            raise ModelTooCostlyError(f"the model needed more than the {self.cpu_seconds:g} s "
-                                      f"of CPU time a model may use per task", field=_FIELD,
+            raise ModelTooCostlyError(f"the model needed more than the {cpu:g} s "
+                                      f"of CPU time it may use for this task", field=_FIELD,
                                       details={"resource": "cpu_seconds",
-                                               "limit": self.cpu_seconds}) from None
+                                               "limit": cpu}) from None
         except BaseException:
             self._discard(w)
             raise
@@ -261,17 +270,22 @@ class SandboxedModel:
     """Stands in for a loaded model: ``predict`` (and ``predict_proba`` when the model has it)
     run in the sandbox. What the market's island computations need of a model."""
 
-    def __init__(self, sandbox: ModelSandbox, sha: str, data, has_proba: bool):
+    def __init__(self, sandbox: ModelSandbox, sha: str, data, has_proba: bool,
+                 cpu_seconds: float | None = None):
         self._sandbox, self.sha256, self._data, self._has_proba = sandbox, sha, data, has_proba
+        self.cpu_seconds = cpu_seconds
 
-    def with_source(self, data) -> "SandboxedModel":
-        """The same model, reloaded (when a worker lost it) from ``data`` instead."""
-        return SandboxedModel(self._sandbox, self.sha256, data, self._has_proba)
+    def with_source(self, data, cpu_seconds: float | None = None) -> "SandboxedModel":
+        """The same model, reloaded (when a worker lost it) from ``data`` instead, with
+        ``cpu_seconds`` per call (default: the sandbox's)."""
+        return SandboxedModel(self._sandbox, self.sha256, data, self._has_proba, cpu_seconds)
 
     def predict(self, X) -> np.ndarray:
-        return self._sandbox.call(self.sha256, self._data, "predict", X)
+        return self._sandbox.call(self.sha256, self._data, "predict", X,
+                                  cpu_seconds=self.cpu_seconds)
 
     def __getattr__(self, name: str):
         if name == "predict_proba" and self.__dict__.get("_has_proba"):
-            return lambda X: self._sandbox.call(self.sha256, self._data, "predict_proba", X)
+            return lambda X: self._sandbox.call(self.sha256, self._data, "predict_proba", X,
+                                                cpu_seconds=self.cpu_seconds)
         raise AttributeError(name)

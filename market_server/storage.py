@@ -509,6 +509,22 @@ class Store:
             rows = conn.execute(stmt.order_by(learnwares.c.id)).all()
         return [self._learnware_row(r) for r in rows]
 
+    def island_live_pks(self, island_pk: int) -> list[int]:
+        """The ids of an island's live learnwares, in id order (ids only: cheap at any size)."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(learnwares.c.id)
+                                               .where(_live_on(island_pk))
+                                               .order_by(learnwares.c.id))]
+
+    def learnwares_by_pks(self, pks: list[int]) -> list[dict]:
+        """Full rows of these learnwares (those that exist), in id order."""
+        out = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(pks), 500):
+                out.extend(conn.execute(sa.select(learnwares).where(
+                    learnwares.c.id.in_(pks[i:i + 500]))).all())
+        return [self._learnware_row(r) for r in sorted(out, key=lambda r: r.id)]
+
     def island_appended(self, island_pk: int, top: int, sums: tuple[int, int, int]
                         ) -> list[dict] | None:
         """The live learnwares published after id ``top`` (``{pk, learnware_id, spec}``, id
