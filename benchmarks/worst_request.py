@@ -72,14 +72,14 @@ ISLAND_QUERY = {k: SEMANTIC[k] for k in ("data_type", "task_type", "input_featur
 
 
 # -------------------------------------------------------------------------------- /proc probes
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime+stime+cutime+cstime in ticks) of a process, None when it is gone."""
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, utime+stime+cutime+cstime in ticks, state) of a process, None when it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     rest = raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on
-    return int(rest[1]), sum(int(x) for x in rest[11:15])
+    return int(rest[1]), sum(int(x) for x in rest[11:15]), rest[0]
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -92,8 +92,8 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def process_tree(root: int) -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, CPU ticks) of ``root`` and all its descendants."""
+def process_tree(root: int) -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, CPU ticks, state) of ``root`` and all its descendants."""
     procs = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -105,7 +105,7 @@ def process_tree(root: int) -> dict[int, tuple[int, int]]:
         pid = frontier.pop()
         if pid in procs and pid not in tree:
             tree[pid] = procs[pid]
-            frontier.extend(p for p, (pp, _) in procs.items() if pp == pid)
+            frontier.extend(p for p, (pp, _, _) in procs.items() if pp == pid)
     return tree
 
 
@@ -118,6 +118,8 @@ class Cost:
     wall_s: float
     sent: int
     new_procs: int
+    peak_in: str  # the process of the largest rise: server, forkserver or worker
+    code: str  # the error code of a refusal
 
 
 def measure(server_pid: int, send: Callable[[], httpx.Response], sent: int) -> Cost:
@@ -129,20 +131,36 @@ def measure(server_pid: int, send: Callable[[], httpx.Response], sent: int) -> C
         except OSError:
             pass
     t0 = time.perf_counter()
+    code = ""
     try:
-        status = send().status_code
+        resp = send()
+        status = resp.status_code
+        if status >= 400:
+            body = json.loads(resp.content).get("body", {})
+            details = body.get("details") or [{}]  # a refused publish: its first reason
+            code = str(details[0].get("code") or body.get("code", ""))
     except httpx.HTTPError:  # the server dropped the connection: recorded as status 0
         status = 0
+    except ValueError:
+        code = "(not json)"
     wall = time.perf_counter() - t0
     time.sleep(0.02)  # let the server's thread finish its bookkeeping after the answer
     after = process_tree(server_pid)
-    cpu = sum(c for _, c in after.values()) - sum(c for _, c in before.values())
-    rises = []
-    for pid, (ppid, _) in after.items():
+    for _ in range(100):  # a killed worker counts (in its parent's cutime) once reaped
+        if not any(state == "Z" for _, _, state in after.values()):
+            break
+        time.sleep(0.02)
+        after = process_tree(server_pid)
+    cpu = sum(c for _, c, _ in after.values()) - sum(c for _, c, _ in before.values())
+    rises = {}
+    for pid, (ppid, _, _) in after.items():
         base = rss0[pid] if pid in rss0 else rss0.get(ppid, 0)
-        rises.append(max(0, _status_kb(pid, "VmHWM") - base))
-    return Cost(status, cpu / TICK, max(rises) / 1024, sum(rises) / 1024, wall, sent,
-                len(set(after) - set(before)))
+        rises[pid] = max(0, _status_kb(pid, "VmHWM") - base)
+    top = max(rises, key=rises.get)
+    where = ("server" if top == server_pid else
+             "forkserver" if after[top][0] == server_pid else "worker")
+    return Cost(status, cpu / TICK, rises[top] / 1024, sum(rises.values()) / 1024, wall, sent,
+                len(set(after) - set(before)), where if rises[top] else "-", code)
 
 
 # ------------------------------------------------------------------------- hostile material
@@ -523,8 +541,8 @@ def report(cases: list[Case], n: int) -> bool:
     rows = sorted(cases, key=lambda c: max(x.cpu_s for x in c.results), reverse=True)
     print(f"\nWorst cheap requests, island of N = {n:,} (server process tree; "
           f"repeats per row in 'x'):")
-    head = (f"{'request':<78} {'status':>7} {'KB':>5} {'x':>2} {'cpu med':>8} {'cpu max':>8} "
-            f"{'peak MB':>8} {'total MB':>8} {'wall max':>8} {'new':>3}  verdict")
+    head = (f"{'request':<78} {'status':>7} {'error code':<18} {'KB':>5} {'x':>2} {'cpu med':>8} {'cpu max':>8} "
+            f"{'peak MB':>8} {'in':>10} {'total MB':>8} {'wall max':>8} {'new':>3}  verdict")
     print(head)
     print("-" * len(head))
     ok_all = True
@@ -533,9 +551,11 @@ def report(cases: list[Case], n: int) -> bool:
         ok = max(cpu) < CPU_BUDGET_S and max(x.total_mb for x in c.results) < MEMORY_BUDGET_MB
         ok_all &= ok
         statuses = "/".join(str(s) for s in sorted({x.status for x in c.results}))
-        print(f"{c.name[:78]:<78} {statuses:>7} {max(x.sent for x in c.results) / 1000:5.0f} "
+        codes = "/".join(sorted({x.code for x in c.results if x.code}))
+        print(f"{c.name[:78]:<78} {statuses:>7} {codes[:18]:<18} {max(x.sent for x in c.results) / 1000:5.0f} "
               f"{len(cpu):>2} {statistics.median(cpu):8.2f} {max(cpu):8.2f} "
               f"{max(x.peak_mb for x in c.results):8.1f} "
+              f"{max(c.results, key=lambda x: x.peak_mb).peak_in:>10} "
               f"{max(x.total_mb for x in c.results):8.1f} "
               f"{max(x.wall_s for x in c.results):8.2f} "
               f"{max(x.new_procs for x in c.results):3d}  {'ok' if ok else 'OVER'}")
