@@ -29,7 +29,7 @@ from protocol.semantic import ISLAND_FIELDS, island_key
 from .config import ServerConfig
 from .profiles import ProfileCache
 from .publishers import PublishPolicy
-from .sandbox import ModelSandbox
+from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
 from .textindex import TextIndex
@@ -279,18 +279,21 @@ class Market:
                 reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
                                       "scales: no data set looks like that, and the island's "
                                       "kernel sums would overflow", "spec.z"))
-        # The model: loads safely, predicts on samples herded from its own spec (both in the
-        # sandbox, under its CPU-time and memory limits).
+        # The model: loads safely and predicts on samples herded from its own spec, in the
+        # sandbox, as ONE task under one CPU budget (what the file's size buys): a file that is
+        # cheap to load but slow to predict costs no more than the budget in all.
         loaded = None
         if model_bytes and not any(r.field and r.field.startswith("model") for r in reasons):
-            try:
-                loaded = self.sandbox.load(model["sha256"], model_bytes,
-                                           cpu_seconds=self.model_cpu_seconds(len(model_bytes)))
-            except UnsafeModelError as exc:
-                reasons.append(Reason(exc.code, exc.message, "model.data"))
-        if loaded is not None and z is not None and not any(r.code.startswith("spec")
-                                                            for r in reasons):
-            reasons.extend(self._check_predictions(loaded, z, beta, spec, semantic))
+            sha, budget = model["sha256"], self.model_cpu_seconds(len(model_bytes))
+            check = len(reasons)
+            if z is not None and not any(r.code.startswith("spec") for r in reasons):
+                unloaded = SandboxedModel(self.sandbox, sha, model_bytes, False, budget)
+                reasons.extend(self._check_predictions(unloaded, z, beta, spec, semantic))
+            if len(reasons) == check:  # the proxy kept (the worker holds the model by now)
+                try:
+                    loaded = self.sandbox.load(sha, model_bytes, cpu_seconds=budget)
+                except UnsafeModelError as exc:
+                    reasons.append(Reason(exc.code, exc.message, "model.data"))
         if reasons:
             raise PublishRefused(f"learnware refused: {len(reasons)} problem(s): "
                                  + "; ".join(r.message for r in reasons),
