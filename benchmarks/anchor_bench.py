@@ -23,7 +23,7 @@ Per user and draw of the n rows we report the *test* rmse of:
 * ``prior pick``    the learnware localisation picks with no information about the user: lowest
                     average loss over the island's tasks (the same for every user)
 * ``rkme top1``     RKME search top-1: smallest MMD between the learnware's RKME and the user's
-                    n rows (empirical embedding, equal weights: protocol.kernels.mmd2)
+                    n rows (empirical embedding, equal weights: learnware_core.kernels.mmd2)
 * ``rkme(k) top1``  the same with an RKMESpec of the n rows, k = max(1, n // 5)
 * ``scratch``       Ridge trained on the n rows
 
@@ -58,8 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from market_server.anchors import (build_island_profile, localize, next_anchors,  # noqa: E402
                                    select_anchors)
-from protocol.kernels import mmd2  # noqa: E402
-from protocol.metrics import evaluate  # noqa: E402
+from learnware_core.kernels import mmd2  # noqa: E402
+from learnware_core.metrics import evaluate  # noqa: E402
 
 from client_sdk.demo.datasets import TXHOUSING_FEATURES as FEATURES  # noqa: E402
 TEST_MONTHS = 24

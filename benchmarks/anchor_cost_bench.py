@@ -53,8 +53,8 @@ def _publish_one(store, island_pk: int, n: int) -> None:
     from protocol.artefact import sha256_hex, sign_artefact
     from protocol.encoding import encode_array
     from protocol.identity import Identity
-    from protocol.island import base_kernel
-    from protocol.modelfile import dump_model
+    from learnware_core.island import base_kernel
+    from learnware_core.modelfile import dump_model
     from search_bench import D, K, SEMANTIC
 
     rng = np.random.default_rng(n + 12345)

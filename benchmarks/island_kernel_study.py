@@ -7,7 +7,7 @@ Per seed:
 
 * every city is split by time: past = train, the last 24 months = test (never seen by anyone
   until scoring);
-* the base kernel is what the first publisher declares (``protocol.island.robust_scales`` of its
+* the base kernel is what the first publisher declares (``learnware_core.island.robust_scales`` of its
   own past features, ``gamma = 1/(2d)``); every developer trains a typical model
   (``HistGradientBoostingRegressor(max_iter=100)``) on its past and fits an RKME (``k = 50``,
   capped at n/5 by the SDK) under the base kernel. Cities with fewer than 50 past rows cannot
@@ -22,7 +22,7 @@ Per seed:
   24 test months: the top-1 learnware's rmse against ``market_mean`` (mean rmse of all
   learnwares) and ``oracle`` (the best learnware in hindsight);
   ``gap closed = (market_mean - top1) / (market_mean - oracle)``. ``mixture``: weights from the
-  simplex QP of the user's embedding onto the learnwares' embeddings (``protocol.simplex``),
+  simplex QP of the user's embedding onto the learnwares' embeddings (``learnware_core.simplex``),
   prediction = weighted mean of the models. ``avg-all``: the plain mean of every model (no
   search), for reference.
 
@@ -65,9 +65,9 @@ from client_sdk.demo import choose_users, load_txhousing, split_group  # noqa: E
 from client_sdk.demo.datasets import GroupData  # noqa: E402
 from client_sdk.rkme import MIN_ROWS, RKMESpec  # noqa: E402
 from market_server.island_kernel import base_kernel, refine_kernel  # noqa: E402
-from protocol.island import robust_scales  # noqa: E402
-from protocol.kernels import embedding_inner  # noqa: E402
-from protocol.simplex import simplex_qp  # noqa: E402
+from learnware_core.island import robust_scales  # noqa: E402
+from learnware_core.kernels import embedding_inner  # noqa: E402
+from learnware_core.simplex import simplex_qp  # noqa: E402
 
 TEST_MONTHS = 24
 K_POINTS = 50
@@ -166,7 +166,7 @@ class Island:
 
 def _with_pool(info: dict, lws, seed: int) -> dict:
     """Pooled herded samples for the hand-picked kernel's median heuristic."""
-    from protocol.kernels import herd
+    from learnware_core.kernels import herd
     rng = np.random.default_rng(seed)
     pool = np.vstack([herd(sp.z, sp.beta, sp.gamma, sp.scales, 200,
                            random_state=int(rng.integers(2**31))) for sp, _ in lws])

@@ -46,7 +46,7 @@ MAX_OPS_PER_CLIENT = 200_000  # hard bound next to the time bound
 
 
 def base_kernel_wire():
-    from protocol.island import base_kernel
+    from learnware_core.island import base_kernel
     return base_kernel(np.ones(D), D)
 
 
@@ -114,7 +114,7 @@ def client_process(idx: int, url: str, n_island: int, reqs: list[dict], start_at
     from protocol.artefact import sha256_hex, sign_artefact
     from protocol.encoding import encode_array
     from protocol.envelope import open_envelope, seal
-    from protocol.modelfile import dump_model
+    from learnware_core.modelfile import dump_model
 
     me = Identity.generate()
     rnd = random.Random(idx)

@@ -18,7 +18,7 @@ CASE = textwrap.dedent("""
     import io, resource, sys, time, zipfile
     import numpy as np
     from sklearn.linear_model import Ridge
-    from protocol.modelfile import dump_model, load_model
+    from learnware_core.modelfile import dump_model, load_model
     X = np.random.default_rng(0).normal(size=(50, 3))
     honest = dump_model(Ridge().fit(X, X.sum(1)))
     out = io.BytesIO()

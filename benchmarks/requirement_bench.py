@@ -25,7 +25,7 @@ from client_sdk import Identity  # noqa: E402
 from market_server import ServerConfig, create_app  # noqa: E402
 from protocol.encoding import encode_array  # noqa: E402
 from protocol.envelope import seal  # noqa: E402
-from protocol.island import base_kernel  # noqa: E402
+from learnware_core.island import base_kernel  # noqa: E402
 
 QUERY = {k: SEMANTIC[k] for k in ("data_type", "task_type", "input_features", "target",
                                   "objective")}

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from client_sdk import RKMESpec  # noqa: E402
 from market_server import ServerConfig, create_app  # noqa: E402
 from market_server.search import IslandIndex  # noqa: E402
-from protocol.island import base_kernel  # noqa: E402
-from protocol.semantic import island_key  # noqa: E402
+from learnware_core.island import base_kernel  # noqa: E402
+from learnware_core.semantic import island_key  # noqa: E402
 
 D, K = 10, 50
 SEMANTIC = {"data_type": "table", "task_type": "regression",

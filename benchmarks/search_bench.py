@@ -29,9 +29,9 @@ from market_server import ServerConfig, create_app  # noqa: E402
 from protocol.artefact import sha256_hex, sign_artefact  # noqa: E402
 from protocol.encoding import encode_array  # noqa: E402
 from protocol.envelope import seal  # noqa: E402
-from protocol.island import base_kernel  # noqa: E402
-from protocol.modelfile import dump_model  # noqa: E402
-from protocol.semantic import island_key  # noqa: E402
+from learnware_core.island import base_kernel  # noqa: E402
+from learnware_core.modelfile import dump_model  # noqa: E402
+from learnware_core.semantic import island_key  # noqa: E402
 
 D, K = 10, 50
 REFERENCE_S = {100: 0.059, 1000: 0.205, 5000: 0.99}

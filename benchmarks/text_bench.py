@@ -1,7 +1,7 @@
 """Text search cost: the two attacks of issue 13 (item 2) before and after the index, and query
 latency at 1,000 and 10,000 learnwares with long (10,000-character) descriptions.
 
-"Before" is the old algorithm (``protocol.semantic.text_score`` against every live learnware,
+"Before" is the old algorithm (``learnware_core.semantic.text_score`` against every live learnware,
 what ``Market.text_search`` did), run on the same rows; "after" is the market's endpoint.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_bench.py [--sizes 1000,10000]
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client_sdk import Identity, MarketClient  # noqa: E402
 from market_server import ServerConfig, create_app  # noqa: E402
-from protocol.semantic import text_score  # noqa: E402
+from learnware_core.semantic import text_score  # noqa: E402
 
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 

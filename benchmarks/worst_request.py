@@ -54,9 +54,9 @@ from client_sdk.demo.server import ServerProcess  # noqa: E402
 from protocol.artefact import sha256_hex, sign_artefact  # noqa: E402
 from protocol.encoding import encode_array  # noqa: E402
 from protocol.envelope import new_nonce, seal  # noqa: E402
-from protocol.island import base_kernel  # noqa: E402
-from protocol.modelfile import dump_model  # noqa: E402
-from protocol.semantic import island_key  # noqa: E402
+from learnware_core.island import base_kernel  # noqa: E402
+from learnware_core.modelfile import dump_model  # noqa: E402
+from learnware_core.semantic import island_key  # noqa: E402
 from search_bench import D, SEMANTIC, centers, fill_island  # noqa: E402
 
 CPU_BUDGET_S = 1.0

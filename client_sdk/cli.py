@@ -161,7 +161,7 @@ def cmd_spec(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from protocol.modelfile import load_model
+    from learnware_core.modelfile import load_model
     sem = _read_semantic(args.semantic)
     model = load_model(Path(args.model).read_bytes())
     df = _read_table(args.data)
@@ -181,7 +181,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from protocol.modelfile import dump_model
+    from learnware_core.modelfile import dump_model
     with _client(args) as c:
         lw = c.download(args.learnware_id)
     out = Path(args.out or ".")

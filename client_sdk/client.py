@@ -30,9 +30,9 @@ from protocol.envelope import get_reply_to, new_nonce
 from protocol.errors import (ArgumentError, ConfigFileError, DataError, KeyMismatchError,
                              LearnwareError, ProtocolError, WithdrawnError, error_from_dict)
 from protocol.identity import Identity, key_id_of
-from protocol.island import base_kernel, robust_scales
-from protocol.modelfile import dump_model, load_model
-from protocol.semantic import ISLAND_FIELDS, island_key, validate_semantic
+from learnware_core.island import base_kernel, robust_scales
+from learnware_core.modelfile import dump_model, load_model
+from learnware_core.semantic import ISLAND_FIELDS, island_key, validate_semantic
 
 from .data import as_matrix, as_target
 from .disclosure import MetricBudget

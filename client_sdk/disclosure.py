@@ -32,7 +32,7 @@ import numpy as np
 
 from protocol.errors import ArgumentError
 from protocol.limits import clip_metric
-from protocol.metrics import evaluate
+from learnware_core.metrics import evaluate
 
 __all__ = ["MetricBudget", "bucket_rows", "round_significant", "DP_METRICS"]
 

@@ -2,7 +2,7 @@
 
 A reduced kernel mean embedding ``mu = sum_j beta_j k(z_j, .)`` with ``k`` weighted points stands in
 for the empirical embedding ``(1/n) sum_i k(x_i, .)`` of the rows X. The market compares such
-specifications by squared MMD (:mod:`protocol.kernels`) without ever seeing X.
+specifications by squared MMD (:mod:`learnware_core.kernels`) without ever seeing X.
 
 Kernel. ``k(x, y) = exp(-gamma ||(x - y) / scales||^2)``. In the market the island fixes gamma and
 scales (every learnware of an island must use the same kernel for MMDs to be comparable); pass
@@ -19,7 +19,7 @@ Fitting (``steps`` rounds after a k-means++ start):
    our measurements, against 0.54-0.59 from seeds), and it did not bring the spec closer to fresh
    data of the same distribution;
 2. beta = the exact minimiser over the simplex of the RKHS distance to the data's embedding
-   (:func:`protocol.simplex.simplex_qp`, active-set polish to a KKT residual below 1e-10);
+   (:func:`learnware_core.simplex.simplex_qp`, active-set polish to a KKT residual below 1e-10);
 3. every point moves along the gradient of the witness function ``<k(z, .), mu_X - mu>``,
    normalised like a mean-shift step; the step length comes from Armijo backtracking (with
    quadratic interpolation, and a longer first trial after a success), so each move provably lowers
@@ -29,7 +29,7 @@ Fitting (``steps`` rounds after a k-means++ start):
 4. a last beta is solved against the embedding of *all* rows, after the privacy check below.
    Points with zero weight are dropped, so ``spec.k`` can be below the requested ``k``.
 
-Kernel blocks are evaluated in float32 in chunks (see :mod:`protocol.kernels`), so memory grows
+Kernel blocks are evaluated in float32 in chunks (see :mod:`learnware_core.kernels`), so memory grows
 only with the data itself: n = 1,000,000 x d = 20 needs about 250 MiB beyond X.
 
 Privacy by construction:
@@ -53,9 +53,8 @@ import numpy as np
 from protocol.encoding import decode_array, encode_array
 from protocol.errors import DataError, SchemaError
 from protocol.limits import MAX_SPEC_POINTS
-from protocol.kernels import (BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel,
-                              embedding_inner, gaussian_kernel, herd, mmd2)
-from protocol.simplex import simplex_qp
+from learnware_core.kernels import BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel, embedding_inner, gaussian_kernel, herd, mmd2
+from learnware_core.simplex import simplex_qp
 
 from .data import as_matrix, feature_names
 

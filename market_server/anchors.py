@@ -8,7 +8,7 @@ island: far from anchors that did badly, close to anchors that did well.
 Method
 ------
 **Island profile: a task x model matrix.** Learnware i publishes an RKME (z_i, beta_i) of its
-training inputs. The market herds ``t`` samples X_i from it (:func:`protocol.kernels.herd`): a
+training inputs. The market herds ``t`` samples X_i from it (:func:`learnware_core.kernels.herd`): a
 stand-in for task i's inputs. Labels: a developer's model f_i is only a noisy estimate of its
 task's function (on txhousing a city's own model is barely better on its own future than a random
 other city's), so task i is labelled by a *local consensus*
@@ -53,7 +53,7 @@ and an approximate chance of being the best (independent-Gaussian Monte Carlo).
 
 **Mixture.** Among the top ``top_k`` models, the simplex weights minimise the posterior-expected
 squared error of the weighted average prediction against the task labels,
-``sum_i w_i mean_t (y_i - sum_j v_j f_j(X_i))^2`` (a small QP, :func:`protocol.simplex.simplex_qp`)
+``sum_i w_i mean_t (y_i - sum_j v_j f_j(X_i))^2`` (a small QP, :func:`learnware_core.simplex.simplex_qp`)
 -- a Bayesian average over where the user sits on the island. For classification the weights are a
 softmax of the estimated losses (temperature: their median uncertainty) and the mixture is a
 weighted vote. Its expected metric is computed like a single model's.
@@ -109,8 +109,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from protocol.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_metric, evaluate
-from protocol.simplex import simplex_qp
+from learnware_core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_metric, evaluate
+from learnware_core.simplex import simplex_qp
 
 __all__ = [
     "IslandProfile", "RankedLearnware", "Mixture", "Localization",
@@ -238,7 +238,7 @@ def _unpack(lw) -> tuple[str, Any, np.ndarray, np.ndarray, float, np.ndarray | N
 
 
 def _default_herd():
-    from protocol.kernels import herd
+    from learnware_core.kernels import herd
 
     def herd_fn(z, beta, gamma, scales, t, random_state=0):
         # 8 candidates per sample: herding quality (MMD) is that of the default pool, at half cost
@@ -363,10 +363,10 @@ def build_island_profile(learnwares: Iterable, objective: str, task_type: str, n
     """Build the task x model profile of an island.
 
     ``learnwares``: iterable of ``(id, model, z, beta, gamma, scales)`` (or dicts / objects, see the
-    module docstring). ``objective``: a name of :data:`protocol.metrics.METRICS` that fits
+    module docstring). ``objective``: a name of :data:`learnware_core.metrics.METRICS` that fits
     ``task_type`` ("regression" or "classification"). ``n_herd`` samples are herded per learnware
     (seeded by ``random_state`` and the learnware id, so a profile updated incrementally equals a
-    rebuilt one). ``herd`` defaults to :func:`protocol.kernels.herd`. A learnware whose samples
+    rebuilt one). ``herd`` defaults to :func:`learnware_core.kernels.herd`. A learnware whose samples
     or model fail raises :class:`ModelFailure`; with ``on_failure`` it is left out instead
     (task and model) and ``on_failure(id, error)`` is told."""
     check_metric(objective)

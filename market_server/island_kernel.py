@@ -9,14 +9,14 @@ The rule, in two stages (pure numerics: no I/O, no Flask; the inputs are what th
 
 1. **Base kernel** (a new island, one publisher): the per-feature scales the first publisher
    declares (a robust spread of their own features, computed on the client and rounded) and
-   ``gamma = 1 / (2 d)`` -- see :func:`protocol.island.base_kernel`, which clients compute
+   ``gamma = 1 / (2 d)`` -- see :func:`learnware_core.island.base_kernel`, which clients compute
    identically. All features weigh the same, measured in units of one publisher's spread.
 
 2. **Refined kernel** (:func:`refine_kernel`, once the island holds a few learnwares). What the
    market has: every learnware's specification ``(z, beta)`` and its model. It does this:
 
    a. *Samples.* ``n_herd`` points are herded from each specification
-      (:func:`protocol.kernels.herd`): synthetic rows that follow the developer's distribution,
+      (:func:`learnware_core.kernels.herd`): synthetic rows that follow the developer's distribution,
       never real rows.
    b. *Spread* ``s_j`` of each feature: the robust spread (IQR / 1.349) of the herded samples of
       all learnwares pooled, i.e. how much the feature varies across the island. The declared base
@@ -68,8 +68,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from protocol.island import base_kernel as _protocol_base_kernel
-from protocol.kernels import check_kernel, herd
+from learnware_core.island import base_kernel as _protocol_base_kernel
+from learnware_core.kernels import check_kernel, herd
 
 _HERD_MEMO: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 _HERD_MEMO_SIZE = 2048
@@ -109,7 +109,7 @@ _TINY = 1e-12
 def base_kernel(declared_scales, n_features: int) -> tuple[float, np.ndarray]:
     """A new island's kernel: the first publisher's declared scales, ``gamma = 1 / (2 d)``.
 
-    Identical to :func:`protocol.island.base_kernel` (clients compute the same numbers)."""
+    Identical to :func:`learnware_core.island.base_kernel` (clients compute the same numbers)."""
     return _protocol_base_kernel(declared_scales, n_features)
 
 

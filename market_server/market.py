@@ -21,10 +21,10 @@ from protocol.artefact import sha256_hex, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.identity import PublicKey
 from protocol.errors import LearnwareError, SignatureError, UnsafeModelError, WithdrawnError
-from protocol.kernels import herd
+from learnware_core.kernels import herd
 from protocol.limits import OBJECTIVE_RANGES, clip_metric
-from protocol.island import base_kernel
-from protocol.semantic import ISLAND_FIELDS, island_key
+from learnware_core.island import base_kernel
+from learnware_core.semantic import ISLAND_FIELDS, island_key
 
 from .config import ServerConfig
 from .profiles import ProfileCache

@@ -38,7 +38,7 @@ __all__ = ["ModelSandbox", "SandboxedModel"]
 #: imported once by the fork server, so every worker starts with them loaded.
 _PRELOAD = ["numpy", "scipy.linalg", "sklearn.base", "sklearn.ensemble", "sklearn.linear_model",
             "sklearn.neighbors", "sklearn.neural_network", "sklearn.gaussian_process",
-            "sklearn.pipeline", "sklearn.svm", "sklearn.tree", "skops.io", "protocol.modelfile",
+            "sklearn.pipeline", "sklearn.svm", "sklearn.tree", "skops.io", "learnware_core.modelfile",
             "market_server.sandbox", "market_server.sandbox_preload"]
 _FIELD = "model"
 
@@ -79,7 +79,7 @@ def _cpu_budget(cpu_seconds: float) -> None:
 
 def _worker_main(conn, memory_bytes: int, max_model_bytes: int, cache_size: int) -> None:
     """Serve (op, sha, data, method, X, cpu_seconds) requests until the pipe closes."""
-    from protocol.modelfile import allow_lists, load_model
+    from learnware_core.modelfile import allow_lists, load_model
 
     allow_lists()  # before the limits (a no-op when the fork server preloaded them)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -1,6 +1,6 @@
 """RKME search on one island: exact single ranking by pruning, and a sparse mixture.
 
-The island's specs are stacked once in a :class:`protocol.kernels.EmbeddingStack` (all reduced
+The island's specs are stacked once in a :class:`market_server.embedding_stack.EmbeddingStack` (all reduced
 points in one matrix, an ``owner`` index per point, each spec's self inner product cached), and
 each spec's enclosing ball is kept (:mod:`market_server.bounds`). A search bounds every
 learnware's MMD from below at one kernel value per requirement point and learnware, then
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocol.encoding import decode_array
-from protocol.kernels import (EmbeddingStack, LazyGram, augmented_cols, augmented_rows,
-                              embedding_inner)
-from protocol.simplex import simplex_qp
+from learnware_core.kernels import augmented_cols, augmented_rows, embedding_inner
+from market_server.embedding_stack import EmbeddingStack, LazyGram
+from learnware_core.simplex import simplex_qp
 
 from .bounds import balls, cross_bounds_of_balls, cross_upper
 from .sketch import RFFSketch

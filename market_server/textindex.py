@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from itertools import islice
 
-from protocol.semantic import normalize_text
+from learnware_core.semantic import normalize_text
 
 from .storage import SUMSQ_MOD, live_totals
 

@@ -1,8 +1,9 @@
 """The signed message protocol spoken by the market and its clients.
 
-Canonical encoding, Ed25519 identities and signatures, replay protection, artefact signatures,
-the schema of every message, and the shared definitions (kernel, metrics, safe model files) that
-both sides must compute identically. Imports neither ``client_sdk`` nor ``market_server``.
+Canonical encoding, Ed25519 identities and signatures, replay protection, artefact and publisher
+certificates, the schema of every message and its numeric bounds. What both sides compute
+identically beyond the wire format (kernels, QP, metrics, model files, the semantic key) is
+``learnware_core/``. Imports none of ``client_sdk``, ``market_server``, ``learnware_core``.
 """
 from .encoding import canonical_bytes, decode, decode_array, encode_array
 from .envelope import (PROTOCOL_VERSION, Envelope, MemoryNonceStore, NonceStore, open_envelope,

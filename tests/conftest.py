@@ -31,8 +31,8 @@ from client_sdk import Identity, MarketClient, RKMESpec
 from protocol.artefact import sha256_hex, sign_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
-from protocol.island import base_kernel, robust_scales
-from protocol.modelfile import dump_model
+from learnware_core.island import base_kernel, robust_scales
+from learnware_core.modelfile import dump_model
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

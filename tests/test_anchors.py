@@ -1,4 +1,4 @@
-"""Anchor-learnware localisation (market_server.anchors) and the shared metrics (protocol.metrics).
+"""Anchor-learnware localisation (market_server.anchors) and the shared metrics (learnware_core.metrics).
 
 Synthetic islands: each *regime* is a different function of the same inputs; several developers
 per regime train a model on their own noisy sample and publish an RKME (client_sdk.rkme.RKMESpec,
@@ -22,7 +22,7 @@ from sklearn.tree import DecisionTreeRegressor  # noqa: E402
 
 from client_sdk.rkme import RKMESpec  # noqa: E402
 from market_server import anchors as an  # noqa: E402
-from protocol import metrics as pm  # noqa: E402
+from learnware_core import metrics as pm  # noqa: E402
 
 D = 4
 GAMMA = 1.0 / D

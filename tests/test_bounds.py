@@ -6,7 +6,7 @@ import pytest
 
 from market_server.bounds import balls, cross_upper
 from market_server.search import IslandIndex
-from protocol.kernels import EmbeddingStack
+from market_server.embedding_stack import EmbeddingStack
 
 
 def _island(rng, n, d, k, spread, offset=0.0):

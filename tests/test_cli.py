@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from client_sdk.demo.server import ServerProcess
-from protocol.modelfile import dump_model
+from learnware_core.modelfile import dump_model
 
 LWM = [sys.executable, "-m", "client_sdk.cli"]
 FEATURES = ["a", "b", "c"]

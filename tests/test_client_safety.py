@@ -23,7 +23,7 @@ from market_server.storage import DatabaseBlobs
 from protocol.artefact import sha256_hex, sign_artefact
 from protocol.errors import (KeyMismatchError, ProtocolError, SignatureError,
                              UnsafeModelError)
-from protocol.modelfile import dump_model
+from learnware_core.modelfile import dump_model
 
 from tests.conftest import (blob, count_rows, detail_codes, error_body, fitted_ridge,
                             linear_task, publish_envelope, publish_parts, semantic, stored_blobs)

@@ -147,7 +147,7 @@ def test_cli_help_loads_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "[]", out[-500:]
-    probe = ("import sys, protocol.modelfile as m\n"
+    probe = ("import sys, learnware_core.modelfile as m\n"
              "assert not any(k.startswith('sklearn') for k in sys.modules)\n"
              "print(len(m.ALLOWED_TYPES), 'NdArrayNode' in m.ALLOWED_LOADERS)")
     n, has_loader = subprocess.run([sys.executable, "-c", probe], capture_output=True,

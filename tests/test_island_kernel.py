@@ -7,8 +7,8 @@ from sklearn.tree import DecisionTreeRegressor
 from client_sdk.rkme import RKMESpec
 from market_server import island_kernel
 from market_server.island_kernel import base_kernel, model_relevance, refine_kernel
-from protocol.island import base_kernel as protocol_base_kernel
-from protocol.kernels import mmd2
+from learnware_core.island import base_kernel as protocol_base_kernel
+from learnware_core.kernels import mmd2
 
 D = 4
 

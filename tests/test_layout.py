@@ -1,10 +1,12 @@
-"""Imports go one way: client_sdk -> protocol <- market_server."""
+"""Imports go one way: client_sdk -> learnware_core -> protocol, and market_server ->
+learnware_core, protocol; the client and the market never import each other."""
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"protocol": {"client_sdk", "market_server"}, "client_sdk": {"market_server"},
-             "market_server": {"client_sdk"}}
+FORBIDDEN = {"protocol": {"client_sdk", "market_server", "learnware_core"},
+             "learnware_core": {"client_sdk", "market_server"},
+             "client_sdk": {"market_server"}, "market_server": {"client_sdk"}}
 
 
 def _imported_roots(path: Path):
@@ -30,4 +32,5 @@ def test_import_direction():
             for line, root in _imported_roots(f):
                 if root in forbidden:
                     bad.append(f"{f.relative_to(ROOT)}:{line} imports {root}")
-    assert not bad, "imports must go client_sdk -> protocol <- market_server:\n" + "\n".join(bad)
+    assert not bad, ("imports must go client_sdk -> learnware_core -> protocol <- market_server:\n"
+                     + "\n".join(bad))

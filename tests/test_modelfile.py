@@ -23,7 +23,7 @@ from sklearn.utils import all_estimators
 
 from protocol.errors import UnsafeModelError
 from tests.conftest import zip_of_deflated
-from protocol.modelfile import (ALLOWED_TYPES, dump_model, load_model, model_sha256,
+from learnware_core.modelfile import (ALLOWED_TYPES, dump_model, load_model, model_sha256,
                                 untrusted_types)
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),

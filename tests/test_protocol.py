@@ -15,7 +15,7 @@ from protocol.artefact import sign_artefact, verify_artefact
 from protocol.envelope import REQUEST_TYPES
 from protocol.errors import IdentityError
 from protocol.schemas import MESSAGE_TYPES
-from protocol.semantic import island_key, text_score
+from learnware_core.semantic import island_key, text_score
 from tests.protocol_samples import bodies, rkme, semantic
 
 

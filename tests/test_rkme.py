@@ -1,16 +1,16 @@
-"""RKME engine: shared kernel arithmetic (protocol.kernels) and the client's RKMESpec."""
+"""RKME engine: shared kernel arithmetic (learnware_core.kernels) and the client's RKMESpec."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import protocol.kernels as kernels
+import learnware_core.kernels as kernels
 from client_sdk.rkme import MIN_ROWS, ROWS_PER_POINT, RKMESpec, as_feature_matrix
 from protocol.encoding import canonical_bytes, decode
 from protocol.errors import DataError, EncodingError, SchemaError
-from protocol.kernels import (EmbeddingStack, cross_inner, embedding_gram, embedding_inner,
-                              gaussian_kernel, herd, mmd2, mmd2_to_many, self_inners)
+from learnware_core.kernels import embedding_inner, gaussian_kernel, herd, mmd2
+from market_server.embedding_stack import EmbeddingStack, cross_inner, embedding_gram, mmd2_to_many, self_inners
 
 
 def mixture(n, d, seed=0, components=4, spread=3.0):

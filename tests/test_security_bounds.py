@@ -14,7 +14,7 @@ from client_sdk import Identity, RKMESpec
 from protocol.encoding import decode_array, encode_array
 from protocol.errors import DataError, WithdrawnError
 from protocol.limits import MAX_METRIC, MAX_ROWS, MAX_SPEC_POINTS
-from protocol.modelfile import dump_model
+from learnware_core.modelfile import dump_model
 from tests.conftest import (blob, error_body, fitted_ridge, linear_task, publish_envelope,
                             publish_parts, query, search_envelope, semantic, signed_envelope)
 from tests.hostile import snapshot
@@ -100,8 +100,9 @@ def test_a_published_spec_past_the_cap_is_refused_at_the_schema(market):
 def test_a_search_computes_the_requirements_self_term_once(market, monkeypatch):
     """The k_q x k_q kernel sum of the requirement with itself was computed by the pruning and
     again by the mixture (and again on the fallback paths)."""
+    import learnware_core.kernels as kernels_mod
+    import market_server.embedding_stack as stack_mod
     import market_server.search as search_mod
-    import protocol.kernels as kernels_mod
     env = market
     _, _, info = _island(env, n=3)
     req = _requirement(info, 300, seed=2)
@@ -115,7 +116,7 @@ def test_a_search_computes_the_requirements_self_term_once(market, monkeypatch):
         return real(z1, b1, z2, b2, *args, **kw)
 
     monkeypatch.setattr(search_mod, "embedding_inner", counting)
-    monkeypatch.setattr(kernels_mod, "embedding_inner", counting)
+    monkeypatch.setattr(stack_mod, "embedding_inner", counting)
     r = _post(env, "/v1/search", search_envelope(Identity.generate(), SEM, req, to=env))
     assert r.status_code == 200, r.content[:300]
     assert env.reply(r)[1]["single"]

@@ -229,7 +229,7 @@ def test_the_sandbox_takes_a_budget_per_call():
     from sklearn.neighbors import KNeighborsRegressor
     from protocol.artefact import sha256_hex
     from protocol.errors import ModelTooCostlyError
-    from protocol.modelfile import dump_model
+    from learnware_core.modelfile import dump_model
     from market_server.sandbox import ModelSandbox
 
     rng = np.random.default_rng(14)

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from protocol.artefact import sha256_hex, sign_artefact
 from protocol.errors import ModelTooCostlyError, UnsafeModelError
 from protocol.identity import Identity
-from protocol.modelfile import DEFAULT_MAX_NODES, dump_model, load_model
+from learnware_core.modelfile import DEFAULT_MAX_NODES, dump_model, load_model
 from market_server.storage import learnware_public_id
 from tests.conftest import (blob, count_rows, detail_codes, error_body, linear_task,
                             publish_envelope, publish_parts, semantic, stored_blobs,

@@ -21,7 +21,7 @@ from client_sdk import Identity, MarketClient
 from protocol.envelope import MemoryNonceStore, open_envelope, seal
 from protocol.errors import (AudienceError, ConfigFileError, EncodingError, ProtocolError,
                              SignatureError, StaleMessageError)
-from protocol.semantic import island_key
+from learnware_core.semantic import island_key
 from tests.conftest import (blob, count_rows, error_body, fitted_ridge, linear_task,
                             publish_envelope, publish_parts, seal_request, search_envelope,
                             semantic, stored_blobs)

@@ -8,7 +8,7 @@ import pytest
 
 from protocol.artefact import sha256_hex
 from protocol.errors import LearnwareError
-from protocol.semantic import island_key
+from learnware_core.semantic import island_key
 
 from tests.conftest import blob, fitted_ridge, linear_task, query, semantic
 

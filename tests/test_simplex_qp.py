@@ -1,4 +1,4 @@
-"""protocol.simplex: exact projection and the simplex QP against brute force, scipy and KKT."""
+"""learnware_core.simplex: exact projection and the simplex QP against brute force, scipy and KKT."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from protocol.simplex import kkt_residual, project_simplex, simplex_qp
+from learnware_core.simplex import kkt_residual, project_simplex, simplex_qp
 
 
 def _objective(K, c, b):
@@ -89,7 +89,7 @@ def test_projection_rejects_empty():
 @pytest.fixture(params=["quadprog", "numpy"])
 def solver(request, monkeypatch):
     """Every QP test runs with the quadprog start and with the pure-numpy fallback."""
-    import protocol.simplex as sx
+    import learnware_core.simplex as sx
     if request.param == "numpy":
         monkeypatch.setattr(sx, "_quadprog", None)
     elif sx._quadprog is None:  # pragma: no cover - quadprog is a declared dependency

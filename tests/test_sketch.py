@@ -6,7 +6,8 @@ import pytest
 
 from market_server.search import IslandIndex
 from market_server.sketch import RFFSketch, sketch_sqdist
-from protocol.kernels import EmbeddingStack, gaussian_kernel
+from learnware_core.kernels import gaussian_kernel
+from market_server.embedding_stack import EmbeddingStack
 
 D_FEAT, K = 6, 20
 

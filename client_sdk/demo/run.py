@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from protocol.identity import Identity
-from protocol.metrics import evaluate, greater_is_better
+from learnware_core.metrics import evaluate, greater_is_better
 
 from ..client import MarketClient
 from ..disclosure import MetricBudget

@@ -1,25 +1,9 @@
-"""The one kernel that client and server share, and the embedding arithmetic built on it.
+"""The market's search index arithmetic: every reduced point of an island stacked in one
+prepared (centred, scaled, float32) array, with its caches.
 
-``k(x, y) = exp(-gamma * ||(x - y) / scales||^2)`` (``scales=None`` means all ones). A reduced
-kernel mean embedding (RKME) is a weighted point set ``(z, b)`` standing for
-``sum_i b_i k(z_i, .)``; its points stay in raw feature units, so any (gamma, scales) can be
-evaluated on it.
-
-Two precisions:
-
-* float64 everywhere the result is a single number or a small matrix (:func:`gaussian_kernel`,
-  :func:`embedding_inner`, :func:`mmd2`, :func:`embedding_gram`, :func:`cross_inner`);
-* the search hot path (:class:`EmbeddingStack`, :func:`mmd2_to_many`) evaluates its big kernel block
-  in float32 by default, because on CPUs without AVX-512 float64 ``exp`` is scalar and about 4x
-  slower. Coordinates are centred and scaled first and every block is one matrix product of
-  "augmented" rows ``[x, 1, -gamma|x|^2 + log w]`` and columns
-  ``[2 gamma z; -gamma|z|^2 + log b; 1]`` (:func:`augmented_rows`, :func:`augmented_cols`), whose
-  product is the log of the weighted kernel value and is never positive, so nothing overflows.
-  Sums are accumulated in float64; a squared MMD is off by about 1e-7 (``precision="double"``
-  gives the exact value). The fit of an RKME (client side) uses the same blocks.
-
-Blocks are computed in chunks of about ``BLOCK_ELEMENTS`` entries so memory stays flat whatever
-the number of points.
+Used only by the market (``search.py``); the kernel itself, which client and server must compute
+identically, is ``learnware_core/kernels.py``. Squared MMDs from a requirement to every
+stacked embedding are one chunked kernel block and a bincount; sums in float64.
 """
 from __future__ import annotations
 
@@ -27,165 +11,14 @@ import threading
 
 import numpy as np
 
-__all__ = [
-    "BLOCK_ELEMENTS", "check_kernel", "gaussian_kernel", "embedding_inner", "mmd2",
-    "self_inners", "mmd2_to_many", "embedding_gram", "cross_inner", "EmbeddingStack",
-    "augmented_rows", "augmented_cols", "herd", "LazyGram",
-]
+from learnware_core.kernels import (BLOCK_ELEMENTS, as_points, augmented_cols, augmented_rows,
+                                    check_kernel, embedding_inner, neg_sqdist, rows_per_block,
+                                    safe_log, scaled)
 
-BLOCK_ELEMENTS = 1 << 17  # ~1 MiB of float64 per kernel block: stays in cache
-_LOG_ZERO = -1.0e4  # log of a zero weight: exp() of it is exactly 0 in float32 and float64
+__all__ = ["EmbeddingStack", "LazyGram", "self_inners", "mmd2_to_many", "embedding_gram",
+           "cross_inner"]
 
 
-# ----------------------------------------------------------------------------------- checks
-def check_kernel(gamma, scales, n_features: int | None = None):
-    """Validated ``(gamma, scales)``: gamma a positive finite float, scales None or positive finite
-    of length ``n_features``. Raises ValueError (callers wrap it in their own error type)."""
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma must be a number, got {gamma!r}") from None
-    if not np.isfinite(g) or g <= 0:
-        raise ValueError(f"gamma must be positive and finite, got {gamma!r}")
-    if scales is None:
-        return g, None
-    s = np.asarray(scales, dtype=np.float64)
-    if s.ndim == 0 and n_features is not None:
-        s = np.full(n_features, float(s))
-    if s.ndim != 1:
-        raise ValueError("scales must be a 1-D array (one scale per feature)")
-    if n_features is not None and s.shape[0] != n_features:
-        raise ValueError(f"scales has {s.shape[0]} entries but the data has {n_features} features")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError("scales must be positive and finite")
-    return g, s
-
-
-def _points(X, name: str) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of points")
-    return X
-
-
-def _scaled(X: np.ndarray, scales) -> np.ndarray:
-    return X if scales is None else X / scales
-
-
-def _rows_per_block(width: int, block_elements: int | None = None) -> int:
-    return max(1, (block_elements or BLOCK_ELEMENTS) // max(1, width))
-
-
-def _neg_sqdist(Xc: np.ndarray, Yc: np.ndarray, ysq: np.ndarray) -> np.ndarray:
-    """-||x - y||^2 for centred float64 coordinates, clipped at 0 from above."""
-    G = Xc @ Yc.T
-    G *= 2.0
-    G -= np.einsum("ij,ij->i", Xc, Xc)[:, None]
-    G -= ysq[None, :]
-    np.minimum(G, 0.0, out=G)
-    return G
-
-
-# ------------------------------------------------------------------------------ float64 core
-def gaussian_kernel(X, Y, gamma, scales=None, *, block_elements: int | None = None) -> np.ndarray:
-    """The kernel matrix ``K[i, j] = k(X[i], Y[j])`` in float64, computed block by block."""
-    X, Y = _points(X, "X"), _points(Y, "Y")
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"X has {X.shape[1]} features, Y has {Y.shape[1]}")
-    gamma, scales = check_kernel(gamma, scales, X.shape[1])
-    Xs, Ys = _scaled(X, scales), _scaled(Y, scales)
-    center = Ys.mean(axis=0) if len(Ys) else 0.0
-    Yc = Ys - center
-    ysq = np.einsum("ij,ij->i", Yc, Yc)
-    out = np.empty((X.shape[0], Y.shape[0]))
-    step = _rows_per_block(Y.shape[0], block_elements)
-    for s in range(0, X.shape[0], step):
-        G = _neg_sqdist(Xs[s:s + step] - center, Yc, ysq)
-        G *= gamma
-        np.exp(G, out=out[s:s + step])
-    return out
-
-
-def _weighted_kernel_sums(X, Y, w, gamma, scales) -> np.ndarray:
-    """``K(X, Y) @ w`` in float64 without holding K (chunks over X)."""
-    X, Y = _points(X, "X"), _points(Y, "Y")
-    Xs, Ys = _scaled(X, scales), _scaled(Y, scales)
-    center = Ys.mean(axis=0)
-    Yc = Ys - center
-    ysq = np.einsum("ij,ij->i", Yc, Yc)
-    out = np.empty(X.shape[0])
-    step = _rows_per_block(Y.shape[0])
-    for s in range(0, X.shape[0], step):
-        G = _neg_sqdist(Xs[s:s + step] - center, Yc, ysq)
-        G *= gamma
-        np.exp(G, out=G)
-        out[s:s + step] = G @ w
-    return out
-
-
-def embedding_inner(z1, b1, z2, b2, gamma, scales=None) -> float:
-    """``<mu1, mu2> = sum_ij b1_i b2_j k(z1_i, z2_j)`` in float64."""
-    z1, z2 = _points(z1, "z1"), _points(z2, "z2")
-    if z1.shape[1] != z2.shape[1]:
-        raise ValueError(f"the embeddings live in {z1.shape[1]} and {z2.shape[1]} dimensions")
-    gamma, scales = check_kernel(gamma, scales, z1.shape[1])
-    b1 = np.asarray(b1, dtype=np.float64).ravel()
-    b2 = np.asarray(b2, dtype=np.float64).ravel()
-    if b1.shape[0] != z1.shape[0] or b2.shape[0] != z2.shape[0]:
-        raise ValueError("each embedding needs one weight per point")
-    if z1.shape[0] < z2.shape[0]:  # chunk over the larger set; the smaller one stays whole
-        z1, b1, z2, b2 = z2, b2, z1, b1
-    return float(b1 @ _weighted_kernel_sums(z1, z2, b2, gamma, scales))
-
-
-def mmd2(z1, b1, z2, b2, gamma, scales=None) -> float:
-    """Squared maximum mean discrepancy ``||mu1 - mu2||^2`` in the RKHS, clipped at 0."""
-    v = (embedding_inner(z1, b1, z1, b1, gamma, scales)
-         + embedding_inner(z2, b2, z2, b2, gamma, scales)
-         - 2.0 * embedding_inner(z1, b1, z2, b2, gamma, scales))
-    return max(v, 0.0)
-
-
-# --------------------------------------------------------------------------- float32 blocks
-def augmented_rows(Xc, gamma: float, log_w=None, dtype=np.float32) -> np.ndarray:
-    """``[x, 1, -gamma|x|^2 + log w]`` for centred, scaled points x (see :func:`augmented_cols`)."""
-    Xc = np.asarray(Xc, dtype=np.float64)
-    n, d = Xc.shape
-    A = np.empty((n, d + 2), dtype=dtype)
-    A[:, :d] = Xc
-    A[:, d] = 1.0
-    last = -gamma * np.einsum("ij,ij->i", Xc, Xc)
-    if log_w is not None:
-        last += log_w
-    A[:, d + 1] = last
-    return A
-
-
-def augmented_cols(Zc, gamma: float, log_b=None, dtype=np.float32) -> np.ndarray:
-    """``[2 gamma z; -gamma|z|^2 + log b; 1]`` so that ``augmented_rows(X) @ augmented_cols(Z)``
-    is ``log(w_i b_j k(x_i, z_j))`` in a single matrix product."""
-    Zc = np.asarray(Zc, dtype=np.float64)
-    k, d = Zc.shape
-    Q = np.empty((d + 2, k), dtype=dtype)
-    Q[:d] = (2.0 * gamma) * Zc.T
-    row = -gamma * np.einsum("ij,ij->i", Zc, Zc)
-    if log_b is not None:
-        row += log_b
-    Q[d] = row
-    Q[d + 1] = 1.0
-    return Q
-
-
-def _safe_log(w: np.ndarray) -> np.ndarray:
-    out = np.full(w.shape, _LOG_ZERO)
-    pos = w > 0
-    out[pos] = np.log(w[pos])
-    return out
-
-
-# ------------------------------------------------------------------------- many embeddings
 class EmbeddingStack:
     """N embeddings stored row-wise under one kernel, prepared once for fast one-to-many queries.
 
@@ -197,7 +30,7 @@ class EmbeddingStack:
 
     def __init__(self, Z_stack, B_stack, owner, gamma, scales=None, *, self_inner=None,
                  n_embeddings: int | None = None):
-        Z = _points(Z_stack, "Z_stack")
+        Z = as_points(Z_stack, "Z_stack")
         B = np.asarray(B_stack, dtype=np.float64).ravel()
         owner = np.asarray(owner).ravel()
         if B.shape[0] != Z.shape[0] or owner.shape[0] != Z.shape[0]:
@@ -221,7 +54,7 @@ class EmbeddingStack:
         self.B = B
         self._Z = Z  # raw units; everything else is derived lazily
         mean = Z.mean(axis=0) if len(Z) else np.zeros(Z.shape[1])
-        self.center = _scaled(mean, self.scales)
+        self.center = scaled(mean, self.scales)
         self._Zc_cache = None
         self._A32_cache = None
         self._csr = None
@@ -242,7 +75,7 @@ class EmbeddingStack:
         reads past its own rows, so it stays valid); otherwise the buffer is copied with room
         to grow. The new stack's rows are sorted by owner, so its owner/count index is built by
         concatenation too. ``self_inner_new`` are the new embeddings' own inner products."""
-        Z_new = _points(Z_new, "Z_new")
+        Z_new = as_points(Z_new, "Z_new")
         B_new = np.asarray(B_new, dtype=np.float64).ravel()
         counts_new = np.asarray(counts_new, dtype=np.intp).ravel()
         if Z_new.shape[1] != self.n_features or B_new.shape[0] != Z_new.shape[0] \
@@ -298,12 +131,12 @@ class EmbeddingStack:
         """Centred, scaled float64 coordinates of some rows."""
         if self._Zc_cache is not None:
             return self._Zc_cache[rows]
-        return _scaled(self._Z[rows], self.scales) - self.center
+        return scaled(self._Z[rows], self.scales) - self.center
 
     @property
     def _Zc(self) -> np.ndarray:
         if self._Zc_cache is None:
-            self._Zc_cache = _scaled(self._Z, self.scales) - self.center
+            self._Zc_cache = scaled(self._Z, self.scales) - self.center
         return self._Zc_cache
 
     @property
@@ -314,8 +147,8 @@ class EmbeddingStack:
             A = np.empty((M, d + 2), dtype=np.float32)
             step = max(1, 4 * BLOCK_ELEMENTS // (d + 2))
             for s in range(0, M, step):
-                zc = _scaled(self._Z[s:s + step], self.scales) - self.center
-                A[s:s + step] = augmented_rows(zc, self.gamma, _safe_log(self.B[s:s + step]))
+                zc = scaled(self._Z[s:s + step], self.scales) - self.center
+                A[s:s + step] = augmented_rows(zc, self.gamma, safe_log(self.B[s:s + step]))
             self._A32_cache = A
         return self._A32_cache
 
@@ -334,13 +167,13 @@ class EmbeddingStack:
 
     # -- helpers
     def _query(self, z, b):
-        z = _points(z, "z")
+        z = as_points(z, "z")
         if z.shape[1] != self.n_features:
             raise ValueError(f"the query has {z.shape[1]} features, the stack {self.n_features}")
         b = np.asarray(b, dtype=np.float64).ravel()
         if b.shape[0] != z.shape[0]:
             raise ValueError("the query needs one weight per point")
-        return _scaled(z, self.scales) - self.center, b
+        return scaled(z, self.scales) - self.center, b
 
     def _rows_of(self, idx) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of embeddings ``idx`` and, for each row, its position in ``idx``."""
@@ -381,9 +214,9 @@ class EmbeddingStack:
     def _cross_all_double(self, zc, b) -> np.ndarray:
         zsq = np.einsum("ij,ij->i", zc, zc)
         acc = np.empty(self._Zc.shape[0])
-        step = _rows_per_block(zc.shape[0])
+        step = rows_per_block(zc.shape[0])
         for s in range(0, self._Zc.shape[0], step):
-            G = _neg_sqdist(self._Zc[s:s + step], zc, zsq)
+            G = neg_sqdist(self._Zc[s:s + step], zc, zsq)
             G *= self.gamma
             np.exp(G, out=G)
             acc[s:s + step] = G @ b
@@ -397,7 +230,7 @@ class EmbeddingStack:
         k = Q.shape[1]
         ones = np.ones(k, dtype=np.float32)
         acc = np.empty(A.shape[0], dtype=np.float32)
-        step = _rows_per_block(k)
+        step = rows_per_block(k)
         G = np.empty((min(step, A.shape[0]), k), dtype=np.float32)
         for s in range(0, A.shape[0], step):
             e = min(s + step, A.shape[0])
@@ -423,7 +256,7 @@ class EmbeddingStack:
             return self._cross_all_double(zc, b)
         rows, pos = self._rows_of(idx)
         zsq = np.einsum("ij,ij->i", zc, zc)
-        G = _neg_sqdist(self._zc_rows(rows), zc, zsq) if rows.size else np.zeros((0, zc.shape[0]))
+        G = neg_sqdist(self._zc_rows(rows), zc, zsq) if rows.size else np.zeros((0, zc.shape[0]))
         G *= self.gamma
         np.exp(G, out=G)
         return np.bincount(pos, weights=(G @ b) * self.B[rows], minlength=np.size(idx))
@@ -445,7 +278,7 @@ class EmbeddingStack:
         idx = np.asarray(idx, dtype=np.intp).ravel()
         rows, pos = self._rows_of(idx)
         zc = self._zc_rows(rows)
-        K = np.exp(self.gamma * _neg_sqdist(zc, zc, np.einsum("ij,ij->i", zc, zc)))
+        K = np.exp(self.gamma * neg_sqdist(zc, zc, np.einsum("ij,ij->i", zc, zc)))
         W = np.zeros((idx.size, rows.size))
         W[pos, np.arange(rows.size)] = self.B[rows]
         G = W @ K @ W.T
@@ -471,7 +304,7 @@ class LazyGram:
         w = stack.B[rows]
         self._single = bool(m and np.all(w >= 0) and np.all(stack._counts[self.idx] > 0))
         if self._single:
-            self._zc, self._logw = stack._zc_rows(rows), _safe_log(w)
+            self._zc, self._logw = stack._zc_rows(rows), safe_log(w)
             self._A = augmented_rows(self._zc, stack.gamma, self._logw)
             self._starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
             self._ends = np.r_[self._starts[1:], rows.size]
@@ -577,63 +410,3 @@ def _n_emb(owner, idx) -> int:
     m = int(owner.max()) + 1 if owner.size else 0
     idx = np.asarray(idx).ravel()
     return max(m, int(idx.max()) + 1 if idx.size else 0)
-
-
-# ----------------------------------------------------------------------------------- herding
-def herd(z, beta, gamma, scales=None, t: int = 100, random_state=0, *,
-         n_candidates: int | None = None) -> np.ndarray:
-    """``t`` points (raw units) whose empirical embedding tracks ``sum_i beta_i k(z_i, .)``.
-
-    Kernel herding over a candidate pool: the reduced points themselves plus draws from Gaussians
-    around each ``z_i`` (chosen with probability ``beta_i``) whose width is half the typical
-    spacing of the reduced set, capped by the kernel's own bandwidth. Each step takes the candidate
-    that most reduces the MMD of the sample so far (Chen, Welling & Smola 2010); a candidate is used
-    at most once, so the sample has no duplicates.
-    """
-    z = _points(z, "z")
-    beta = np.asarray(beta, dtype=np.float64).ravel()
-    if beta.shape[0] != z.shape[0]:
-        raise ValueError("herd needs one weight per reduced point")
-    if np.any(beta < 0) or not np.isclose(beta.sum(), 1.0, atol=1e-6):
-        raise ValueError("beta must be non-negative and sum to 1")
-    gamma, scales = check_kernel(gamma, scales, z.shape[1])
-    t = int(t)
-    if t < 1:
-        raise ValueError("t must be at least 1")
-    rng = np.random.default_rng(random_state)
-    k, d = z.shape
-    zs = _scaled(z, scales)
-    center = zs.mean(axis=0)
-    zc = zs - center
-    bandwidth = 1.0 / np.sqrt(2.0 * gamma)  # per-coordinate std of the kernel's Gaussian
-    sigma = bandwidth
-    if k > 1:
-        D = -_neg_sqdist(zc, zc, np.einsum("ij,ij->i", zc, zc))
-        np.fill_diagonal(D, np.inf)
-        spacing = float(np.median(np.sqrt(D.min(axis=1))))
-        if spacing > 0:
-            sigma = min(bandwidth, 0.5 * spacing / np.sqrt(d))
-    m = max(int(n_candidates), t) if n_candidates else max(10 * t, 2000)
-    comp = rng.choice(k, size=m, p=beta / beta.sum())
-    cc = np.vstack([zc[beta > 0], zc[comp] + sigma * rng.standard_normal((m, d))])
-    csq = np.einsum("ij,ij->i", cc, cc)
-    mu = _weighted_kernel_sums(cc, zc, beta, gamma, None)  # <k(c, .), mu> for every candidate
-    acc = np.zeros(cc.shape[0])
-    chosen = np.empty(t, dtype=np.intp)
-    score = np.empty_like(acc)
-    for s in range(t):  # herding is sequential by nature: one vectorised update per sample
-        np.divide(acc, s + 1, out=score)
-        np.subtract(mu, score, out=score)  # used candidates have acc = inf: score -inf
-        i = int(np.argmax(score))
-        chosen[s] = i
-        diff = cc @ cc[i]
-        diff *= 2.0
-        diff -= csq
-        diff -= csq[i]
-        np.minimum(diff, 0.0, out=diff)
-        diff *= gamma
-        np.exp(diff, out=diff)
-        acc += diff
-        acc[i] = np.inf
-    out = cc[chosen] + center
-    return out if scales is None else out * scales

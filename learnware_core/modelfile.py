@@ -50,7 +50,7 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from .errors import ModelTooCostlyError, UnsafeModelError
+from protocol.errors import ModelTooCostlyError, UnsafeModelError
 
 __all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES",
            "allow_lists", "dump_model", "load_model", "model_sha256", "untrusted_types"]

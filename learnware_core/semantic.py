@@ -9,8 +9,8 @@ from __future__ import annotations
 import unicodedata
 from difflib import SequenceMatcher
 
-from .artefact import content_hash
-from .schemas import SEMANTIC, SEMANTIC_QUERY
+from protocol.artefact import content_hash
+from protocol.schemas import SEMANTIC, SEMANTIC_QUERY
 
 ISLAND_FIELDS = ("data_type", "task_type", "input_features", "target", "objective")
 
