@@ -17,7 +17,7 @@ import numpy as np
 from protocol.encoding import encode_array
 from protocol.identity import PublicKey
 from protocol.errors import LearnwareError, UnsafeModelError, WithdrawnError
-from protocol.limits import OBJECTIVE_RANGES, clip_metric
+from protocol.objectives import OBJECTIVE_RANGES, clip_metric
 from learnware_core.island import base_kernel
 from learnware_core.semantic import ISLAND_FIELDS, island_key
 from learnware_core.spec import on_simplex

@@ -19,6 +19,7 @@ from learnware_core.spec import decode_points, decode_scales, on_simplex
 from protocol.artefact import sha256_hex, verify_artefact
 from protocol.encoding import decode_array
 from protocol.errors import LearnwareError, SignatureError, UnsafeModelError
+from protocol.objectives import fits_task
 
 from .config import ServerConfig
 
@@ -82,11 +83,12 @@ def check_publish(semantic: dict, spec: dict, model: dict, artefact: dict, sende
     # Semantic consistency and the island.
     d = len(semantic["input_features"])
     classes = semantic.get("classes")
-    if semantic["task_type"] == "classification" and semantic["objective"] in ("rmse", "mae",
-                                                                              "r2"):
+    if semantic["task_type"] == "classification" and not fits_task(semantic["objective"],
+                                                                   "classification"):
         reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
                               "fit a classification task", "semantic.objective"))
-    if semantic["task_type"] == "regression" and semantic["objective"] in ("accuracy", "f1"):
+    if semantic["task_type"] == "regression" and not fits_task(semantic["objective"],
+                                                               "regression"):
         reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
                               "fit a regression task", "semantic.objective"))
     if semantic["task_type"] == "regression" and classes:
