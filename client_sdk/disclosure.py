@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol.errors import ArgumentError
-from protocol.limits import clip_metric
+from protocol.objectives import clip_metric
 from learnware_core.metrics import evaluate
 
 __all__ = ["MetricBudget", "bucket_rows", "round_significant", "DP_METRICS"]

@@ -50,11 +50,12 @@ from typing import Any
 
 import numpy as np
 
-from protocol.encoding import decode_array, encode_array
+from protocol.encoding import encode_array
 from protocol.errors import DataError, SchemaError
 from protocol.limits import MAX_SPEC_POINTS
 from learnware_core.kernels import BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel, embedding_inner, gaussian_kernel, herd, mmd2
 from learnware_core.simplex import simplex_qp
+from learnware_core.spec import check_spec, decode_spec
 
 from .data import as_matrix, feature_names
 
@@ -335,21 +336,7 @@ class RKMESpec:
     """
 
     def __init__(self, z, beta, gamma, scales=None, *, fit_info: dict | None = None):
-        z = np.array(z, dtype=np.float64, copy=True)
-        beta = np.array(beta, dtype=np.float64, copy=True).ravel()
-        if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
-            raise DataError("z must be a non-empty 2-D array (points x features)", field="z")
-        if beta.shape[0] != z.shape[0]:
-            raise DataError(f"beta has {beta.shape[0]} weights for {z.shape[0]} points",
-                            field="beta")
-        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(beta))):
-            raise DataError("z and beta must be finite", field="z")
-        if np.any(beta < 0) or abs(beta.sum() - 1.0) > 1e-6:
-            raise DataError("beta must be non-negative and sum to 1", field="beta")
-        try:
-            gamma, scales = check_kernel(gamma, scales, z.shape[1])
-        except ValueError as exc:
-            raise DataError(str(exc), field="gamma" if "gamma" in str(exc) else "scales") from exc
+        z, beta, gamma, scales = check_spec(z, beta, gamma, scales)
         self.z = z
         self.beta = beta / beta.sum()
         self.gamma = gamma
@@ -508,10 +495,8 @@ class RKMESpec:
             raise SchemaError(f"RKME fields must be exactly {sorted(expected)}"
                               + (f"; missing {sorted(missing)}" if missing else "")
                               + (f"; unexpected {sorted(extra)}" if extra else ""), field="rkme")
-        z = decode_array(d["z"], field="z", ndim=2)
-        beta = decode_array(d["beta"], field="beta", ndim=1)
-        scales = None if d["scales"] is None else decode_array(d["scales"], field="scales",
-                                                                 ndim=1)
+        decoded = decode_spec(d, field="", scales_ndim=1)
+        z, beta, scales = decoded.z, decoded.beta, decoded.scales
         nf = d["n_features"]
         if not isinstance(nf, int) or isinstance(nf, bool) or nf < 1:
             raise SchemaError("n_features must be a positive integer", field="n_features")

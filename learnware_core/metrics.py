@@ -32,6 +32,8 @@ from typing import Callable
 
 import numpy as np
 
+from protocol.objectives import OBJECTIVE_TABLE
+
 __all__ = ["METRICS", "REGRESSION_METRICS", "CLASSIFICATION_METRICS", "evaluate", "is_loss",
            "greater_is_better", "metric_names", "check_metric"]
 
@@ -128,19 +130,16 @@ def f1_binary(y_true, y_pred) -> float:
     return 2.0 * tp / denom if denom > 0 else 0.0
 
 
+_FUNCTIONS: dict[str, Callable[[object, object], float]] = {
+    "rmse": rmse, "mse": mse, "mae": mae, "r2": r2,
+    "accuracy": accuracy, "error": error, "f1": f1, "f1_binary": f1_binary}
+#: direction and task type: protocol/objectives.py (the one table)
 METRICS: dict[str, tuple[Callable[[object, object], float], bool]] = {
-    "rmse": (rmse, False),
-    "mse": (mse, False),
-    "mae": (mae, False),
-    "r2": (r2, True),
-    "accuracy": (accuracy, True),
-    "error": (error, False),
-    "f1": (f1, True),
-    "f1_binary": (f1_binary, True),
-}
+    name: (fn, OBJECTIVE_TABLE[name].greater_is_better) for name, fn in _FUNCTIONS.items()}
 
-REGRESSION_METRICS = frozenset({"rmse", "mse", "mae", "r2"})
-CLASSIFICATION_METRICS = frozenset({"accuracy", "error", "f1", "f1_binary"})
+REGRESSION_METRICS = frozenset(n for n in METRICS if OBJECTIVE_TABLE[n].task_type == "regression")
+CLASSIFICATION_METRICS = frozenset(n for n in METRICS
+                                   if OBJECTIVE_TABLE[n].task_type == "classification")
 
 
 def metric_names() -> list[str]:

@@ -111,6 +111,7 @@ import numpy as np
 
 from learnware_core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_metric, evaluate
 from learnware_core.simplex import simplex_qp
+from protocol.objectives import OBJECTIVE_TABLE
 
 __all__ = [
     "IslandProfile", "RankedLearnware", "Mixture", "Localization",
@@ -761,14 +762,11 @@ def _check_observations(profile: IslandProfile, anchor_ids, metric_values, n_row
     if not np.isfinite(vals).all():
         raise ValueError("metric values must be finite")
     obj = profile.objective
-    if obj in ("rmse", "mse", "mae", "error") and (vals < 0).any():
-        raise ValueError(f"{obj} values cannot be negative")
-    if obj in ("accuracy", "error", "f1", "f1_binary") and (vals > 1).any():
-        raise ValueError(f"{obj} values cannot exceed 1")
-    if obj in ("accuracy", "f1", "f1_binary") and (vals < 0).any():
-        raise ValueError(f"{obj} values cannot be negative")
-    if obj == "r2" and (vals > 1).any():
-        raise ValueError("r2 values cannot exceed 1")
+    lo, hi = OBJECTIVE_TABLE[obj].low, OBJECTIVE_TABLE[obj].high  # the one table of ranges
+    if (vals > hi).any():
+        raise ValueError(f"{obj} values cannot exceed {hi:g}")
+    if (vals < lo).any():
+        raise ValueError(f"{obj} values cannot be " + ("negative" if lo == 0 else f"below {lo:g}"))
     if isinstance(n_rows, bool) or int(n_rows) != n_rows or int(n_rows) < 1:
         raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
     A = [profile.index(a) for a in anchor_ids]

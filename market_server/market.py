@@ -6,28 +6,25 @@ the database, so every worker sees publishes and deletes made by any other worke
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from protocol.artefact import sha256_hex, verify_artefact
-from protocol.encoding import decode_array, encode_array
+from protocol.encoding import encode_array
 from protocol.identity import PublicKey
-from protocol.errors import LearnwareError, SignatureError, UnsafeModelError, WithdrawnError
-from learnware_core.kernels import herd
-from protocol.limits import OBJECTIVE_RANGES, clip_metric
+from protocol.errors import LearnwareError, UnsafeModelError, WithdrawnError
+from protocol.objectives import OBJECTIVE_RANGES, clip_metric
 from learnware_core.island import base_kernel
 from learnware_core.semantic import ISLAND_FIELDS, island_key
+from learnware_core.spec import on_simplex
 
 from .config import ServerConfig
 from .profiles import ProfileCache
+from .publish_checks import MAX_SCALED_COORD, Reason, check_predictions, check_publish
 from .publishers import PublishPolicy
 from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex, decode_scales, decode_spec
@@ -37,8 +34,6 @@ from .textindex import TextIndex
 
 log = logging.getLogger("market_server")
 
-#: search requirements with coordinates beyond this many kernel scales are refused (overflow).
-MAX_SCALED_COORD = 1e100
 #: range of each objective's value as measured by a user (localize): the protocol's.
 METRIC_RANGES = OBJECTIVE_RANGES
 
@@ -52,16 +47,6 @@ def withdrawn_error(row: dict) -> WithdrawnError:
 class PublishRefused(LearnwareError):
     code = "publish_refused"
     status = 422
-
-
-@dataclass
-class Reason:
-    code: str
-    message: str
-    field: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message, "field": self.field}
 
 
 def kernel_wire(kernel: dict, version: int) -> dict:
@@ -188,97 +173,13 @@ class Market:
         body = envelope.body
         semantic, spec, model, artefact = (body["semantic"], body["spec"], body["model"],
                                            body["artefact"])
-        reasons: list[Reason] = []
-        # The model file: size, encoding, hash.
-        model_bytes = b""
-        if model["size"] > self.config.max_model_bytes:
-            reasons.append(Reason("model_too_large", f"model file is {model['size']} bytes; the "
-                                  f"limit is {self.config.max_model_bytes}", "model.size"))
-        else:
-            try:
-                model_bytes = base64.b64decode(model["data"], validate=True)
-            except (binascii.Error, ValueError):
-                reasons.append(Reason("bad_model_encoding", "model.data is not valid base64",
-                                      "model.data"))
-            if model_bytes and len(model_bytes) != model["size"]:
-                reasons.append(Reason("model_size_mismatch", f"model.data holds "
-                                      f"{len(model_bytes)} bytes, model.size says {model['size']}",
-                                      "model.size"))
-            if model_bytes and sha256_hex(model_bytes) != model["sha256"]:
-                reasons.append(Reason("model_hash_mismatch", "model.sha256 is not the SHA-256 of "
-                                      "model.data", "model.sha256"))
-        try:
-            verify_artefact(envelope.sender, artefact, semantic=semantic, spec=spec,
-                            model_sha256=model["sha256"])
-        except SignatureError as exc:
-            reasons.append(Reason(exc.code, exc.message, exc.field))
-        # Semantic consistency and the island.
-        d = len(semantic["input_features"])
-        classes = semantic.get("classes")
-        if semantic["task_type"] == "classification" and semantic["objective"] in ("rmse", "mae",
-                                                                                  "r2"):
-            reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
-                                  "fit a classification task", "semantic.objective"))
-        if semantic["task_type"] == "regression" and semantic["objective"] in ("accuracy", "f1"):
-            reasons.append(Reason("bad_objective", f"objective {semantic['objective']} does not "
-                                  "fit a regression task", "semantic.objective"))
-        if semantic["task_type"] == "regression" and classes:
-            reasons.append(Reason("bad_semantic", "a regression learnware declares no classes",
-                                  "semantic.classes"))
-        declared = semantic.get("feature_scales")
-        declared_scales = None
-        if declared is not None:
-            declared_scales = decode_array(declared, field="semantic.feature_scales", ndim=1)
-            if len(declared_scales) != d or not (declared_scales > 0).all():
-                reasons.append(Reason("bad_feature_scales", f"semantic.feature_scales needs {d} "
-                                      "positive values, one per input feature",
-                                      "semantic.feature_scales"))
-                declared_scales = None
         key = island_key(semantic)
         island = self._island_of_key(key)
-        # The RKME specification.
-        z = beta = None
-        try:
-            z, beta = decode_spec(spec)
-        except LearnwareError as exc:
-            reasons.append(Reason("bad_spec", exc.message, exc.field))
-        if z is not None:
-            k = len(beta)
-            if z.shape != (k, d) or spec["n_features"] != d:
-                reasons.append(Reason("spec_dimension", f"spec.z is {z.shape[0]} x {z.shape[1]} "
-                                      f"with {len(beta)} weights; the island needs k x {d} "
-                                      f"(one column per input feature)", "spec.z"))
-            if not (self.config.min_spec_points <= k <= self.config.max_spec_points):
-                reasons.append(Reason("spec_size", f"spec has {k} reduced points; allowed "
-                                      f"{self.config.min_spec_points}..."
-                                      f"{self.config.max_spec_points}", "spec.beta"))
-            if (beta < -1e-12).any() or abs(beta.sum() - 1.0) > 1e-6:
-                reasons.append(Reason("spec_weights", "spec.beta must be non-negative and sum to 1",
-                                      "spec.beta"))
-            # The spec must use the island's kernel, or the one its last refinement replaced
-            # (a new island's: the base kernel of the declared feature scales).
-            if island is not None:
-                kernels = [(island["kernel"]["gamma"], island["kernel"]["scales"])]
-                prev = island["kernel"].get("previous")
-                if prev is not None:
-                    kernels.append((prev["gamma"], prev["scales"]))
-                why = (f"spec was not computed with the island's kernel (version "
-                       f"{island['kernel_version']}) nor the one before it; fetch the island "
-                       f"info and recompute the spec")
-            else:
-                kernels = [base_kernel(declared_scales, d)]
-                why = ("the first spec of a new island must use the base kernel of its declared "
-                       "feature scales")
-            sc = decode_scales(spec)
-            if not (sc is not None and sc.shape == (d,) and any(
-                    np.isclose(spec["gamma"], g0, rtol=1e-9, atol=0)
-                    and np.allclose(sc, s0, rtol=1e-9, atol=0) for g0, s0 in kernels)):
-                reasons.append(Reason("kernel_mismatch", why, "spec.gamma"))
-            ref = np.asarray(kernels[0][1], dtype=np.float64)
-            if z.shape[1] == d and not (np.abs(z / ref) <= MAX_SCALED_COORD).all():
-                reasons.append(Reason("spec_values", "spec.z has coordinates beyond 1e100 kernel "
-                                      "scales: no data set looks like that, and the island's "
-                                      "kernel sums would overflow", "spec.z"))
+        checked = check_publish(semantic, spec, model, artefact, envelope.sender, island,
+                                self.config)
+        reasons, model_bytes, z, beta = (checked.reasons, checked.model_bytes, checked.z,
+                                         checked.beta)
+        declared_scales, d = checked.declared_scales, checked.n_features
         # The model: loads safely and predicts on samples herded from its own spec, in the
         # sandbox, as ONE task under one CPU budget (what the file's size buys): a file that is
         # cheap to load but slow to predict costs no more than the budget in all.
@@ -288,7 +189,8 @@ class Market:
             check = len(reasons)
             if z is not None and not any(r.code.startswith("spec") for r in reasons):
                 unloaded = SandboxedModel(self.sandbox, sha, model_bytes, False, budget)
-                reasons.extend(self._check_predictions(unloaded, z, beta, spec, semantic))
+                reasons.extend(check_predictions(unloaded, z, beta, spec, semantic,
+                                                 self.config.check_samples))
             if len(reasons) == check:  # the proxy kept (the worker holds the model by now)
                 try:
                     loaded = self.sandbox.load(sha, model_bytes, cpu_seconds=budget)
@@ -324,41 +226,6 @@ class Market:
             island = self.store.island(island["pk"])
         return {"learnware_id": learnware_public_id(pk), "island_id": island["island_id"],
                 "kernel": kernel_wire(island["kernel"], island["kernel_version"])}
-
-    def _check_predictions(self, model, z, beta, spec, semantic) -> list[Reason]:
-        """Does the model predict, with the declared output, on samples of its own spec?"""
-        try:
-            t = self.config.check_samples
-            # a pool of 8 candidates per sample is plenty for a check (the default pool of
-            # 2,000 serves the refinement's and the anchors' estimates)
-            X = herd(z, beta, spec["gamma"], decode_scales(spec), t, random_state=0,
-                     n_candidates=max(8 * t, 256))
-        except Exception as exc:  # noqa: BLE001 - a spec we cannot sample from is refused
-            return [Reason("spec_unusable", f"cannot sample from the spec: {exc}", "spec")]
-        try:
-            pred = np.asarray(model.predict(X))
-        except UnsafeModelError as exc:  # over the sandbox's limits, or crashed it
-            return [Reason(exc.code, exc.message, "model")]
-        except Exception as exc:  # noqa: BLE001 - any failure of foreign model code is a refusal
-            return [Reason("model_predict_failed", f"the model cannot predict on samples of its "
-                           f"own spec: {type(exc).__name__}: {str(exc)[:300]}", "model")]
-        if pred.shape != (len(X),):
-            return [Reason("model_output_shape", f"the model returns shape {pred.shape} for "
-                           f"{len(X)} rows; one value per row is needed", "model")]
-        if semantic["task_type"] == "regression":
-            if pred.dtype.kind not in "fiu" or not np.isfinite(pred.astype(float)).all():
-                return [Reason("model_output", "the regression model returns non-finite or "
-                               "non-numeric values", "model")]
-        else:
-            classes = semantic.get("classes")
-            if classes is not None:
-                allowed = {str(c) for c in classes}
-                extra = sorted({str(p) for p in pred.tolist()} - allowed)
-                if extra:
-                    return [Reason("model_classes", f"the model predicts labels {extra[:5]} "
-                                   f"outside the declared classes {classes[:10]}",
-                                   "semantic.classes")]
-        return []
 
     #: a refinement is due when the island's size is at most this far past a refine size
     REFINE_SLACK = 8
@@ -552,7 +419,7 @@ class Market:
             raise LearnwareError(f"requirement has {z.shape[0]} reduced points and {len(b)} "
                                  "weights; one weight per point (at least one) is needed",
                                  code="spec_dimension", status=422, field="requirement.beta")
-        if (b < -1e-12).any() or abs(b.sum() - 1.0) > 1e-6:
+        if not on_simplex(b):
             raise LearnwareError("requirement.beta must be non-negative and sum to 1",
                                  code="spec_weights", status=422, field="requirement.beta")
         if not (np.abs(z / idx.scales) <= MAX_SCALED_COORD).all():

@@ -28,27 +28,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocol.encoding import decode_array
 from learnware_core.kernels import augmented_cols, augmented_rows, embedding_inner
 from market_server.embedding_stack import EmbeddingStack, LazyGram
 from learnware_core.simplex import simplex_qp
+# a spec's (z, beta) and scales: decoded in learnware_core/spec.py (also for market.py)
+from learnware_core.spec import decode_points as decode_spec, decode_scales  # noqa: F401
 
 from .bounds import balls, cross_bounds_of_balls, cross_upper
 from .sketch import RFFSketch
 
 _GROW_LOCK = threading.Lock()  # who may write the spare rows of a sketch buffer
-
-
-def decode_scales(spec: dict) -> np.ndarray | None:
-    """The per-feature kernel scales a spec was fitted with (None when it states none)."""
-    scales = spec.get("scales")
-    return None if scales is None else decode_array(scales, field="spec.scales")
-
-
-def decode_spec(spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    z = decode_array(spec["z"], field="spec.z", ndim=2).astype(np.float64)
-    beta = decode_array(spec["beta"], field="spec.beta", ndim=1).astype(np.float64)
-    return z, beta
 
 
 @dataclass

@@ -16,10 +16,7 @@ MAX_FEATURES = 10_000
 MAX_ROWS = 10**9
 #: magnitude of any metric value (rmse, mae, -r2...): a model 1e12 target units off is useless.
 MAX_METRIC = 1e12
-#: the range of each island objective, as measured by a user or estimated by the market.
-OBJECTIVE_RANGES: dict[str, tuple[float, float]] = {
-    "rmse": (0.0, MAX_METRIC), "mae": (0.0, MAX_METRIC), "r2": (-MAX_METRIC, 1.0),
-    "accuracy": (0.0, 1.0), "f1": (0.0, 1.0)}
+#: (each objective's range: protocol/objectives.py, from MAX_METRIC)
 #: any other real number of a message (kernel gamma, MMD, scores): far beyond real values.
 MAX_REAL = 1e12
 #: counts, versions and ids (the database's 32-bit INTEGER columns).
@@ -33,9 +30,3 @@ MAX_MODEL_BYTES = 150_000_000
 #: characters of a withdrawal reason.
 MAX_REASON_CHARS = 1000
 
-
-def clip_metric(objective: str, value: float) -> float:
-    """``value`` brought into the objective's range (a metric past it carries no more
-    information: an r2 of -1e15 says "useless" as clearly as -1e12)."""
-    lo, hi = OBJECTIVE_RANGES[objective]
-    return float(min(max(float(value), lo), hi))

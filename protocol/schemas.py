@@ -17,10 +17,11 @@ import numpy as np
 
 from .encoding import decode_array, is_array
 from .errors import EncodingError, SchemaError
+from .objectives import WIRE_OBJECTIVES
 from .limits import (MAX_COUNT, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
                      MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
-OBJECTIVES = ("rmse", "mae", "r2", "accuracy", "f1")
+OBJECTIVES = WIRE_OBJECTIVES
 TASK_TYPES = ("classification", "regression")
 DATA_TYPES = ("table",)
 
