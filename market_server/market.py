@@ -20,7 +20,8 @@ import numpy as np
 from protocol.artefact import sha256_hex, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.identity import PublicKey
-from protocol.errors import LearnwareError, SignatureError, UnsafeModelError, WithdrawnError
+from protocol.errors import (KernelChangedError, LearnwareError, SignatureError, UnsafeModelError,
+                             WithdrawnError)
 from learnware_core.kernels import herd
 from protocol.limits import OBJECTIVE_RANGES, clip_metric
 from learnware_core.island import base_kernel
@@ -158,14 +159,15 @@ class Market:
         return island
 
     def island_for(self, semantic: dict, island_id: str | None = None) -> dict | None:
-        if island_id:
-            island = self.island_by_public_id(island_id)
-            if island["island_key"] != island_key(semantic):
-                raise LearnwareError(f"island {island_id} has another semantic key than the "
-                                     f"semantic specification given", code="island_mismatch",
-                                     status=409, field="island_id")
-            return island
-        return self._island_of_key(island_key(semantic))
+        """The island of ``semantic`` (through the cached row: reads only its head), which
+        must be ``island_id`` when one is given."""
+        island = self._island_of_key(island_key(semantic))
+        if island_id and (island is None or island["island_id"] != island_id):
+            self.island_by_public_id(island_id)  # NotFound when there is no such island
+            raise LearnwareError(f"island {island_id} has another semantic key than the "
+                                 f"semantic specification given", code="island_mismatch",
+                                 status=409, field="island_id")
+        return island
 
     def _island_of_key(self, key: str) -> dict | None:
         """The island row of a semantic key, decoded once per kernel version (cached)."""
@@ -527,6 +529,14 @@ class Market:
                     "message": "no island matches this semantic specification (data type, task, "
                                "input features, target, objective); see text_matches"}
         max_results = body["max_results"]
+        fitted_under = body.get("kernel_version")
+        if (body.get("requirement") is not None and fitted_under is not None
+                and fitted_under != island["kernel_version"]):
+            raise KernelChangedError(
+                f"the requirement was fitted under kernel version {fitted_under}; the island's "
+                f"is {island['kernel_version']}: refit under the kernel given and search again",
+                field="kernel_version",
+                kernel=kernel_wire(island["kernel"], island["kernel_version"]))
         idx = self.index(island)
         out: dict[str, Any] = {"island_id": island["island_id"], "single": [], "mixture": None,
                                "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
