@@ -593,13 +593,13 @@ class Market:
                               "weights": [float(x) for x in w], "mmd": float(v), "score": score}
         return out
 
-    def _name_matches(self, single: list[dict], idx, positions=None) -> None:
+    def _name_matches(self, single: list[dict], idx, positions=()) -> None:
         """Add each ranked learnware's name (from its semantic spec) to its match;
-        ``positions``: the matches' places in ``idx`` when known (else looked up by id)."""
-        if positions is None:
-            at = {lid: i for i, lid in enumerate(idx.ids)}
-            positions = [at.get(m["learnware_id"]) for m in single]
-        pks = [None if i is None else idx.pks[i] for i in positions]
+        ``positions``: the matches' places in ``idx``; ``idx`` None: the ids name the rows."""
+        if idx is None:
+            pks = [parse_id(m["learnware_id"], "lw") for m in single]
+        else:
+            pks = [None if i is None else idx.pks[i] for i in positions]
         names = self.text.names([pk for pk in pks if pk is not None], self.store)
         for match, pk in zip(single, pks):
             if names.get(pk):
@@ -644,7 +644,7 @@ class Market:
                                  f"computed as {body['metric']}", code="wrong_metric",
                                  status=422, field="metric")
         prof = self.profile(island)
-        live = set(self._live_ids(island))
+        live = self.store.live_in_island(island["pk"], body["values"])
         values = body["values"]
         unknown = sorted(set(values) - live)
         if unknown:
@@ -686,7 +686,7 @@ class Market:
                                   "estimate": clip_metric(objective, item.estimate),
                                   # half-width of the 80% interval, in objective units
                                   "uncertainty": max(0.0, (high - low) / 2.0)})
-        self._name_matches(out["single"], self.index(island))
+        self._name_matches(out["single"], None)
         mix = res.mixture
         if mix is not None and mix.ids:
             out["mixture"] = {"learnware_ids": list(mix.ids),
@@ -699,8 +699,5 @@ class Market:
         more = body.get("more_anchors", 0)
         if more:
             out["next_anchors"] = list(anchors.next_anchors(prof, ids, vals, body["n_rows"],
-                                                            k=more))
+                                                            k=more, posterior=res.posterior))
         return out
-
-    def _live_ids(self, island: dict) -> list[str]:
-        return self.index(island).ids

@@ -139,3 +139,36 @@ def test_a_search_by_island_id_reads_only_the_island_head(island, monkeypatch):
     monkeypatch.setattr(store, "island", counted)
     res = user.search(X_user, SEM, k=10)
     assert res.single and reads == []
+
+
+def test_localisation_neither_builds_the_search_index_nor_computes_a_posterior_twice(
+        island, monkeypatch):
+    """A metrics report checks its ids with one store query (not by building the island's
+    search index), and next_anchors reuses the posterior localize computed that round."""
+    from market_server import anchors
+    market = island.state.market
+
+    def no_index(*a, **kw):
+        raise AssertionError("localisation built the search index")
+
+    monkeypatch.setattr(market, "index", no_index)
+    posteriors = []
+    compute = anchors._posterior
+    monkeypatch.setattr(anchors, "_posterior",
+                        lambda *a, **kw: posteriors.append(1) or compute(*a, **kw))
+    rng = np.random.default_rng(6)
+    X = blob(rng, [1, 0.5, -1], n=60)
+    res = island.client().localize(X, linear_task(rng, X, [3.0, 0.2, 0.0]), SEM, rounds=2,
+                                   max_anchors=2, more_per_round=1)
+    assert res.rounds == 2 and res.single and all(m.name for m in res.single)
+    assert len(posteriors) == res.rounds  # one per metrics report
+
+
+def test_next_anchors_from_the_localize_posterior_equal_a_fresh_computation(island):
+    from market_server import anchors
+    prof = island.state.market.profile(island.client().island(SEM) and
+                                       island.state.market.island_for(SEM))
+    ids, vals = list(prof.ids[:2]), [1.0, 2.0]
+    res = anchors.localize(prof, ids, vals, 50)
+    assert (anchors.next_anchors(prof, ids, vals, 50, k=2, posterior=res.posterior)
+            == anchors.next_anchors(prof, ids, vals, 50, k=2))
