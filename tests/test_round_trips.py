@@ -172,3 +172,35 @@ def test_next_anchors_from_the_localize_posterior_equal_a_fresh_computation(isla
     res = anchors.localize(prof, ids, vals, 50)
     assert (anchors.next_anchors(prof, ids, vals, 50, k=2, posterior=res.posterior)
             == anchors.next_anchors(prof, ids, vals, 50, k=2))
+
+
+def _private_names(tree) -> tuple[set[str], set[str]]:
+    """(private names a module defines: methods and ``x._name = ...`` targets,
+        private attribute names it reads or calls on anything)"""
+    import ast
+    defined, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("_"):
+            defined.add(node.name)
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            (defined if isinstance(node.ctx, ast.Store) else used).add(node.attr)
+    return defined, used
+
+
+def test_no_market_module_reaches_into_the_embedding_stacks_privates():
+    """Issue 14 item 1: search.py uses EmbeddingStack's public methods; a private member of
+    the stack used by another module is one it does not define itself."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "market_server"
+    stack_private, _ = _private_names(ast.parse((root / "embedding_stack.py").read_text()))
+    reach = {}
+    for path in sorted(root.glob("*.py")):
+        if path.name == "embedding_stack.py":
+            continue
+        own, used = _private_names(ast.parse(path.read_text()))
+        foreign = (used & stack_private) - own
+        if foreign:
+            reach[path.name] = sorted(foreign)
+    assert reach == {}
