@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 _ERRORS = ("LearnwareError", "ProtocolError", "EncodingError", "SchemaError", "SignatureError",
            "ReplayError", "StaleMessageError", "AudienceError", "UnknownMessageError",
            "KeyMismatchError", "UnsafeModelError", "ModelTooCostlyError", "DataError",
-           "ArgumentError", "IdentityError", "ConfigFileError", "WithdrawnError")
+           "ArgumentError", "IdentityError", "ConfigFileError", "WithdrawnError",
+           "KernelChangedError")
 
 _EXPORTS: dict[str, str] = {
     "Identity": "protocol.identity",
@@ -34,7 +35,8 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from protocol.errors import (ArgumentError, AudienceError, ConfigFileError, DataError,
-                                 EncodingError, IdentityError, KeyMismatchError, LearnwareError,
+                                 EncodingError, IdentityError, KernelChangedError,
+                                 KeyMismatchError, LearnwareError,
                                  ModelTooCostlyError, ProtocolError, ReplayError, SchemaError,
                                  SignatureError, StaleMessageError, UnknownMessageError,
                                  UnsafeModelError, WithdrawnError)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import os
 import time
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,8 +28,9 @@ from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
 from protocol.envelope import get_reply_to, new_nonce
-from protocol.errors import (ArgumentError, ConfigFileError, DataError, KeyMismatchError,
-                             LearnwareError, ProtocolError, WithdrawnError, error_from_dict)
+from protocol.errors import (ArgumentError, ConfigFileError, KernelChangedError,
+                             KeyMismatchError, LearnwareError, ProtocolError, WithdrawnError,
+                             error_from_dict)
 from protocol.identity import Identity, key_id_of
 from learnware_core.island import base_kernel, robust_scales
 from learnware_core.modelfile import dump_model, load_model
@@ -384,14 +386,30 @@ class MarketClient:
     def requirement(self, X_user, semantic: dict, *, k: int = DEFAULT_K,
                     random_state: int = 0) -> tuple[RKMESpec, IslandInfo]:
         """The user's RKME requirement under the island's kernel, and the island."""
-        island = self.island(semantic)
+        island = self._island_to_search(semantic, max_age_s=0.0)
+        X = as_matrix(X_user, semantic["input_features"], name="X_user")
+        return self._fit_requirement(X, island, k=k, random_state=random_state), island
+
+    def _island_to_search(self, semantic: dict, *, max_age_s: float) -> IslandInfo:
+        island = self.island(semantic, max_age_s=max_age_s)
         if island is None:
             raise LearnwareError("no island matches this semantic specification yet",
                                  code="no_island")
-        X = as_matrix(X_user, semantic["input_features"], name="X_user")
+        return island
+
+    def _fit_requirement(self, X: np.ndarray, island: IslandInfo, *, k: int,
+                         random_state: int) -> RKMESpec:
         gamma, scales = self._kernel(island)
-        spec = RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
-        return spec, island
+        return RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
+
+    def _island_with_kernel(self, island: IslandInfo, kernel: dict) -> IslandInfo:
+        """The cached island with the current kernel a ``kernel_changed`` answer carried (its
+        other fields, e.g. the learnware count, keep the age they had)."""
+        key = island_key(island.semantic)
+        fetched_at = self._islands.get(key, (0.0, island))[0]
+        island = replace(island, kernel=dict(kernel))
+        self._islands[key] = (fetched_at, island)
+        return island
 
     def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
                random_state: int = 0) -> SearchResult:
@@ -403,13 +421,30 @@ class MarketClient:
                 query[f] = semantic[f]
         validate_semantic(query, query=True)
         body: dict[str, Any] = {"semantic": query, "max_results": int(max_results)}
-        if X_user is not None:
-            spec, island = self.requirement(X_user, semantic, k=k, random_state=random_state)
-            body["requirement"] = spec.to_dict()
-            body["island_id"] = island.island_id
-        res = self._signed("POST", "/v1/search", "search", body, "search_result")
-        if "island_id" in body:
-            self._same("island_id", body["island_id"], res["island_id"])
+        if X_user is None:
+            return SearchResult.from_body(
+                self._signed("POST", "/v1/search", "search", body, "search_result"))
+        X = as_matrix(X_user, semantic["input_features"], name="X_user")
+        # One round trip: the requirement is fitted under the cached island's kernel and says
+        # which version that is; the market answers kernel_changed (with its current kernel)
+        # when it is stale, and the requirement is refitted once under that kernel.
+        island = self._island_to_search(semantic, max_age_s=math.inf)
+        for attempt in range(2):
+            spec = self._fit_requirement(X, island, k=k, random_state=random_state)
+            body.update(requirement=spec.to_dict(), island_id=island.island_id,
+                        kernel_version=int(island.kernel["version"]))
+            try:
+                res = self._signed("POST", "/v1/search", "search", body, "search_result")
+                break
+            except KernelChangedError as exc:
+                if attempt or exc.kernel is None:
+                    raise
+                island = self._island_with_kernel(island, exc.kernel)
+            except LearnwareError as exc:  # the cached island is gone (a reset market)
+                if attempt or exc.code not in ("not_found", "island_mismatch"):
+                    raise
+                island = self._island_to_search(semantic, max_age_s=0.0)
+        self._same("island_id", body["island_id"], res["island_id"])
         return SearchResult.from_body(res)
 
     def text_search(self, query: str, limit: int = 20) -> list[dict]:

@@ -677,6 +677,8 @@ class Localization:
     summary: str
     anchors: list[str] = field(default_factory=list)
     n_rows: int = 0
+    # the posterior this was computed from, for next_anchors in the same round (not sent)
+    posterior: "_Posterior | None" = field(default=None, repr=False, compare=False)
 
     @property
     def best(self) -> RankedLearnware:
@@ -910,12 +912,13 @@ def localize(profile: IslandProfile, anchor_ids: Sequence[str], metric_values: S
                         task_weights={profile.ids[i]: float(post.w[i]) for i in range(profile.n)},
                         effective_tasks=eff, noise_scale=float(post.scale), confident=confident,
                         summary=summary, anchors=[profile.ids[a] for a in post.A],
-                        n_rows=post.n)
+                        n_rows=post.n, posterior=post)
 
 
 def next_anchors(profile: IslandProfile, asked_anchor_ids: Sequence[str],
                  metric_values: Sequence[float], n_rows: int, k: int = 3,
-                 exclude: Iterable[str] = (), max_tasks: int = 60) -> list[str]:
+                 exclude: Iterable[str] = (), max_tasks: int = 60,
+                 posterior: "_Posterior | None" = None) -> list[str]:
     """Up to ``k`` further anchors (never one already asked or excluded) that best separate the
     island tasks the user may still be, weighted by what confusing them would cost.
 
@@ -926,10 +929,13 @@ def next_anchors(profile: IslandProfile, asked_anchor_ids: Sequence[str],
     exp(-sum_a d_ik(a) / 8)`` where the regret ``R_ik`` is the loss of acting on the wrong task
     (the best model for k used on i, and vice versa): pairs of tasks with the same best model need
     no separation. When no plausible pair has any regret left, the unasked models with the most
-    posterior spread of their loss are asked instead."""
+    posterior spread of their loss are asked instead. ``posterior``: the one
+    ``localize(...).posterior`` computed from the same profile and observations (else computed
+    here)."""
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    post = _posterior(profile, asked_anchor_ids, metric_values, n_rows)
+    post = (posterior if posterior is not None
+            else _posterior(profile, asked_anchor_ids, metric_values, n_rows))
     excl = {profile.index(e) for e in exclude}
     asked = set(post.A)
     pool = np.array([j for j in range(profile.n) if j not in asked and j not in excl], dtype=int)

@@ -165,6 +165,48 @@ class EmbeddingStack:
             self._csr = (order, counts, starts)
         return self._csr
 
+    # -- what the island index (market_server/search.py) reads and reuses
+    @property
+    def points(self) -> np.ndarray:
+        """Every reduced point, stacked, in raw feature units (read-only use)."""
+        return self._Z
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The number of reduced points of each embedding."""
+        return self._counts
+
+    def prepare_row_index(self) -> None:
+        """Build the by-embedding row index now (so the first search does not pay for it)."""
+        self._csr_view()
+
+    def grew_in_place_from(self, other: "EmbeddingStack") -> bool:
+        """Whether this stack (from ``other.extended``) shares ``other``'s row buffer, so views
+        into ``other``'s rows stay valid."""
+        return getattr(self, "_buf", None) is not None and self._buf is getattr(other, "_buf", None)
+
+    def centred_query(self, z, b) -> tuple[np.ndarray, np.ndarray]:
+        """A query's points scaled and centred like the stack's rows, and its weights: computed
+        once per search and passed to :meth:`cross_centred`."""
+        return self._query(z, b)
+
+    def rows_of(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of embeddings ``idx`` and, for each row, its position in ``idx``."""
+        return self._rows_of(idx)
+
+    def centred_rows(self, rows) -> np.ndarray:
+        """Scaled, centred float64 coordinates of some rows."""
+        return self._zc_rows(rows)
+
+    def prepared_augmented_rows(self, rows) -> np.ndarray | None:
+        """The float32 augmented rows ``[z, 1, -gamma|z|^2 + log B]`` of ``rows`` when they are
+        already prepared (small islands), else None (the caller builds only those it needs)."""
+        return None if self._A32_cache is None else self._A32_cache[rows]
+
+    def cross_centred(self, zc, b, idx, precision: str = "double") -> np.ndarray:
+        """``<mu_query, mu_i>`` for the embeddings ``idx`` from a :meth:`centred_query`."""
+        return self._cross(zc, b, idx, precision)
+
     # -- helpers
     def _query(self, z, b):
         z = as_points(z, "z")

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from protocol.encoding import encode_array
-from protocol.identity import PublicKey
-from protocol.errors import LearnwareError, UnsafeModelError, WithdrawnError
-from protocol.objectives import OBJECTIVE_RANGES, clip_metric
 from learnware_core.island import base_kernel
 from learnware_core.semantic import ISLAND_FIELDS, island_key
 from learnware_core.spec import on_simplex
+from protocol.encoding import encode_array
+from protocol.errors import KernelChangedError, LearnwareError, UnsafeModelError, WithdrawnError
+from protocol.identity import PublicKey
+from protocol.objectives import OBJECTIVE_RANGES, clip_metric
 
 from .config import ServerConfig
 from .profiles import ProfileCache
@@ -28,7 +27,7 @@ from .publish_checks import MAX_SCALED_COORD, Reason, check_predictions, check_p
 from .publishers import PublishPolicy
 from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex, decode_scales, decode_spec
-from .storage import NotFound, Store, island_public_id, learnware_public_id, parse_id
+from .storage import NotFound, Store, learnware_public_id, parse_id
 from .textindex import TextIndex
 
 
@@ -143,14 +142,15 @@ class Market:
         return island
 
     def island_for(self, semantic: dict, island_id: str | None = None) -> dict | None:
-        if island_id:
-            island = self.island_by_public_id(island_id)
-            if island["island_key"] != island_key(semantic):
-                raise LearnwareError(f"island {island_id} has another semantic key than the "
-                                     f"semantic specification given", code="island_mismatch",
-                                     status=409, field="island_id")
-            return island
-        return self._island_of_key(island_key(semantic))
+        """The island of ``semantic`` (through the cached row: reads only its head), which
+        must be ``island_id`` when one is given."""
+        island = self._island_of_key(island_key(semantic))
+        if island_id and (island is None or island["island_id"] != island_id):
+            self.island_by_public_id(island_id)  # NotFound when there is no such island
+            raise LearnwareError(f"island {island_id} has another semantic key than the "
+                                 f"semantic specification given", code="island_mismatch",
+                                 status=409, field="island_id")
+        return island
 
     def _island_of_key(self, key: str) -> dict | None:
         """The island row of a semantic key, decoded once per kernel version (cached)."""
@@ -394,6 +394,14 @@ class Market:
                     "message": "no island matches this semantic specification (data type, task, "
                                "input features, target, objective); see text_matches"}
         max_results = body["max_results"]
+        fitted_under = body.get("kernel_version")
+        if (body.get("requirement") is not None and fitted_under is not None
+                and fitted_under != island["kernel_version"]):
+            raise KernelChangedError(
+                f"the requirement was fitted under kernel version {fitted_under}; the island's "
+                f"is {island['kernel_version']}: refit under the kernel given and search again",
+                field="kernel_version",
+                kernel=kernel_wire(island["kernel"], island["kernel_version"]))
         idx = self.index(island)
         out: dict[str, Any] = {"island_id": island["island_id"], "single": [], "mixture": None,
                                "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
@@ -450,13 +458,13 @@ class Market:
                               "weights": [float(x) for x in w], "mmd": float(v), "score": score}
         return out
 
-    def _name_matches(self, single: list[dict], idx, positions=None) -> None:
+    def _name_matches(self, single: list[dict], idx, positions=()) -> None:
         """Add each ranked learnware's name (from its semantic spec) to its match;
-        ``positions``: the matches' places in ``idx`` when known (else looked up by id)."""
-        if positions is None:
-            at = {lid: i for i, lid in enumerate(idx.ids)}
-            positions = [at.get(m["learnware_id"]) for m in single]
-        pks = [None if i is None else idx.pks[i] for i in positions]
+        ``positions``: the matches' places in ``idx``; ``idx`` None: the ids name the rows."""
+        if idx is None:
+            pks = [parse_id(m["learnware_id"], "lw") for m in single]
+        else:
+            pks = [None if i is None else idx.pks[i] for i in positions]
         names = self.text.names([pk for pk in pks if pk is not None], self.store)
         for match, pk in zip(single, pks):
             if names.get(pk):
@@ -501,7 +509,7 @@ class Market:
                                  f"computed as {body['metric']}", code="wrong_metric",
                                  status=422, field="metric")
         prof = self.profile(island)
-        live = set(self._live_ids(island))
+        live = self.store.live_in_island(island["pk"], body["values"])
         values = body["values"]
         unknown = sorted(set(values) - live)
         if unknown:
@@ -543,7 +551,7 @@ class Market:
                                   "estimate": clip_metric(objective, item.estimate),
                                   # half-width of the 80% interval, in objective units
                                   "uncertainty": max(0.0, (high - low) / 2.0)})
-        self._name_matches(out["single"], self.index(island))
+        self._name_matches(out["single"], None)
         mix = res.mixture
         if mix is not None and mix.ids:
             out["mixture"] = {"learnware_ids": list(mix.ids),
@@ -556,8 +564,5 @@ class Market:
         more = body.get("more_anchors", 0)
         if more:
             out["next_anchors"] = list(anchors.next_anchors(prof, ids, vals, body["n_rows"],
-                                                            k=more))
+                                                            k=more, posterior=res.posterior))
         return out
-
-    def _live_ids(self, island: dict) -> list[str]:
-        return self.index(island).ids

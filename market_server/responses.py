@@ -83,6 +83,9 @@ def error_response(exc: LearnwareError) -> Response:
                             "message": _text(d.get("message", "")),
                             "field": None if d.get("field") is None else _text(d["field"])}
                            for d in exc.details if isinstance(d, dict)][:100]
+    kernel = getattr(exc, "kernel", None)
+    if isinstance(kernel, dict):  # kernel_changed carries the island's current kernel
+        body["kernel"] = kernel
     reply_to = getattr(request, "lwm_nonce", None)
     status = exc.status if 400 <= exc.status < 600 else 400
     resp = signed("error", body, status=status, reply_to=reply_to)

@@ -137,12 +137,12 @@ class IslandIndex:
             idx._append(keep, points)
         else:
             idx._assemble(keep if same_kernel else None, points)
-        st, counts = idx.stack, idx.stack._counts
+        st, counts = idx.stack, idx.stack.counts
         if np.all(st.B >= 0):  # (always so for published specs: simplex weights)
             idx._build_balls(counts, keep if same_kernel else None, appended)
         if len(idx.pks) >= idx.coarse_min:
             appended = idx._build_sketches(counts, keep if same_kernel else None, appended)
-            idx.stack._csr_view()  # prepared now, not by the first search
+            idx.stack.prepare_row_index()  # now, not by the first search
             # the sketch's error is a property of its features: re-measured when they change
             idx.sketch_err = keep.sketch_err if appended else idx._sketch_error()
         idx.baseline = idx._baseline_mmd(keep if same_kernel else None, only_new)
@@ -165,7 +165,7 @@ class IslandIndex:
             self_inner = EmbeddingStack(Z_new, B_new, np.repeat(np.arange(len(new_pks)), cnt),
                                         self.gamma, self.scales).self_inner
         self.stack = old.extended(Z_new, B_new, cnt, self_inner)
-        if self.stack._buf is getattr(old, "_buf", None):  # grown in place: old views hold
+        if self.stack.grew_in_place_from(old):  # old views hold
             self._point_views(keep.points)
         else:  # a new buffer: views into it (the old one can then be freed)
             self._point_views()
@@ -199,9 +199,9 @@ class IslandIndex:
         ``held``: views still valid for the first learnwares, only the others are made."""
         held = held or {}
         first = len(held)
-        counts = self.stack._counts
+        counts = self.stack.counts
         ends = np.cumsum(counts)
-        Z, B = self.stack._Z, self.stack.B
+        Z, B = self.stack.points, self.stack.B
         self.points = dict(held)
         self.points.update((pk, (Z[s:e], B[s:e])) for pk, s, e in
                            zip(self.pks[first:], (ends - counts)[first:], ends[first:]))
@@ -271,7 +271,7 @@ class IslandIndex:
             known = {pk: i for i, pk in enumerate(keep.pks)}
             reuse = np.array([known.get(pk, -1) for pk in self.pks])
         else:
-            center = self.stack._Z.mean(axis=0)  # a reference point: small float32 arguments
+            center = self.stack.points.mean(axis=0)  # a reference point: small float32 arguments
             self.sketch = RFFSketch(self.gamma, self.scales, self.stack.n_features,
                                     self.sketch_dim, self.sketch_seed, center=center)
         S = np.empty((n, self.sketch_dim), dtype=np.float32)
@@ -281,7 +281,7 @@ class IslandIndex:
             S[old] = keep.S[reuse[old]]
         if new.size:
             if new.size == n:
-                S[:] = self.sketch.embed(self.stack._Z, self.stack.B, counts)
+                S[:] = self.sketch.embed(self.stack.points, self.stack.B, counts)
             else:
                 Z = np.concatenate([self.points[self.pks[i]][0] for i in new])
                 B = np.concatenate([self.points[self.pks[i]][1] for i in new])
@@ -366,7 +366,7 @@ class IslandIndex:
         """The requirement's own ``<mu_q, mu_q>``: k_q^2 kernel values, the one part of a search
         that grows with the square of the requirement's size. A search computes it once and
         hands it to :meth:`rank` and :meth:`mixture`."""
-        zc, bq = self.stack._query(z, b)
+        zc, bq = self.stack.centred_query(z, b)
         return embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
 
     def _exact_mmd(self, z: np.ndarray, b: np.ndarray, idx: np.ndarray,
@@ -374,7 +374,7 @@ class IslandIndex:
         """Squared MMD from (z, b) to the learnwares ``idx`` only, with the precision of
         :meth:`mmd_all` (float32 kernel blocks of "augmented" rows, sums in float64; float64
         throughout when a weight is negative)."""
-        zc, bq = self.stack._query(z, b)
+        zc, bq = self.stack.centred_query(z, b)
         if q_self is None:
             q_self = embedding_inner(zc, bq, zc, bq, self.gamma)  # already scaled and centred
         return self._mmd_of(zc, bq, q_self, idx)
@@ -389,24 +389,23 @@ class IslandIndex:
         """``<mu_q, mu_i>`` for the learnwares ``idx``; ``zc`` already scaled and centred."""
         st = self.stack
         idx = np.asarray(idx, dtype=np.intp).ravel()
-        rows, pos = st._rows_of(idx)
+        rows, pos = st.rows_of(idx)
         if rows.size == 0:
             return np.zeros(idx.size)
         if np.all(bq >= 0) and (self.ball_C is not None or np.all(st.B[rows] >= 0)):
             keep = bq > 0
             Q = augmented_cols(zc[keep], self.gamma, np.log(bq[keep]))
-            if st._A32_cache is not None:  # prepared rows (small islands): a gather
-                A = st._A32_cache[rows]
-            else:
+            A = st.prepared_augmented_rows(rows)  # small islands: a gather
+            if A is None:
                 w = st.B[rows]
                 logw = np.full(w.shape, -1.0e4)  # exp() of it is exactly 0
                 logw[w > 0] = np.log(w[w > 0])
-                A = augmented_rows(st._zc_rows(rows), self.gamma, logw)
+                A = augmented_rows(st.centred_rows(rows), self.gamma, logw)
             G = A @ Q
             np.exp(G, out=G)
             return np.bincount(pos, weights=G @ np.ones(G.shape[1], dtype=np.float32),
                                minlength=idx.size)
-        return st._cross(zc, bq, idx, "double")
+        return st.cross_centred(zc, bq, idx, "double")
 
     def mmd_all(self, z: np.ndarray, b: np.ndarray, q_self: float | None = None) -> np.ndarray:
         return self.stack.mmd2_to(z, b, q_self=q_self)
@@ -454,7 +453,7 @@ class IslandIndex:
         if not with_cross:
             return out[:2]
         if out[2] is None:
-            zc, bq = self.stack._query(z, b)
+            zc, bq = self.stack.centred_query(z, b)
             return out[0], out[1], self._cross(zc, bq, out[0])
         return out
 
@@ -506,7 +505,7 @@ class IslandIndex:
         The result is None when too many learnwares survive the bounds for an exact answer to
         pay off; the caller then uses ``lower > threshold`` to exclude learnwares for sure."""
         n, st = len(self.ids), self.stack
-        zc, bq = st._query(z, b)
+        zc, bq = st.centred_query(z, b)
         # Two levels: the requirement's own ball against every learnware's (one kernel value
         # each) excludes the learnwares that cannot make the top whatever the details; the
         # point-by-ball bound (one value per requirement point) sharpens the rest.
@@ -585,7 +584,7 @@ class IslandIndex:
         pos = np.argsort(single, kind="stable")[: min(len(single), candidates)]
         cand = pos if among is None else np.asarray(among, dtype=np.intp)[pos]
         m = len(cand)
-        zc, bq = self.stack._query(z, b)
+        zc, bq = self.stack.centred_query(z, b)
         c = self._cross(zc, bq, cand) if cross is None else np.asarray(cross, float)[pos]
         r = embedding_inner(zc, bq, zc, bq, self.gamma) if q_self is None else float(q_self)
         lazy = LazyGram(self.stack, cand)

@@ -592,6 +592,18 @@ class Store:
         return (count, total, sumsq), [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
                                         "semantic": _loads(r.semantic)} for r in rows]
 
+    def live_in_island(self, island_pk: int, learnware_ids: Iterable[str]) -> set[str]:
+        """Those of ``learnware_ids`` that are live learnwares of the island: one indexed query
+        (localisation checks the ids a user reports on, without building the search index)."""
+        pks = {pk for pk in (parse_id(i, "lw") for i in learnware_ids) if pk is not None}
+        if not pks:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(learnwares.c.id).where(
+                learnwares.c.island_id == island_pk, learnwares.c.deleted_at.is_(None),
+                learnwares.c.id.in_(sorted(pks))))
+            return {learnware_public_id(r[0]) for r in rows}
+
     def live_ids(self) -> list[int]:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(learnwares.c.id)

@@ -140,16 +140,32 @@ class WithdrawnError(LearnwareError):
     status = 410
 
 
+class KernelChangedError(LearnwareError):
+    """A search requirement fitted under a kernel version the island no longer has: ``kernel``
+    (``{gamma, scales, version}``, wire form) is the island's current one, so the client can
+    refit under it and search again without fetching the island."""
+
+    code = "kernel_changed"
+    status = 409
+
+    def __init__(self, message: str, *, kernel: dict | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.kernel = kernel
+
+
 ERROR_CLASSES = {c.code: c for c in (
     LearnwareError, ProtocolError, EncodingError, SchemaError, SignatureError, ReplayError,
     StaleMessageError, UnknownMessageError, AudienceError, KeyMismatchError, UnsafeModelError,
     DataError, ArgumentError, IdentityError, ConfigFileError, WithdrawnError,
-    ModelTooCostlyError)}
+    ModelTooCostlyError, KernelChangedError)}
 
 
 def error_from_dict(d: dict, status: int | None = None) -> LearnwareError:
     """Rebuild a typed error from an error body (client side)."""
     code = str(d.get("code", "error"))
     cls = ERROR_CLASSES.get(code, LearnwareError)
+    if cls is KernelChangedError:
+        return cls(str(d.get("message", "unknown error")), field=d.get("field"), status=status,
+                   kernel=d.get("kernel"))
     return cls(str(d.get("message", "unknown error")), field=d.get("field"), code=code,
                status=status, details=d.get("details"))

@@ -330,7 +330,8 @@ ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_le
             optional={"field": Nullable(Str(max_len=1000)),
                       "details": Nullable(List(Obj(required={"code": Str(), "message": Str()},
                                                    optional={"field": Nullable(Str())}),
-                                               max_items=100))})
+                                               max_items=100)),
+                      "kernel": KERNEL})  # kernel_changed: the island's current kernel
 
 MESSAGE_TYPES: dict[str, Node] = {
     "publish": PUBLISH, "publish_result": PUBLISH_RESULT,
