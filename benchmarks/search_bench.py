@@ -107,7 +107,7 @@ def bench_http(data_dir: Path, n: int, trials: int) -> list[float]:
     reqs = [requirement(n, i % n, i) for i in range(min(trials, 20))]
     me = Identity.generate()
     times = []
-    with ServerProcess(data_dir) as server, httpx.Client(base_url=server.url, timeout=300) as http:
+    with ServerProcess(data_dir, address_limits=False) as server, httpx.Client(base_url=server.url, timeout=300) as http:
         aud = http.get("/v1/market").json()["market_key_id"]  # every request names its market
         for i in range(trials + 3):
             body = {"semantic": query, "max_results": 5, "requirement": reqs[i % len(reqs)]}
@@ -136,7 +136,7 @@ def bench_publish(count: int, clients: int, *, prepared: bool, workers: int = 1,
     from sklearn.linear_model import Ridge
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        with ServerProcess(Path(tmp) / "m", workers=workers) as server:
+        with ServerProcess(Path(tmp) / "m", workers=workers, address_limits=False) as server:
             cls = [MarketClient(server.url, Identity.generate(), cache_dir=Path(tmp) / f"c{i}",
                                 timeout=300) for i in range(clients)]
             X0 = rng.normal(size=(500, D))

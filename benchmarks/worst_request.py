@@ -62,10 +62,6 @@ from search_bench import D, SEMANTIC, centers, fill_island  # noqa: E402
 CPU_BUDGET_S = 1.0
 MEMORY_BUDGET_MB = 200.0
 MAX_REQUEST_BYTES = 1 << 20
-#: per-address limits off (the flags of tests/hostile.py NO_ADDRESS_LIMIT_ARGS; benchmarks do
-#: not import tests)
-NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
-                         "--rate-limit-address-publish", "off"]
 TICK = os.sysconf("SC_CLK_TCK")
 ISLAND_QUERY = {k: SEMANTIC[k] for k in ("data_type", "task_type", "input_features", "target",
                                          "objective")}
@@ -334,7 +330,7 @@ class Bench:
 
     # --- catalogue -----------------------------------------------------------------------
     def cases(self) -> list[Case]:
-        n, rng = self.n, np.random.default_rng(1)
+        n = self.n
         C = centers(n)
         k = 2000  # the protocol's cap on reduced points
         spread_z = lambda r: C[np.random.default_rng(r).integers(n, size=k)] \
@@ -586,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         fill_island(work / "market", args.n)
         print(f"island of {args.n:,} learnwares written in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        with ServerProcess(work / "market", extra_args=NO_ADDRESS_LIMIT_ARGS) as server:
+        with ServerProcess(work / "market", address_limits=False) as server:
             bench = Bench(server, work, args.n)
             t0 = time.perf_counter()
             bench.text_ids = [bench.honest_publish(semantic=long_text_semantic(i))

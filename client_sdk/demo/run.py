@@ -118,9 +118,8 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
     rows: list[dict] = []
     server_args = [] if refine else ["--refine-at", "none"]
     # every simulated developer and user of the experiment is on loopback: one address
-    server_args += ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
-                    "--rate-limit-address-publish", "off"]
-    with ServerProcess(workdir / f"market-{setup.name}", extra_args=server_args) as server:
+    with ServerProcess(workdir / f"market-{setup.name}", extra_args=server_args,
+                       address_limits=False) as server:
         # --- developers publish --------------------------------------------------------
         ids, too_small = [], []
         for name in _progress(developers, f"{setup.name}: developers publish", progress):

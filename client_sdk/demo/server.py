@@ -18,15 +18,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: ``lwm serve`` flags that turn the per-address rate limits off: for a server whose only
+#: client is this machine's own experiment or benchmark (one address sending thousands).
+NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
+                         "--rate-limit-address-publish", "off"]
+
+
 class ServerProcess:
     def __init__(self, data_dir: Path, port: int | None = None, workers: int = 1,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, *, address_limits: bool = True):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [sys.executable, "-m", "market_server", "serve", "--data-dir",
                      str(self.data_dir), "--port", str(self.port), "--workers", str(workers),
-                     *(extra_args or [])]
+                     *(extra_args or []), *([] if address_limits else NO_ADDRESS_LIMIT_ARGS)]
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "server.log"
 
