@@ -20,7 +20,7 @@ import pytest
 import client_sdk
 from client_sdk import cli
 from client_sdk.client import MarketClient
-from tests.conftest import blob, fitted_ridge, linear_task, semantic
+from tests.helpers import blob, fitted_ridge, linear_task, semantic
 
 FEATURES = ("a", "b", "c")
 HEAVY = ("numpy", "sklearn", "pandas", "httpx", "scipy", "skops")

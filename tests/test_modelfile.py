@@ -22,7 +22,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.utils import all_estimators
 
 from protocol.errors import UnsafeModelError
-from tests.conftest import zip_of_deflated
+from tests.helpers import zip_of_deflated
 from learnware_core.modelfile import (ALLOWED_TYPES, dump_model, load_model, model_sha256,
                                 untrusted_types)
 

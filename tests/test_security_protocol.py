@@ -22,10 +22,10 @@ from protocol.envelope import MemoryNonceStore, open_envelope, seal
 from protocol.errors import (AudienceError, ConfigFileError, EncodingError, ProtocolError,
                              SignatureError, StaleMessageError)
 from learnware_core.semantic import island_key
-from tests.conftest import (blob, count_rows, error_body, fitted_ridge, linear_task,
-                            publish_envelope, publish_parts, seal_request, search_envelope,
-                            semantic, stored_blobs)
-from tests.hostile import seal_escaped
+from tests.helpers import (blob, count_rows, error_body, fitted_ridge, linear_task,
+                           publish_envelope, publish_parts, seal_request, search_envelope,
+                           semantic, stored_blobs)
+from benchmarks.hostile import seal_escaped
 
 SEM = semantic("security protocol", tags=["binding"])
 OTHER = semantic("security protocol, other island", features=("p", "q"))
