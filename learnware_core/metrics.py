@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["METRICS", "REGRESSION_METRICS", "CLASSIFICATION_METRICS", "evaluate", "is_loss",
+__all__ = ["METRICS", "REGRESSION_METRICS", "CLASSIFICATION_METRICS", "evaluate",
            "greater_is_better", "metric_names", "check_metric"]
 
 
@@ -162,8 +162,3 @@ def evaluate(metric: str, y_true, y_pred) -> float:
 
 def greater_is_better(metric: str) -> bool:
     return METRICS[check_metric(metric)][1]
-
-
-def is_loss(metric: str) -> bool:
-    """True when lower values are better (rmse, mse, mae, error)."""
-    return not greater_is_better(metric)

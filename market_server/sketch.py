@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RFFSketch", "sketch_sqdist"]
+__all__ = ["RFFSketch"]
 
 #: rows x D float32 entries per feature chunk (~16 MiB)
 CHUNK_ELEMENTS = 1 << 22
@@ -125,11 +125,3 @@ class RFFSketch:
             j = e
         return out
 
-
-def sketch_sqdist(S: np.ndarray, s, S_sq: np.ndarray | None = None) -> np.ndarray:
-    """``||S_i - s||^2`` for every row of S in one matrix product (float64 result)."""
-    s = np.asarray(s, dtype=np.float64).ravel()
-    if S_sq is None:
-        S_sq = np.einsum("ij,ij->i", S, S, dtype=np.float64)
-    dots = (S @ s.astype(np.float32)).astype(np.float64)
-    return np.maximum(S_sq + float(s @ s) - 2.0 * dots, 0.0)
