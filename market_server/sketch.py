@@ -16,9 +16,10 @@ By default the frequencies are orthogonal random features (Yu et al. 2016: block
 orthogonal directions with chi-distributed lengths), unbiased like plain RFF with a lower
 variance of the inner-product estimate.
 
-Pure numpy. Points are processed in chunks so memory stays flat; ``cos`` runs in float32 (several
-times faster than float64 on CPUs without AVX-512: docs/RESULTS.md), accumulations per embedding in float32 over
-at most a few hundred points (relative error ~1e-6, far below the sketch's own ~1/sqrt(D)).
+Pure numpy. Points are processed in chunks so memory stays flat; ``cos`` runs in float32
+(several times faster than float64 on CPUs without AVX-512: docs/RESULTS.md), accumulations per
+embedding in float32 over at most a few hundred points (relative error ~1e-6, far below the
+sketch's own ~1/sqrt(D)).
 """
 from __future__ import annotations
 
