@@ -122,17 +122,17 @@ def main(argv=None) -> int:
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.cap)))
         return 0
+    import shutil
+
     from search_bench import fill_island
     for n in args.sizes:
         folder = args.data / f"n{n}"
         if not (folder / "filled").exists():  # the island is written once, reused by every run
-            import shutil
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             fill_island(folder, n)
             (folder / "filled").touch()
         work = args.data / f"n{n}-run"  # a copy: the measurement publishes one more
-        import shutil
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(folder, work)
         cmd = [sys.executable, __file__, "--measure", str(work)]

@@ -1,6 +1,6 @@
 """Issue #8 "Bad input": a longer bounded fuzz run of the market's HTTP API.
 
-The hostile-request strategies of ``tests/hostile.py`` (also run, briefly, by
+The hostile-request strategies of ``benchmarks/hostile.py`` (also run, briefly, by
 ``tests/test_hostile_inputs.py``): (a) arbitrary bytes and byte-mutated envelopes to every
 POST/DELETE endpoint, (b) validly signed envelopes with hostile bodies, (c) GETs with hostile path
 segments and query strings. Every answer must be < 500 and a JSON envelope signed by the market
@@ -31,12 +31,40 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from tests.hostile import (NO_ADDRESS_LIMIT_ARGS, NO_ADDRESS_LIMITS, Fuzzer,  # noqa: E402
-                           Unsendable, build_context, cases,
-                           flask_sender, httpx_sender, populate, run_cases, state_checker)
+from hostile import (NO_ADDRESS_LIMIT_ARGS, NO_ADDRESS_LIMITS, Fuzzer, Unsendable,  # noqa: E402
+                     build_context, cases, flask_sender, httpx_sender, populate, run_cases,
+                     state_checker)
+
+
+class InProcessMarket:
+    """One market app in this process: what :func:`populate`, :func:`build_context` and
+    :func:`state_checker` read (a benchmark does not import the test suite's ``MarketEnv``)."""
+
+    url = "http://market.test"
+
+    def __init__(self, data_dir: Path):
+        from market_server import ServerConfig, create_app
+        self.data_dir = data_dir
+        self.app = create_app(ServerConfig(data_dir=data_dir, refine_at=(), **NO_ADDRESS_LIMITS))
+        self.state = self.app.extensions["learnware_market"]
+        self.store = self.state.store
+        self.market_key = self.state.identity.public_key_b64
+
+    def client(self):
+        import httpx
+
+        from client_sdk import Identity, MarketClient
+        return MarketClient(self.url, Identity.generate(),
+                            transport=httpx.WSGITransport(app=self.app),
+                            cache_dir=self.data_dir / f"cache-{time.time_ns()}")
+
+    def close(self) -> None:
+        self.state.market.sandbox.close()  # its model worker processes
+        self.store.dispose()
 
 
 def report(name: str, fuzzer: Fuzzer, seconds: float) -> bool:
@@ -103,14 +131,13 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="lwm-fuzz-"))
     os.environ["LWM_CONFIG_DIR"] = str(tmp / "config")  # never pin keys in ~/.config
-    from tests.conftest import MarketFactory
 
     ok = True
-    factory = MarketFactory("sqlite", tmp / "inproc", None)
+    env = None
     try:
         if args.examples <= 0 and not args.schemathesis:
             raise _Skip
-        env = factory.make(**NO_ADDRESS_LIMITS)
+        env = InProcessMarket(tmp / "inproc")
         populate(env)
         ctx = build_context(env)
         fuzzer = Fuzzer(env.market_key, flask_sender(env.app), state_checker(env), strict=False)
@@ -122,7 +149,8 @@ def main() -> int:
     except _Skip:
         pass
     finally:
-        factory.close()
+        if env is not None:
+            env.close()
 
     try:
         if args.server:

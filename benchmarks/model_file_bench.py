@@ -7,12 +7,9 @@ Each case runs in a fresh process so ``ru_maxrss`` is its own peak. Run:
 """
 from __future__ import annotations
 
-import io
-import json
 import subprocess
 import sys
 import textwrap
-import zipfile
 
 CASE = textwrap.dedent("""
     import io, resource, sys, time, zipfile

@@ -57,10 +57,10 @@ from learnware_core.kernels import BLOCK_ELEMENTS, augmented_cols, augmented_row
 from learnware_core.simplex import simplex_qp
 from learnware_core.spec import check_spec, decode_spec
 
-from .data import as_matrix, feature_names
+from .data import as_matrix
 
 __all__ = ["RKMESpec", "MIN_ROWS", "ROWS_PER_POINT", "MIN_DISTANCE_FRACTION", "OPT_ROWS",
-           "membership_inference_auc", "as_feature_matrix"]
+           "membership_inference_auc"]
 
 MIN_ROWS = 50
 ROWS_PER_POINT = 10
@@ -76,13 +76,6 @@ QP_TOL = 1e-10
 
 _LOCALIZE_HINT = ("Small data sets can still use the market through the anchor path, "
                   "MarketClient.localize, which needs no RKME specification.")
-
-
-# ------------------------------------------------------------------------------- data checks
-def as_feature_matrix(X, *, n_features: int | None = None) -> tuple[np.ndarray, list | None]:
-    """X as checked by :func:`client_sdk.data.as_matrix` (the SDK's one input checker), and its
-    column names (None unless X is a DataFrame or Series)."""
-    return as_matrix(X, n_features=n_features), feature_names(X)
 
 
 # ----------------------------------------------------------------------------- numeric core

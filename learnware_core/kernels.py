@@ -10,8 +10,9 @@ Two precisions:
 * float64 everywhere the result is a single number or a small matrix (:func:`gaussian_kernel`,
   :func:`embedding_inner`, :func:`mmd2`);
 * the market's search hot path (``market_server/embedding_stack.py``) evaluates its big kernel
-  block in float32 by default, because on CPUs without AVX-512 float64 ``exp`` is scalar and about 4x
-  slower. Coordinates are centred and scaled first and every block is one matrix product of
+  block in float32 by default, because on CPUs without AVX-512 float64 ``exp`` is scalar and
+  several times slower (docs/RESULTS.md, "Numeric kernels"). Coordinates are centred and scaled
+  first and every block is one matrix product of
   "augmented" rows ``[x, 1, -gamma|x|^2 + log w]`` and columns
   ``[2 gamma z; -gamma|z|^2 + log b; 1]`` (:func:`augmented_rows`, :func:`augmented_cols`), whose
   product is the log of the weighted kernel value and is never positive, so nothing overflows.

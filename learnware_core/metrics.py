@@ -34,7 +34,7 @@ import numpy as np
 
 from protocol.objectives import OBJECTIVE_TABLE
 
-__all__ = ["METRICS", "REGRESSION_METRICS", "CLASSIFICATION_METRICS", "evaluate", "is_loss",
+__all__ = ["METRICS", "REGRESSION_METRICS", "CLASSIFICATION_METRICS", "evaluate",
            "greater_is_better", "metric_names", "check_metric"]
 
 
@@ -161,8 +161,3 @@ def evaluate(metric: str, y_true, y_pred) -> float:
 
 def greater_is_better(metric: str) -> bool:
     return METRICS[check_metric(metric)][1]
-
-
-def is_loss(metric: str) -> bool:
-    """True when lower values are better (rmse, mse, mae, error)."""
-    return not greater_is_better(metric)

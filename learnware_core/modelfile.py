@@ -37,7 +37,6 @@ Every failure, whatever the bytes, is an :class:`~protocol.errors.UnsafeModelErr
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import math
@@ -53,7 +52,7 @@ import numpy as np
 from protocol.errors import ModelTooCostlyError, UnsafeModelError
 
 __all__ = ["ALLOWED_TYPES", "ALLOWED_LOADERS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES",
-           "allow_lists", "dump_model", "load_model", "model_sha256", "untrusted_types"]
+           "allow_lists", "dump_model", "load_model"]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024          # raw file
 DEFAULT_MAX_UNCOMPRESSED = 1024 * 1024 * 1024  # sum of declared entry sizes
@@ -240,11 +239,6 @@ def _skops_protocol() -> int | None:
 # Public API
 # --------------------------------------------------------------------------------------------
 
-def model_sha256(data: bytes) -> str:
-    """Hex SHA-256 of a model file: what artefact signatures and the market's index refer to."""
-    return hashlib.sha256(bytes(data)).hexdigest()
-
-
 def dump_model(model: Any) -> bytes:
     """Serialise a fitted scikit-learn model to skops bytes.
 
@@ -280,16 +274,6 @@ def dump_model(model: Any) -> bytes:
         raise UnsafeModelError(f"cannot check this model's internals ({type(exc).__name__}: "
                                f"{exc})", field=_FIELD) from None
     return data
-
-
-def untrusted_types(data: bytes) -> list[str]:
-    """Names of the types in a model file that are not allow-listed (empty when it is clean).
-
-    Raises ``UnsafeModelError`` when the bytes are not a readable skops file at all.
-    """
-    schema = _read_archive(data, DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED,
-                           DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NODES)
-    return sorted(_scan_schema(schema) | _skops_untrusted(bytes(data)))
 
 
 def load_model(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,

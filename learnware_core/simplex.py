@@ -6,8 +6,8 @@ RKHS distance ``||sum_i b_i mu_i - mu||^2 = b'Kb - 2c'b + const`` over the simpl
 minimiser, for a symmetric positive semi-definite ``K`` (singular ones included).
 
 Method: a dual active-set solver in C (Goldfarb-Idnani, the ``quadprog`` package) solves a
-slightly regularised copy (``K + 1e-10 * scale * I``: it needs K positive definite) in well
-under a millisecond for k <= a few hundred; a primal active-set method then solves the
+slightly regularised copy (``K + 1e-10 * scale * I``: it needs K positive definite) in a
+fraction of the gradient phase's time; a primal active-set method then solves the
 equality-constrained problem on the support exactly and adds/drops indices until the KKT
 conditions hold to ``tol`` for K itself (usually one or two face solves). Without quadprog, or
 when it fails (near-singular K beyond what the regularisation absorbs) or its polish does not
@@ -20,9 +20,9 @@ for K by at most that much.
 
 Why quadprog: under a refined island kernel (a few relevant features) the RKME's reduced points
 are nearly collinear in the kernel's eyes, K is ill-conditioned (eigenvalues down to 1e-7 of its
-largest), and the gradient phase needed 40-180 iterations plus ~30 face solves: 11-23 ms per
-QP, most of an RKME fit. quadprog + polish takes ~0.6 ms on the same problems (measured on 50
-QPs captured from fits under a refined kernel: 283 ms -> 30 ms, same objective).
+largest), and the gradient phase needed 40-180 iterations plus ~30 face solves per QP, most of
+an RKME fit; quadprog + polish reaches the same objective in about a tenth of the time
+(docs/RESULTS.md, "Numeric kernels").
 """
 from __future__ import annotations
 

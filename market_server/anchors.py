@@ -76,10 +76,9 @@ regime almost always (tests/test_anchors.py). On txhousing (benchmarks/anchor_be
 cities are not separable from a few past rows -- even every learnware scored on all of a user's
 past rows predicts its future ranking poorly -- so the posterior stays broad (about 20 of 32
 tasks), the pick is mostly the island's most central learnware, and the mixture (an average of
-the top five) is the better recommendation. Over ten user splits the evidence from past rows
-moves the pick slightly below that central learnware on average (47.6% vs 52.0% of the
-random -> oracle gap on the held-out splits; with random rather than future test rows, on three
-splits, it moves it above: 27-38% vs 19-38%); see docs/RESULTS.md.
+the top five) is the better recommendation. Over many user splits the evidence from past rows
+moves the pick slightly below that central learnware on average (with random rather than future
+test rows it moves it above); the figures are in docs/RESULTS.md ("Anchors").
 
 Assumptions: the user's task is close to one of the island's tasks or a blend of them; herded
 samples cover each developer's input region; the user's label noise adds a constant to all its
@@ -88,12 +87,12 @@ future: a shift between them is not modelled, only absorbed by the wide posterio
 
 Cost and scaling (N learnwares, t herded samples each, m anchors): building herds N times,
 makes N predict calls on N t rows and O(N^2 t) metric evaluations, plus O(N^3 t) flops (matrix
-products) for the pairwise behaviour distances. N = 200, t = 64, d = 9: about 3 s on one core,
-half of it herding (pass ``herded=`` to reuse samples stored at publish time).
+products) for the pairwise behaviour distances; about half of a build is herding (pass
+``herded=`` to reuse samples stored at publish time).
 :func:`add_learnware` / :func:`remove_learnware` update a profile in O(N^2 t) (the new model on
-every task, every model on the new task, one task's share of the distances; 0.3 s at N = 200)
-and give the same profile as a rebuild. :func:`localize` is O(N^2 (t + m)) and :func:`next_anchors`
-O(N^3): below 0.1 s at N = 200. The market bounds N: a profile covers at most
+every task, every model on the new task, one task's share of the distances) and give the same
+profile as a rebuild. :func:`localize` is O(N^2 (t + m)) and :func:`next_anchors` O(N^3).
+Measured times are in docs/RESULTS.md ("Anchors"). The market bounds N: a profile covers at most
 ``max_profile_learnwares`` learnwares of an island (market_server/profiles.py).
 
 Pure numeric: no I/O, no Flask. Learnwares come in as ``(id, model, z, beta, gamma, scales)``

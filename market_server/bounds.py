@@ -16,7 +16,7 @@ balls lie far apart relative to the kernel width the bound prunes almost all of 
 they overlap (one region, many models) it prunes little and the search falls back to the full
 vectorised scan, so the answer is exact either way.
 
-Pure numpy; the exponentials run in float32 (about 4x faster than float64 here) with a relative
+Pure numpy; the exponentials run in float32 (faster than float64: docs/RESULTS.md) with a relative
 safety margin far above float32's error, so the bound stays a bound.
 """
 from __future__ import annotations

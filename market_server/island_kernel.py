@@ -53,11 +53,12 @@ The options were chosen on developer data only (``benchmarks/island_kernel_study
 --design-check``: developers' own past, split again in time); the island spread (step b) is the
 part that matters most there, the default variants were never tuned on users' outcomes. What the
 rule buys depends on the island: where models extrapolate (linear models on the Texas housing
-island) it puts the weight on the level features and MMD top-1 closes about 60% of the gap between
+island) it puts the weight on the level features and MMD top-1 closes most of the gap between
 the market's mean model and the best one; where every model is a tree ensemble that forecasts from
 recent changes it moves the weight to d1..d3, but the most similar data set does not make the
 best model there (a city's own past model is no better than an average one on its future) and
-top-1 stays near 10%; the QP mixture under the refined kernel does best of the non-oracle kernels.
+top-1 stays low; the QP mixture under the refined kernel does best of the non-oracle kernels.
+The figures are in docs/RESULTS.md ("The island kernel").
 """
 from __future__ import annotations
 

@@ -16,15 +16,16 @@ By default the frequencies are orthogonal random features (Yu et al. 2016: block
 orthogonal directions with chi-distributed lengths), unbiased like plain RFF with a lower
 variance of the inner-product estimate.
 
-Pure numpy. Points are processed in chunks so memory stays flat; ``cos`` runs in float32 (about
-9x faster than float64 on CPUs without AVX-512), accumulations per embedding in float32 over
-at most a few hundred points (relative error ~1e-6, far below the sketch's own ~1/sqrt(D)).
+Pure numpy. Points are processed in chunks so memory stays flat; ``cos`` runs in float32
+(several times faster than float64 on CPUs without AVX-512: docs/RESULTS.md), accumulations per
+embedding in float32 over at most a few hundred points (relative error ~1e-6, far below the
+sketch's own ~1/sqrt(D)).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RFFSketch", "sketch_sqdist"]
+__all__ = ["RFFSketch"]
 
 #: rows x D float32 entries per feature chunk (~16 MiB)
 CHUNK_ELEMENTS = 1 << 22
@@ -125,11 +126,3 @@ class RFFSketch:
             j = e
         return out
 
-
-def sketch_sqdist(S: np.ndarray, s, S_sq: np.ndarray | None = None) -> np.ndarray:
-    """``||S_i - s||^2`` for every row of S in one matrix product (float64 result)."""
-    s = np.asarray(s, dtype=np.float64).ravel()
-    if S_sq is None:
-        S_sq = np.einsum("ij,ij->i", S, S, dtype=np.float64)
-    dots = (S @ s.astype(np.float32)).astype(np.float64)
-    return np.maximum(S_sq + float(s @ s) - 2.0 * dots, 0.0)

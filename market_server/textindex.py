@@ -1,7 +1,8 @@
 """Text search as an index: words and their character trigrams -> posting lists.
 
 Scanning every word of every learnware per query made text search cost CPU in proportion to
-the whole market (a 499-character query against one 2,000-word description took 1.4 s). Here
+the whole market (one long query against one long description took over a second:
+docs/RESULTS.md, "Numeric kernels"). Here
 a query costs O(query trigrams x postings touched), and every part of it is bounded: the query
 (characters, distinct words, word length), the words indexed per learnware, the fuzzy and
 prefix candidates per query word, and the posting entries one query may scan in total.

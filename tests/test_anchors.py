@@ -68,12 +68,12 @@ def test_metric_registry_and_errors():
         assert name in pm.METRICS
         fn, gib = pm.METRICS[name]
         assert callable(fn) and isinstance(gib, bool)
-    assert pm.is_loss("rmse") and pm.is_loss("mae") and pm.is_loss("error")
-    assert not pm.is_loss("accuracy") and not pm.is_loss("f1") and not pm.is_loss("r2")
+    assert not any(pm.greater_is_better(m) for m in ("rmse", "mae", "error"))
+    assert all(pm.greater_is_better(m) for m in ("accuracy", "f1", "r2"))
     with pytest.raises(ValueError, match="unknown metric 'auc'.*accuracy"):
         pm.evaluate("auc", [1], [1])
     with pytest.raises(ValueError, match="unknown metric"):
-        pm.is_loss("nope")
+        pm.greater_is_better("nope")
     with pytest.raises(ValueError, match="3 values but y_pred has 2"):
         pm.evaluate("rmse", [1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="zero rows"):
@@ -99,7 +99,7 @@ def test_loss_scale_round_trip(metric):
     assert np.all(g >= -1e-12)
     np.testing.assert_allclose(an.from_loss(metric, g), v, atol=1e-12)
     # a lower loss always means a better metric value
-    assert (np.diff(g) > 0).all() == pm.is_loss(metric)
+    assert (np.diff(g) > 0).all() == (not pm.greater_is_better(metric))
 
 
 # -------------------------------------------------------------------------- synthetic islands

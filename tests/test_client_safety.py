@@ -25,8 +25,8 @@ from protocol.errors import (KeyMismatchError, ProtocolError, SignatureError,
                              UnsafeModelError)
 from learnware_core.modelfile import dump_model
 
-from tests.conftest import (blob, count_rows, detail_codes, error_body, fitted_ridge,
-                            linear_task, publish_envelope, publish_parts, semantic, stored_blobs)
+from tests.helpers import (blob, count_rows, detail_codes, error_body, fitted_ridge,
+                           linear_task, publish_envelope, publish_parts, semantic, stored_blobs)
 
 SEM = semantic("safety cases")
 

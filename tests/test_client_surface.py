@@ -20,7 +20,7 @@ import pytest
 import client_sdk
 from client_sdk import cli
 from client_sdk.client import MarketClient
-from tests.conftest import blob, fitted_ridge, linear_task, semantic
+from tests.helpers import blob, fitted_ridge, linear_task, semantic
 
 FEATURES = ("a", "b", "c")
 HEAVY = ("numpy", "sklearn", "pandas", "httpx", "scipy", "skops")
@@ -70,7 +70,7 @@ def _count_checks(monkeypatch) -> list[str]:
             return fn(*args, **kwargs)
         return wrapper
     for mod in (client_mod, data_mod, rkme_mod):
-        for name in ("as_matrix", "as_feature_matrix"):
+        for name in ("as_matrix",):
             if hasattr(mod, name):
                 monkeypatch.setattr(mod, name, counting(getattr(mod, name)))
     return calls

@@ -26,9 +26,9 @@ from client_sdk.demo.server import free_port
 from market_server.storage import Store
 from protocol.errors import LearnwareError
 
-from tests.conftest import (_pg_exec, blob, count_rows, error_body, fitted_ridge, linear_task,
-                            publish_envelope, publish_parts, query, seal_request,
-                            search_envelope, semantic, stored_blobs)
+from tests.helpers import (_pg_exec, blob, count_rows, error_body, fitted_ridge, linear_task,
+                           publish_envelope, publish_parts, query, seal_request,
+                           search_envelope, semantic, stored_blobs)
 
 SEM = semantic("fault cases")
 

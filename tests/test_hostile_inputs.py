@@ -1,7 +1,8 @@
 """Issue #8 "Bad input": hypothesis-built hostile requests against the app in-process, on a
 market that holds a few learnwares. Every answer must be < 500 and a JSON envelope signed by the
 market (an ``error``, or the endpoint's own type), and no refused request may change the market's
-state. The strategies live in ``tests/hostile.py`` (``benchmarks/fuzz_api.py`` runs them longer).
+state. The strategies live in ``benchmarks/hostile.py`` (``benchmarks/fuzz_api.py`` runs them
+longer).
 """
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 from client_sdk import Identity
 
 from protocol.envelope import open_envelope
-from tests.conftest import MarketFactory, seal_request
-from tests.hostile import (NO_ADDRESS_LIMITS, Fuzzer, build_context, flask_sender, get_cases,
-                           populate, raw_cases, run_cases, seal_escaped, signed_cases,
-                           state_checker)
+from tests.helpers import MarketFactory, seal_request
+from benchmarks.hostile import (NO_ADDRESS_LIMITS, Fuzzer, build_context, flask_sender,
+                                get_cases, populate, raw_cases, run_cases, seal_escaped,
+                                signed_cases, state_checker)
 
 # 1600 cases, sized for ~20-30 s on a shared 2-core machine
 TOTALS: dict[str, int] = {}

@@ -22,9 +22,8 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.utils import all_estimators
 
 from protocol.errors import UnsafeModelError
-from tests.conftest import zip_of_deflated
-from learnware_core.modelfile import (ALLOWED_TYPES, dump_model, load_model, model_sha256,
-                                untrusted_types)
+from tests.helpers import zip_of_deflated
+from learnware_core.modelfile import ALLOWED_TYPES, dump_model, load_model
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -248,15 +247,7 @@ def test_allow_list_covers_every_public_estimator_and_what_skops_reports():
     for factory in list(CLASSIFIERS.values()):
         data = sio.dumps(factory().fit(XC, YC))
         assert set(sio.get_untrusted_types(data=data)) <= ALLOWED_TYPES
-        assert untrusted_types(data) == []
     assert "builtins.exec" not in ALLOWED_TYPES and "os.system" not in ALLOWED_TYPES
-
-
-def test_sha256_is_stable_and_of_the_bytes():
-    data = dump_model(linear_model.Ridge().fit(XR, YR))
-    assert model_sha256(data) == model_sha256(bytearray(data))
-    assert len(model_sha256(data)) == 64
-    assert model_sha256(data) != model_sha256(data + b"x")
 
 
 def test_dump_refuses_non_allow_listed_types_naming_them():
@@ -290,8 +281,6 @@ def test_exec_payload_is_refused_and_never_runs(tmp_path):
         load_model(data)
     assert "builtins.exec" in str(err.value)
     assert "builtins.exec" in err.value.details["untrusted_types"]
-    assert not marker.exists()
-    assert "builtins.exec" in untrusted_types(data)
     assert not marker.exists()
     # Control: the payload is live -- a loader that trusted it would have run it.
     sio.loads(data, trusted=["builtins.exec"])

@@ -13,7 +13,7 @@ from market_server import search
 from market_server.config import ServerConfig
 from market_server.publish_checks import check_publish
 from protocol.encoding import encode_array
-from tests.conftest import semantic
+from tests.helpers import semantic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ import pytest
 from client_sdk.disclosure import bucket_rows
 from protocol.encoding import decode_array, encode_array
 
-from tests.conftest import fitted_ridge, semantic
+from tests.helpers import fitted_ridge, semantic
 
 OFFSETS = np.array([1234.56789, -987.654321, 31.4159265])
 SPREADS = np.array([0.37, 1.13, 0.071])

@@ -18,7 +18,7 @@ from protocol.encoding import decode, encode_array
 from protocol.envelope import REQUEST_TYPES
 from protocol.schemas import MESSAGE_TYPES, SEMANTIC
 from protocol.structs import BODY_TYPES, json_schemas
-from tests.conftest import signed_envelope
+from tests.helpers import signed_envelope
 from tests.protocol_samples import bodies, rkme, semantic
 
 AUD = "a0" * 16

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 import learnware_core.kernels as kernels
-from client_sdk.rkme import MIN_ROWS, ROWS_PER_POINT, RKMESpec, as_feature_matrix
+from client_sdk.data import as_matrix, feature_names
+from client_sdk.rkme import MIN_ROWS, ROWS_PER_POINT, RKMESpec
 from protocol.encoding import canonical_bytes, decode
 from protocol.errors import DataError, EncodingError, SchemaError
 from learnware_core.kernels import embedding_inner, gaussian_kernel, herd, mmd2
@@ -222,7 +223,7 @@ def test_fit_accepts_dataframes_like_arrays():
     Xb = np.column_stack([X, (X[:, 0] > 0).astype(float)])
     a, b = RKMESpec.fit(df, k=20), RKMESpec.fit(Xb, k=20)
     np.testing.assert_array_equal(a.z, b.z)
-    arr, names = as_feature_matrix(df)
+    arr, names = as_matrix(df), feature_names(df)
     assert names == ["a", "b", "c", "flag"] and arr.dtype == np.float64
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from market_server.storage import parse_id
 from protocol.errors import KernelChangedError
-from tests.conftest import (blob, error_body, fitted_ridge, linear_task, semantic, query,
+from tests.helpers import (blob, error_body, fitted_ridge, linear_task, semantic, query,
                             signed_envelope)
 
 

@@ -15,9 +15,9 @@ from protocol.encoding import decode_array, encode_array
 from protocol.errors import DataError, WithdrawnError
 from protocol.limits import MAX_METRIC, MAX_ROWS, MAX_SPEC_POINTS
 from learnware_core.modelfile import dump_model
-from tests.conftest import (blob, error_body, fitted_ridge, linear_task, publish_envelope,
-                            publish_parts, query, search_envelope, semantic, signed_envelope)
-from tests.hostile import snapshot
+from tests.helpers import (blob, error_body, fitted_ridge, linear_task, publish_envelope,
+                           publish_parts, search_envelope, semantic, signed_envelope)
+from benchmarks.hostile import snapshot
 
 SEM = semantic("bounds", tags=["security"])
 

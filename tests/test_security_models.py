@@ -34,9 +34,9 @@ from protocol.errors import ModelTooCostlyError, UnsafeModelError
 from protocol.identity import Identity
 from learnware_core.modelfile import DEFAULT_MAX_NODES, dump_model, load_model
 from market_server.storage import learnware_public_id
-from tests.conftest import (blob, count_rows, detail_codes, error_body, linear_task,
-                            publish_envelope, publish_parts, semantic, stored_blobs,
-                            zip_of_deflated)
+from tests.helpers import (blob, count_rows, detail_codes, error_body, linear_task,
+                           publish_envelope, publish_parts, semantic, stored_blobs,
+                           zip_of_deflated)
 
 SEM = semantic("hostile models", features=("a", "b", "c"))
 

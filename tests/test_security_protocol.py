@@ -17,15 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
-from client_sdk import Identity, MarketClient
+from client_sdk import Identity
 from protocol.envelope import MemoryNonceStore, open_envelope, seal
 from protocol.errors import (AudienceError, ConfigFileError, EncodingError, ProtocolError,
                              SignatureError, StaleMessageError)
 from learnware_core.semantic import island_key
-from tests.conftest import (blob, count_rows, error_body, fitted_ridge, linear_task,
-                            publish_envelope, publish_parts, seal_request, search_envelope,
-                            semantic, stored_blobs)
-from tests.hostile import seal_escaped
+from tests.helpers import (blob, count_rows, error_body, fitted_ridge, linear_task,
+                           publish_envelope, publish_parts, seal_request, search_envelope,
+                           semantic, stored_blobs)
+from benchmarks.hostile import seal_escaped
 
 SEM = semantic("security protocol", tags=["binding"])
 OTHER = semantic("security protocol, other island", features=("p", "q"))

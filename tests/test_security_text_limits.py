@@ -17,8 +17,8 @@ from market_server.textindex import TextIndex
 from protocol.certificate import issue_certificate, verify_certificate
 from protocol.errors import LearnwareError
 
-from .conftest import (blob, count_rows, error_body, fitted_ridge, search_envelope,
-                       semantic)
+from tests.helpers import (blob, count_rows, error_body, fitted_ridge, search_envelope,
+                           semantic)
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:

@@ -10,7 +10,7 @@ from protocol.artefact import sha256_hex
 from protocol.errors import LearnwareError
 from learnware_core.semantic import island_key
 
-from tests.conftest import blob, fitted_ridge, linear_task, query, semantic
+from tests.helpers import blob, fitted_ridge, linear_task, query, semantic
 
 # Five well-separated training distributions (unit spread, >= 8 units apart) on one island.
 CENTERS = [(0, 0, 0), (8, 0, 0), (0, 8, 0), (0, 0, 8), (8, 8, 8)]

@@ -14,9 +14,9 @@ from protocol.encoding import encode_array
 from protocol.envelope import seal
 from protocol.errors import LearnwareError
 
-from tests.conftest import (blob, blob_files, count_rows, detail_codes, error_body,
-                            fitted_ridge, island_kernel_of, linear_task, publish_envelope, publish_parts, query,
-                            seal_request, search_envelope, semantic, stored_blobs)
+from tests.helpers import (blob, blob_files, count_rows, detail_codes, error_body,
+                           fitted_ridge, island_kernel_of, linear_task, publish_envelope, publish_parts, query,
+                           seal_request, search_envelope, semantic, stored_blobs)
 
 SEM = semantic("error cases")
 RNG_SEED = 0

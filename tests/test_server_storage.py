@@ -15,8 +15,8 @@ from market_server.storage import (SCHEMA_VERSION, DatabaseBlobs, FolderBlobs, S
 from protocol.artefact import sha256_hex
 from protocol.errors import LearnwareError
 
-from tests.conftest import (blob, count_rows, error_body, fitted_ridge, linear_task,
-                            search_envelope, semantic, stored_blobs)
+from tests.helpers import (blob, count_rows, error_body, fitted_ridge, linear_task,
+                           search_envelope, semantic, stored_blobs)
 
 SEM = semantic("storage cases")
 

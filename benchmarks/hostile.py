@@ -1,5 +1,6 @@
 """Hostile requests for the market's HTTP API (issue #8 "Bad input"), shared by
-``tests/test_hostile_inputs.py`` (short run in the suite) and ``benchmarks/fuzz_api.py`` (long run).
+``benchmarks/fuzz_api.py`` (long run) and ``tests/test_hostile_inputs.py`` (short run in the suite).
+It lives with the benchmarks so the fuzzer imports no test code (tests may import benchmarks).
 
 A *case* is a plain tuple built by a hypothesis strategy; :class:`Fuzzer` sends it (sealing signed
 cases at send time, so every nonce and timestamp is fresh) and checks the answer: never a 5xx,
@@ -704,9 +705,12 @@ def httpx_sender(http):
 
 def populate(env) -> None:
     """Two learnwares on one regression island (the state the fuzzer must not change)."""
-    from tests.conftest import blob, fitted_ridge, linear_task, semantic
-    sem = semantic("hostile inputs", tags=["fuzz"])
+    from sklearn.linear_model import Ridge
+    sem = {"name": "hostile inputs", "description": "a toy task", "data_type": "table",
+           "task_type": "regression", "input_features": ["a", "b", "c"], "target": "y",
+           "objective": "rmse", "tags": ["fuzz"]}
     rng = np.random.default_rng(8)
     for center, w in (((0, 0, 0), (1, 2, 3)), ((3, 3, 3), (-1, 0, 2))):
-        X = blob(rng, center, n=100)
-        env.client().publish(fitted_ridge(X, linear_task(rng, X, w)), X, sem)
+        X = np.asarray(center, dtype=float) + rng.normal(size=(100, 3))
+        y = X @ np.asarray(w, dtype=float) + 0.1 * rng.normal(size=len(X))
+        env.client().publish(Ridge(alpha=1e-3).fit(X, y), X, sem)
