@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from client_sdk.rkme import RKMESpec, membership_inference_auc  # noqa: E402
-from learnware_core.kernels import embedding_inner, mmd2_to_many  # noqa: E402
-from market_server.embedding_stack import EmbeddingStack
+from learnware_core.kernels import embedding_inner  # noqa: E402
+from market_server.embedding_stack import EmbeddingStack, mmd2_to_many  # noqa: E402
 from learnware_core.simplex import simplex_qp  # noqa: E402
 
 GAMMA = 0.1

@@ -53,7 +53,8 @@ import numpy as np
 from protocol.encoding import encode_array
 from protocol.errors import DataError, SchemaError
 from protocol.limits import MAX_SPEC_POINTS
-from learnware_core.kernels import BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel, embedding_inner, gaussian_kernel, herd, mmd2
+from learnware_core.kernels import (BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel,
+                                    embedding_inner, gaussian_kernel, herd, mmd2)
 from learnware_core.simplex import simplex_qp
 from learnware_core.spec import check_spec, decode_spec
 

@@ -11,7 +11,8 @@ from client_sdk.rkme import MIN_ROWS, ROWS_PER_POINT, RKMESpec
 from protocol.encoding import canonical_bytes, decode
 from protocol.errors import DataError, EncodingError, SchemaError
 from learnware_core.kernels import embedding_inner, gaussian_kernel, herd, mmd2
-from market_server.embedding_stack import EmbeddingStack, cross_inner, embedding_gram, mmd2_to_many, self_inners
+from market_server.embedding_stack import (EmbeddingStack, cross_inner, embedding_gram, mmd2_to_many,
+                                           self_inners)
 
 
 def mixture(n, d, seed=0, components=4, spread=3.0):
