@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import copy
 import io
-import itertools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -57,6 +54,7 @@ from protocol.envelope import new_nonce, seal  # noqa: E402
 from learnware_core.island import base_kernel  # noqa: E402
 from learnware_core.modelfile import dump_model  # noqa: E402
 from learnware_core.semantic import island_key  # noqa: E402
+from hostile_models import nested_sum_gpr, rezip, zip_entries  # noqa: E402
 from search_bench import D, SEMANTIC, centers, fill_island  # noqa: E402
 
 CPU_BUDGET_S = 1.0
@@ -160,48 +158,6 @@ def measure(server_pid: int, send: Callable[[], httpx.Response], sent: int) -> C
 
 
 # ------------------------------------------------------------------------- hostile material
-def _entries(data: bytes) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return [(i.filename, zf.read(i)) for i in zf.infolist()]
-
-
-def _rezip(parts, level: int = 6) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
-        for name, content in parts:
-            zf.writestr(name, content)
-    return out.getvalue()
-
-
-def nested_sum_gpr(depth: int, n_train: int = 20, seed: int = 0) -> bytes:
-    """A fitted GPR whose kernel is Sum(k, k) nested ``depth`` times over one shared ``k``
-    (the second k of every level names the first by skops ``__id__``): a few KB that cost 2^depth
-    (as in tests/test_security_models.py)."""
-    import skops.io as sio
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, Sum
-    rng = np.random.RandomState(seed)  # a distinct file per seed (no duplicate refusal)
-    X = rng.rand(n_train, D)
-    gpr = GaussianProcessRegressor(kernel=RBF(), optimizer=None).fit(X, X.sum(1))
-    gpr.L_ = np.eye(1)
-    gpr.kernel_ = Sum(gpr.kernel_, RBF())
-    parts = _entries(sio.dumps(gpr))
-    schema = json.loads(dict(parts)["schema.json"])
-    template = schema["content"]["content"]["kernel_"]
-    ids = itertools.count(10 ** 9)
-    node = template["content"]["content"]["k1"]
-    for _ in range(depth):
-        level = copy.deepcopy(template)
-        level["__id__"], level["content"]["__id__"] = next(ids), next(ids)
-        level["content"]["content"]["k1"] = node
-        level["content"]["content"]["k2"] = {k: node[k] for k in
-                                             ("__class__", "__module__", "__loader__", "__id__")}
-        node = level
-    schema["content"]["content"]["kernel_"] = node
-    return _rezip([(n, json.dumps(schema).encode() if n == "schema.json" else b)
-                   for n, b in parts])
-
-
 def ridge_bytes(seed: int) -> bytes:
     from sklearn.linear_model import Ridge
     rng = np.random.default_rng(seed)
@@ -211,17 +167,17 @@ def ridge_bytes(seed: int) -> bytes:
 
 def padded_model(pad_mib: int) -> bytes:
     """An honest Ridge file plus an entry of ``pad_mib`` MiB of zeros that no node refers to."""
-    return _rezip(_entries(ridge_bytes(0)) + [("pad.npy", bytes(pad_mib << 20))], level=9)
+    return rezip(zip_entries(ridge_bytes(0)) + [("pad.npy", bytes(pad_mib << 20))], level=9)
 
 
 def inflated_model(mib: int) -> bytes:
     """A Ridge file whose coefficient array is replaced by ``mib`` MiB of zeros (referenced):
     a small file declaring a huge uncompressed size."""
-    parts = _entries(ridge_bytes(0))
+    parts = zip_entries(ridge_bytes(0))
     name = next(n for n, _ in parts if n.endswith(".npy"))
     big = io.BytesIO()
     np.save(big, np.zeros((mib << 20) // 8), allow_pickle=False)
-    return _rezip([(n, big.getvalue() if n == name else b) for n, b in parts], level=9)
+    return rezip([(n, big.getvalue() if n == name else b) for n, b in parts], level=9)
 
 
 VOCAB_RNG = np.random.default_rng(7)
@@ -402,7 +358,7 @@ class Bench:
                        feature_scales=encode_array(np.ones(D)))
             return self.publish_request(ridge_bytes(3000 + r), far_z(r), sem)
 
-        gpr40 = nested_sum_gpr(40)
+        gpr40 = nested_sum_gpr(40, n_features=D)
         padded, inflated = padded_model(500), inflated_model(400)
 
         G = lambda p, **q: self.get(p, **q)  # noqa: E731
@@ -473,9 +429,9 @@ class Bench:
             Case("publish: 40-level nested Sum(k, k) GPR (few KB)",
                  lambda r: self.publish_request(gpr40)),
             Case("publish: GPR costly only at predict (depth 12, 3,000 rows)",
-                 lambda r: self.publish_request(nested_sum_gpr(12, 3000, seed=r))),
+                 lambda r: self.publish_request(nested_sum_gpr(12, 3000, n_features=D, seed=r))),
             Case("publish: GPR costly only at predict (depth 13, 3,000 rows)",
-                 lambda r: self.publish_request(nested_sum_gpr(13, 3000, seed=100 + r))),
+                 lambda r: self.publish_request(nested_sum_gpr(13, 3000, n_features=D, seed=100 + r))),
             Case(f"publish: padded zip ({len(padded) // 1000} KB, 500 MiB unreferenced zeros)",
                  lambda r: self.publish_request(padded)),
             Case(f"publish: inflated array ({len(inflated) // 1000} KB -> 400 MiB)",

@@ -27,7 +27,7 @@ from market_server.profiles import profile_subset
 from market_server.storage import learnware_public_id
 from tests.helpers import (blob, count_rows, detail_codes, error_body, linear_task,
                            publish_envelope, publish_parts, query, semantic, stored_blobs)
-from tests.test_security_models import nested_sum_gpr
+from benchmarks.hostile_models import nested_sum_gpr
 
 SEM = semantic("profile costs", features=("a", "b", "c"))
 

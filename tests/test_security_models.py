@@ -10,9 +10,7 @@
 """
 from __future__ import annotations
 
-import copy
 import io
-import itertools
 import json
 import time
 import zipfile
@@ -20,10 +18,9 @@ import zlib
 
 import numpy as np
 import pytest
-import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Sum, WhiteKernel
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import Ridge
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -34,6 +31,7 @@ from protocol.errors import ModelTooCostlyError, UnsafeModelError
 from protocol.identity import Identity
 from learnware_core.modelfile import DEFAULT_MAX_NODES, dump_model, load_model
 from market_server.storage import learnware_public_id
+from benchmarks.hostile_models import nested_sum_gpr, rezip, zip_entries
 from tests.helpers import (blob, count_rows, detail_codes, error_body, linear_task,
                            publish_envelope, publish_parts, semantic, stored_blobs,
                            zip_of_deflated)
@@ -42,45 +40,6 @@ SEM = semantic("hostile models", features=("a", "b", "c"))
 
 
 # ------------------------------------------------------------------------------ hostile files
-def _rezip(names_and_bytes, compression=zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression) as zf:
-        for name, content in names_and_bytes:
-            zf.writestr(name, content)
-    return out.getvalue()
-
-
-def _entries(data: bytes) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return [(i.filename, zf.read(i)) for i in zf.infolist()]
-
-
-def nested_sum_gpr(depth: int, n_train: int = 20) -> bytes:
-    """A fitted GPR whose ``kernel_`` is Sum(k, k) nested ``depth`` times, where the second k
-    of every level is a 4-key stub naming the first by ``__id__``: skops builds the shared node
-    once, then walks it (audit, predict) along every path. The file stays a few KB."""
-    rng = np.random.RandomState(0)
-    X = rng.rand(n_train, 3)
-    gpr = GaussianProcessRegressor(kernel=RBF(), optimizer=None).fit(X, X.sum(1))
-    gpr.L_ = np.eye(1)  # mean predictions never read it; keeps the file small
-    gpr.kernel_ = Sum(gpr.kernel_, RBF())
-    parts = _entries(sio.dumps(gpr))
-    schema = json.loads(dict(parts)["schema.json"])
-    template = schema["content"]["content"]["kernel_"]
-    ids = itertools.count(10 ** 9)
-    node = template["content"]["content"]["k1"]  # the RBF leaf
-    for _ in range(depth):
-        level = copy.deepcopy(template)
-        level["__id__"], level["content"]["__id__"] = next(ids), next(ids)
-        level["content"]["content"]["k1"] = node
-        level["content"]["content"]["k2"] = {k: node[k] for k in
-                                             ("__class__", "__module__", "__loader__", "__id__")}
-        node = level
-    schema["content"]["content"]["kernel_"] = node
-    return _rezip([(n, json.dumps(schema).encode() if n == "schema.json" else b)
-                   for n, b in parts])
-
-
 def _ridge_bytes() -> bytes:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 3))
@@ -109,13 +68,13 @@ def test_shallow_shared_kernel_still_loads_and_the_bound_is_a_parameter():
 
 
 def test_a_node_that_contains_itself_is_refused():
-    parts = _entries(_ridge_bytes())
+    parts = zip_entries(_ridge_bytes())
     schema = json.loads(dict(parts)["schema.json"])
     root_id = schema["__id__"]
     schema["content"]["content"]["alpha"] = {k: schema[k] for k in
                                              ("__class__", "__module__", "__loader__")}
     schema["content"]["content"]["alpha"]["__id__"] = root_id
-    data = _rezip([(n, json.dumps(schema).encode() if n == "schema.json" else b)
+    data = rezip([(n, json.dumps(schema).encode() if n == "schema.json" else b)
                    for n, b in parts])
     with pytest.raises(UnsafeModelError, match="contains itself"):
         load_model(data)
@@ -207,19 +166,19 @@ def test_the_market_process_never_loads_a_model():
 
 # ------------------------------------------------------------------ item 4: padding, inflation
 def test_unreferenced_entry_is_refused():
-    data = _rezip(_entries(_ridge_bytes()) + [("extra.npy", b"\x00" * 1000)])
+    data = rezip(zip_entries(_ridge_bytes()) + [("extra.npy", b"\x00" * 1000)])
     with pytest.raises(UnsafeModelError, match="no node refers to"):
         load_model(data)
 
 
 def test_small_file_declaring_a_large_uncompressed_size_is_refused():
     """64 MiB of zeros deflates to 64 KB: over 8x the file (and the 16 MiB floor)."""
-    base = _entries(_ridge_bytes())
+    base = zip_entries(_ridge_bytes())
     schema = json.loads(dict(base)["schema.json"])
     name = next(n for n, _ in base if n.endswith(".npy"))
     big = io.BytesIO()
     np.save(big, np.zeros(8 << 20), allow_pickle=False)  # 64 MiB, referenced by a node
-    data = _rezip([(n, big.getvalue() if n == name else b) for n, b in base])
+    data = rezip([(n, big.getvalue() if n == name else b) for n, b in base])
     assert len(data) < 1 << 20
     with pytest.raises(UnsafeModelError, match="more than 8 times"):
         load_model(data)
@@ -234,7 +193,7 @@ def test_padding_bytes_are_refused(where):
     elif where == "comment":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for n, b in _entries(data):
+            for n, b in zip_entries(data):
                 zf.writestr(n, b)
             zf.comment = b"x" * 100
         bad = buf.getvalue()
@@ -247,7 +206,7 @@ def test_padding_bytes_are_refused(where):
 def _junk_after_stream(data: bytes) -> bytes:
     """The same archive, schema.json's deflate stream followed by 64 junk bytes (counted in
     its compressed size, so zipfile itself would never notice)."""
-    parts = _entries(data)
+    parts = zip_entries(data)
     schema = dict(parts)["schema.json"]
     co = zlib.compressobj(6, zlib.DEFLATED, -15)
     stream = co.compress(schema) + co.flush() + b"\x00" * 64
@@ -270,7 +229,7 @@ def test_hand_built_archive_without_padding_loads():
     """The hand-built zip of the padding test, without the junk, is a valid model file: the
     refusal above is the junk, not the builder."""
     data = _ridge_bytes()
-    parts = _entries(data)
+    parts = zip_entries(data)
     schema = dict(parts)["schema.json"]
     co = zlib.compressobj(6, zlib.DEFLATED, -15)
     ok = _zip_with_raw_stream(parts, "schema.json", co.compress(schema) + co.flush(),
@@ -284,7 +243,7 @@ def test_publish_of_a_padded_file_is_refused_and_stores_nothing(make_market):
     X = blob(np.random.default_rng(3), (0, 0, 0), n=100)
     rng = np.random.default_rng(3)
     honest = dump_model(Ridge().fit(X, linear_task(rng, X, (1, 1, 1))))
-    padded = _rezip(_entries(honest) + [("pad.npy", bytes(200 << 20))])  # 200 MiB of zeros
+    padded = rezip(zip_entries(honest) + [("pad.npy", bytes(200 << 20))])  # 200 MiB of zeros
     sem, spec, mb = publish_parts(env.client(dev), X, SEM, model_bytes=padded)
     r = env.http().post("/v1/learnwares", content=publish_envelope(dev, sem, spec, mb, to=env))
     body = error_body(env, r)
