@@ -99,7 +99,7 @@ def measure(data_dir: Path, cap: int | None) -> dict:
     timed("first")
     timed("again")
     island = market.island_for(SEMANTIC)
-    _publish_one(market.store, island["pk"], market.store.count_live(island["pk"]))
+    _publish_one(market.store, island.pk, market.store.count_live(island.pk))
     timed("after publish")
     prof = market.profile(market.island_for(SEMANTIC))
     out["profile_learnwares"] = prof.n

@@ -347,12 +347,12 @@ NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-te
 def build_context(env) -> Context:
     """Inspect a market holding a few learnwares (see :func:`populate`)."""
     rows = env.store.all_live_learnwares()
-    lids = [r["learnware_id"] for r in rows]
+    lids = [r.learnware_id for r in rows]
     isl = env.store.list_islands()
-    island_ids = [i["island_id"] for i in isl]
-    keys = [i["island_key"] for i in isl]
+    island_ids = [i.island_id for i in isl]
+    keys = [i.island_key for i in isl]
     manifest = env.state.market.manifest(lids[0])
-    shas = [env.state.market.learnware_row(l)["model_sha256"] for l in lids]
+    shas = [env.state.market.learnware_row(l).model_sha256 for l in lids]
     sem = manifest["semantic"]
     q = {f: sem[f] for f in ("data_type", "task_type", "input_features", "target",
                              "objective")}

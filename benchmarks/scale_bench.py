@@ -109,8 +109,8 @@ def run(n: int, trials: int, dim: int) -> dict:
         ext = app.extensions["learnware_market"]
         market, store = ext.market, ext.store
         island = store.ensure_island(island_key(SEMANTIC), dict(SEMANTIC), D, kernel)
-        idx.version = island["version"]
-        market._indexes[island["pk"]] = idx  # the island's current index (built from arrays)
+        idx.version = island.version
+        market._indexes[island.pk] = idx  # the island's current index (built from arrays)
         reqs = []
         qrng = np.random.default_rng(1)
         for t in range(trials + 2):
@@ -127,7 +127,7 @@ def run(n: int, trials: int, dim: int) -> dict:
             if t >= 2:  # the first two warm caches
                 times.append(dt)
                 results.append(res)
-        assert all(r["island_id"] == island["island_id"] for r in results)
+        assert all(r["island_id"] == island.island_id for r in results)
         store.dispose()
 
     # exact figures, once per query (not timed as search)

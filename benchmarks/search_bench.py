@@ -69,7 +69,7 @@ def fill_island(target: Path | ServerConfig, n: int, seed: int = 0) -> None:
         spec = {"z": encode_array(C[i] + rng.normal(size=(K, D))),
                 "beta": encode_array(np.full(K, 1.0 / K)), "gamma": gamma,
                 "scales": encode_array(scales), "n_features": D}
-        store.publish(island_pk=island["pk"], developer=me.public_key_b64,
+        store.publish(island_pk=island.pk, developer=me.public_key_b64,
                       developer_key_id=me.key_id, semantic=SEMANTIC, spec=spec,
                       model_sha256=sha, model=model,
                       artefact=sign_artefact(me, SEMANTIC, spec, sha))

@@ -36,9 +36,9 @@ def words(rng, n, lo=3, hi=6):
 def old_text_search(store, query, limit=20):
     scored = []
     for r in store.all_live_learnwares():
-        s = text_score(query, r["semantic"])
+        s = text_score(query, r.semantic)
         if s > 0:
-            scored.append((s, r["pk"], r))
+            scored.append((s, r.pk, r))
     scored.sort(key=lambda t: (-t[0], t[1]))
     return scored[:limit]
 
@@ -111,7 +111,7 @@ def scale(root: Path, n: int) -> None:
         desc = " ".join(rng.choice(vocab, size=1500, p=zipf))[:10_000]
         name = " ".join(rng.choice(vocab[:2000], size=3))
         model = f"model {i}".encode()
-        store.publish(island_pk=island["pk"], developer="d" * 44, developer_key_id="k" * 32,
+        store.publish(island_pk=island.pk, developer="d" * 44, developer_key_id="k" * 32,
                       semantic={"name": name, "description": desc}, spec={},
                       model_sha256=hashlib.sha256(model).hexdigest(), model=model, artefact={})
     fill = time.perf_counter() - t0

@@ -110,7 +110,7 @@ def text_search():
 @islands.get("/islands")
 def list_islands():
     m = market().market
-    return signed("island_list", {"islands": [m.island_info(i, i["learnware_count"])
+    return signed("island_list", {"islands": [m.island_info(i, i.learnware_count)
                                               for i in m.store.list_islands()]})
 
 

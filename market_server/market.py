@@ -6,6 +6,7 @@ the database, so every worker sees publishes and deletes made by any other worke
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from .config import ServerConfig
 from .profiles import ProfileCache
 from .publish_checks import MAX_SCALED_COORD, Reason, check_predictions, check_publish
 from .publishers import PublishPolicy
+from .rows import IslandRow, StoredLearnware
 from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex, decode_scales, decode_spec
 from .storage import NotFound, Store, learnware_public_id, parse_id
@@ -37,9 +39,9 @@ log = logging.getLogger("market_server")
 METRIC_RANGES = OBJECTIVE_RANGES
 
 
-def withdrawn_error(row: dict) -> WithdrawnError:
-    w = row["withdrawn"]
-    return WithdrawnError(f"{row['learnware_id']} was withdrawn by its {w['by']}: {w['reason']}",
+def withdrawn_error(row: StoredLearnware) -> WithdrawnError:
+    w = row.withdrawn
+    return WithdrawnError(f"{row.learnware_id} was withdrawn by its {w['by']}: {w['reason']}",
                           field="learnware_id")
 
 
@@ -124,43 +126,44 @@ class Market:
                    c.sandbox_cpu_base_seconds + c.sandbox_cpu_seconds_per_mb * size / (1 << 20))
 
     # --- islands --------------------------------------------------------------------------
-    def island_info(self, island: dict, count: int | None = None) -> dict:
-        sem = island["semantic"]
-        return {"island_id": island["island_id"], "semantic_key": island["island_key"],
+    def island_info(self, island: IslandRow, count: int | None = None) -> dict:
+        sem = island.semantic
+        return {"island_id": island.island_id, "semantic_key": island.island_key,
                 "semantic": {f: sem[f] for f in ISLAND_FIELDS},
-                "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
-                "n_features": island["n_features"],
-                "learnware_count": (self.store.count_live(island["pk"]) if count is None
+                "kernel": kernel_wire(island.kernel, island.kernel_version),
+                "n_features": island.n_features,
+                "learnware_count": (self.store.count_live(island.pk) if count is None
                                     else count),
-                "created_at": int(island["created_at"])}
+                "created_at": int(island.created_at)}
 
-    def island_by_public_id(self, island_id: str) -> dict:
+    def island_by_public_id(self, island_id: str) -> IslandRow:
         pk = parse_id(island_id, "isl")
         island = self.store.island(pk) if pk is not None else None
         if island is None:
             raise NotFound(f"no island {island_id!r}", field="island_id")
         return island
 
-    def island_for(self, semantic: dict, island_id: str | None = None) -> dict | None:
+    def island_for(self, semantic: dict, island_id: str | None = None
+                   ) -> IslandRow | None:
         """The island of ``semantic`` (through the cached row: reads only its head), which
         must be ``island_id`` when one is given."""
         island = self._island_of_key(island_key(semantic))
-        if island_id and (island is None or island["island_id"] != island_id):
+        if island_id and (island is None or island.island_id != island_id):
             self.island_by_public_id(island_id)  # NotFound when there is no such island
             raise LearnwareError(f"island {island_id} has another semantic key than the "
                                  f"semantic specification given", code="island_mismatch",
                                  status=409, field="island_id")
         return island
 
-    def _island_of_key(self, key: str) -> dict | None:
+    def _island_of_key(self, key: str) -> IslandRow | None:
         """The island row of a semantic key, decoded once per kernel version (cached)."""
         head = self.store.island_head(key)
         if head is None:
             return None
         cached = self._islands.get(key)
-        if cached is not None and (cached["pk"], cached["kernel_version"]) == (head[0], head[2]):
-            if cached["version"] != head[1]:  # publishes or deletes: nothing else in the row
-                cached = self._islands[key] = {**cached, "version": head[1]}
+        if cached is not None and (cached.pk, cached.kernel_version) == (head[0], head[2]):
+            if cached.version != head[1]:  # publishes or deletes: nothing else in the row
+                cached = self._islands[key] = dataclasses.replace(cached, version=head[1])
             return cached
         island = self.store.island(head[0])
         if island is not None:
@@ -206,7 +209,7 @@ class Market:
                 key, {f: semantic[f] for f in ISLAND_FIELDS}, d,
                 {"gamma": float(gamma0), "scales": [float(s) for s in scales0],
                  "base_scales": [float(s) for s in scales0]})
-            kern = island["kernel"]
+            kern = island.kernel
             if not (np.isclose(kern["gamma"], gamma0, rtol=1e-9, atol=0)
                     and np.allclose(kern["scales"], scales0, rtol=1e-9, atol=0)):
                 # Another worker created the island a moment ago from another publisher's
@@ -217,15 +220,15 @@ class Market:
                                 "and recompute the spec", "spec.gamma")
                 raise PublishRefused("learnware refused: 1 problem(s): " + reason.message,
                                      details=[reason.to_dict()])
-        pk = self.store.publish(island_pk=island["pk"], developer=envelope.sender,
+        pk = self.store.publish(island_pk=island.pk, developer=envelope.sender,
                                 developer_key_id=envelope.sender_key_id, semantic=semantic,
                                 spec=spec, model_sha256=model["sha256"], model=model_bytes,
                                 artefact=artefact)
         self.models.put(model["sha256"], loaded)
-        if self._maybe_refine(island["pk"], island["kernel"]):
-            island = self.store.island(island["pk"])
-        return {"learnware_id": learnware_public_id(pk), "island_id": island["island_id"],
-                "kernel": kernel_wire(island["kernel"], island["kernel_version"])}
+        if self._maybe_refine(island.pk, island.kernel):
+            island = self.store.island(island.pk)
+        return {"learnware_id": learnware_public_id(pk), "island_id": island.island_id,
+                "kernel": kernel_wire(island.kernel, island.kernel_version)}
 
     #: a refinement is due when the island's size is at most this far past a refine size
     REFINE_SLACK = 8
@@ -247,7 +250,7 @@ class Market:
 
         if kernel is not None and not due(kernel):
             return False
-        if not due(self.store.island(island_pk)["kernel"]):
+        if not due(self.store.island(island_pk).kernel):
             return False
         with self._lock:
             lock = self._refining.setdefault(island_pk, threading.Lock())
@@ -266,44 +269,44 @@ class Market:
             return False
         def left_out(lw_id: str, exc: Exception) -> None:
             log.warning("island %s: learnware %s left out of the kernel refinement: %s",
-                        island["island_id"], lw_id, str(exc)[:300])
+                        island.island_id, lw_id, str(exc)[:300])
 
         lws = [{"model": model, "z": z, "beta": beta, "gamma": gamma, "scales": sc}
                for _, model, z, beta, gamma, sc in self._learnware_arrays(rows, left_out)]
-        base = np.asarray(island["kernel"].get("base_scales", island["kernel"]["scales"]))
-        gamma, scales = island_kernel.refine_kernel(lws, base, island["semantic"]["task_type"],
+        base = np.asarray(island.kernel.get("base_scales", island.kernel["scales"]))
+        gamma, scales = island_kernel.refine_kernel(lws, base, island.semantic["task_type"],
                                                     random_state=0)
         # The kernel it replaces stays acceptable for specs in flight: a developer who fetched
         # the island a moment before publishes without recomputing. Such a spec is then on the
         # same footing as every spec published before the refinement (raw-unit points,
         # evaluated under the current kernel).
-        old = island["kernel"]
+        old = island.kernel
         kernel = dict(old, gamma=float(gamma), scales=[float(s) for s in scales],
                       previous={"gamma": float(old["gamma"]),
                                 "scales": [float(s) for s in old["scales"]]},
                       refined_count=len(rows))
-        return self.store.set_kernel(island_pk, kernel, island["kernel_version"])
+        return self.store.set_kernel(island_pk, kernel, island.kernel_version)
 
-    def _learnware_arrays(self, rows: list[dict], on_failure=None) -> list[tuple]:
+    def _learnware_arrays(self, rows: list[StoredLearnware], on_failure=None) -> list[tuple]:
         """(id, loaded model, z, beta, gamma, scales) of store rows: what the island-level
         computations (kernel refinement, anchor profile) work on. A model that no longer loads
         within its budget is left out when ``on_failure(id, error)`` is given."""
         out = []
         for r in rows:
-            z, beta = decode_spec(r["spec"])
+            z, beta = decode_spec(r.spec)
             try:
-                model = self.models.get(r["model_sha256"], r.get("model_size"))
+                model = self.models.get(r.model_sha256, r.model_size)
             except (LearnwareError, RuntimeError) as exc:
                 if on_failure is None:
                     raise
-                on_failure(r["learnware_id"], exc)
+                on_failure(r.learnware_id, exc)
                 continue
-            out.append((r["learnware_id"], model, z, beta, float(r["spec"]["gamma"]),
-                        decode_scales(r["spec"])))
+            out.append((r.learnware_id, model, z, beta, float(r.spec["gamma"]),
+                        decode_scales(r.spec)))
         return out
 
     # --- read -----------------------------------------------------------------------------
-    def learnware_row(self, learnware_id: str) -> dict:
+    def learnware_row(self, learnware_id: str) -> StoredLearnware:
         pk = parse_id(learnware_id, "lw")
         row = self.store.learnware(pk) if pk is not None else None
         if row is None:
@@ -312,11 +315,11 @@ class Market:
 
     def manifest(self, learnware_id: str) -> dict:
         r = self.learnware_row(learnware_id)
-        return {"learnware_id": r["learnware_id"], "island_id": r["island_id"],
-                "semantic": r["semantic"], "spec": r["spec"], "model_sha256": r["model_sha256"],
-                "model_size": r["model_size"], "developer": r["developer"],
-                "artefact": r["artefact"], "deleted": r["deleted"],
-                "withdrawn": r["withdrawn"], "created_at": int(r["created_at"])}
+        return {"learnware_id": r.learnware_id, "island_id": r.island_id,
+                "semantic": r.semantic, "spec": r.spec, "model_sha256": r.model_sha256,
+                "model_size": r.model_size, "developer": r.developer,
+                "artefact": r.artefact, "deleted": r.deleted,
+                "withdrawn": r.withdrawn, "created_at": int(r.created_at)}
 
     def model_file(self, sha: str) -> bytes:
         """A model file by its sha256; refused (410) when every learnware it backs is withdrawn
@@ -332,16 +335,16 @@ class Market:
     def learnware_model(self, learnware_id: str) -> tuple[bytes, str]:
         """(model file, sha256) of a live learnware; 410 for a withdrawn one."""
         row = self.learnware_row(learnware_id)
-        if row["withdrawn"] is not None:
+        if row.withdrawn is not None:
             raise withdrawn_error(row)
-        return self.model_file(row["model_sha256"]), row["model_sha256"]
+        return self.model_file(row.model_sha256), row.model_sha256
 
     # --- delete ---------------------------------------------------------------------------
     def delete(self, envelope) -> dict:
         """Withdraw a learnware: its developer, or the market's operator (``operator_key``),
         may. The record stays (manifest: who, why, when); its model is no longer served."""
         r = self.learnware_row(envelope.body["learnware_id"])
-        if r["developer"] == envelope.sender:
+        if r.developer == envelope.sender:
             by = "developer"
         elif self.config.operator_key and envelope.sender == self.config.operator_key:
             by = "operator"
@@ -349,37 +352,37 @@ class Market:
             raise LearnwareError("only the learnware's own developer or the market's operator "
                                  "can withdraw it", code="forbidden", status=403,
                                  field="learnware_id")
-        if r["deleted"]:
-            raise LearnwareError(f"{r['learnware_id']} is already withdrawn", code="gone",
+        if r.deleted:
+            raise LearnwareError(f"{r.learnware_id} is already withdrawn", code="gone",
                                  status=410, field="learnware_id")
         reason = envelope.body.get("reason") or f"withdrawn by its {by}"
-        self.store.tombstone(r["pk"], reason=reason, by=by)
-        return {"learnware_id": r["learnware_id"], "deleted": True,
-                "withdrawn": self.learnware_row(r["learnware_id"])["withdrawn"]}
+        self.store.tombstone(r.pk, reason=reason, by=by)
+        return {"learnware_id": r.learnware_id, "deleted": True,
+                "withdrawn": self.learnware_row(r.learnware_id).withdrawn}
 
     # --- search ---------------------------------------------------------------------------
-    def index(self, island: dict) -> IslandIndex:
+    def index(self, island: IslandRow) -> IslandIndex:
         """The island's search index, refreshed when any worker changed the island."""
-        pk = island["pk"]
+        pk = island.pk
         with self._lock:
             idx = self._indexes.get(pk)
-        if idx is not None and idx.version == island["version"]:
+        if idx is not None and idx.version == island.version:
             return idx
         self._refreshes += 1  # every 64th refresh lists every live id (belt and braces)
         full = self._refreshes % 64 == 0
         new = None
         if (idx is not None and idx.pks and not full
-                and idx.kernel_version == island["kernel_version"]):
+                and idx.kernel_version == island.kernel_version):
             # the usual refresh: learnwares published since, nothing else changed
             added = self.store.island_appended(pk, idx.pks[-1], idx.pk_sums)
             if added:
-                new = IslandIndex.build(island["kernel"], island["kernel_version"], added,
+                new = IslandIndex.build(island.kernel, island.kernel_version, added,
                                         keep=idx, appended=True)
         if new is None:
             known = set(idx.points) if idx is not None else set()
             rows = self.store.island_specs(pk, known)
-            new = IslandIndex.build(island["kernel"], island["kernel_version"], rows, keep=idx)
-        new.version = island["version"]
+            new = IslandIndex.build(island.kernel, island.kernel_version, rows, keep=idx)
+        new.version = island.version
         with self._lock:
             self._indexes[pk] = new
         return new
@@ -396,16 +399,16 @@ class Market:
         max_results = body["max_results"]
         fitted_under = body.get("kernel_version")
         if (body.get("requirement") is not None and fitted_under is not None
-                and fitted_under != island["kernel_version"]):
+                and fitted_under != island.kernel_version):
             raise KernelChangedError(
                 f"the requirement was fitted under kernel version {fitted_under}; the island's "
-                f"is {island['kernel_version']}: refit under the kernel given and search again",
+                f"is {island.kernel_version}: refit under the kernel given and search again",
                 field="kernel_version",
-                kernel=kernel_wire(island["kernel"], island["kernel_version"]))
+                kernel=kernel_wire(island.kernel, island.kernel_version))
         idx = self.index(island)
-        out: dict[str, Any] = {"island_id": island["island_id"], "single": [], "mixture": None,
-                               "kernel": kernel_wire(island["kernel"], island["kernel_version"]),
-                               "objective": island["semantic"]["objective"],
+        out: dict[str, Any] = {"island_id": island.island_id, "single": [], "mixture": None,
+                               "kernel": kernel_wire(island.kernel, island.kernel_version),
+                               "objective": island.semantic["objective"],
                                "baseline_mmd": idx.baseline, "text_matches": text_matches}
         req = body.get("requirement")
         if len(idx) == 0:
@@ -419,9 +422,9 @@ class Market:
             self._name_matches(out["single"], idx, range(len(out["single"])))
             return out
         z, b = decode_spec(req)
-        if z.shape[1] != island["n_features"]:
+        if z.shape[1] != island.n_features:
             raise LearnwareError(f"requirement has {z.shape[1]} features; the island has "
-                                 f"{island['n_features']}", code="spec_dimension", status=422,
+                                 f"{island.n_features}", code="spec_dimension", status=422,
                                  field="requirement.z")
         if z.shape[0] != len(b) or len(b) < 1:
             raise LearnwareError(f"requirement has {z.shape[0]} reduced points and {len(b)} "
@@ -483,7 +486,7 @@ class Market:
         return self.text.search(query, limit)
 
     # --- anchors --------------------------------------------------------------------------
-    def profile(self, island: dict):
+    def profile(self, island: IslandRow):
         """The island's anchor profile (performance matrix etc.) over at most
         ``max_profile_learnwares`` of its learnwares; cached, updated after publishes and
         deletes, one build per island at a time (market_server/profiles.py)."""
@@ -497,19 +500,19 @@ class Market:
         prof = self.profile(island)
         k = min(body.get("max_anchors", self.config.max_anchors), self.config.max_anchors)
         ids = anchors.select_anchors(prof, max_anchors=k)
-        return {"island_id": island["island_id"], "anchors": list(ids),
-                "objective": island["semantic"]["objective"], "round": 0}
+        return {"island_id": island.island_id, "anchors": list(ids),
+                "objective": island.semantic["objective"], "round": 0}
 
     def localize(self, body: dict) -> dict:
         from . import anchors
         island = self.island_by_public_id(body["island_id"])
-        objective = island["semantic"]["objective"]
+        objective = island.semantic["objective"]
         if body["metric"] != objective:
             raise LearnwareError(f"the island's objective is {objective}; metrics were "
                                  f"computed as {body['metric']}", code="wrong_metric",
                                  status=422, field="metric")
         prof = self.profile(island)
-        live = self.store.live_in_island(island["pk"], body["values"])
+        live = self.store.live_in_island(island.pk, body["values"])
         values = body["values"]
         unknown = sorted(set(values) - live)
         if unknown:
@@ -539,7 +542,7 @@ class Market:
             raise LearnwareError(f"cannot localise from these metrics: {exc}",
                                  code="bad_metrics", status=422, field="values") from exc
         max_results = body.get("max_results", 5)
-        out = {"island_id": island["island_id"], "single": [], "mixture": None,
+        out = {"island_id": island.island_id, "single": [], "mixture": None,
                "objective": objective, "round": body["round"]}
         # ``anchors.localize`` returns a Localization (ranking of RankedLearnware, a Mixture).
         # Estimates and their intervals are kept in the objective's range (an accuracy above

@@ -33,6 +33,7 @@ from typing import Callable
 from protocol.errors import LearnwareError
 
 from . import anchors
+from .rows import IslandRow
 from .storage import Store, learnware_public_id, parse_id
 
 __all__ = ["ProfileCache", "profile_subset"]
@@ -78,8 +79,8 @@ class ProfileCache:
         self.builds = 0   # full builds (the costly kind), for tests and benchmarks
         self.updates = 0  # learnwares added to an existing profile
 
-    def get(self, island: dict) -> anchors.IslandProfile:
-        pk, version = island["pk"], island["version"]
+    def get(self, island: IslandRow) -> anchors.IslandProfile:
+        pk, version = island.pk, island.version
         with self._lock:
             entry = self._entries.get(pk)
             building = self._building.setdefault(pk, threading.Lock())
@@ -104,15 +105,15 @@ class ProfileCache:
             building.release()
 
     # --- building -------------------------------------------------------------------------
-    def _refresh(self, island: dict, entry: _Entry | None) -> _Entry:
+    def _refresh(self, island: IslandRow, entry: _Entry | None) -> _Entry:
         excluded = set(entry.excluded) if entry is not None else set()
 
         def failed(lw_id: str, exc: Exception) -> None:
             excluded.add(lw_id)
             log.warning("island %s: learnware %s left out of the anchor profile: %s",
-                        island["island_id"], lw_id, str(exc)[:300])
+                        island.island_id, lw_id, str(exc)[:300])
 
-        live = self.store.island_live_pks(island["pk"])
+        live = self.store.island_live_pks(island.pk)
         if not live:
             raise LearnwareError("the island has no live learnwares", code="empty_island",
                                  status=404)
@@ -134,14 +135,14 @@ class ProfileCache:
                 break
         if prof is None:
             raise ValueError("every model of the island failed on herded samples")
-        return _Entry(island["version"], prof, excluded)
+        return _Entry(island.version, prof, excluded)
 
-    def _build(self, island: dict, want: list[str], failed) -> anchors.IslandProfile:
+    def _build(self, island: IslandRow, want: list[str], failed) -> anchors.IslandProfile:
         self.builds += 1
         rows = self.store.learnwares_by_pks([_pk(i) for i in want])
         return anchors.build_island_profile(self._arrays(rows, failed),
-                                            island["semantic"]["objective"],
-                                            island["semantic"]["task_type"], random_state=0,
+                                            island.semantic["objective"],
+                                            island.semantic["task_type"], random_state=0,
                                             on_failure=failed)
 
     def _update(self, prof, want: list[str], joining: list[str], failed):

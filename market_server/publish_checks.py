@@ -22,6 +22,7 @@ from protocol.errors import LearnwareError, SignatureError, UnsafeModelError
 from protocol.objectives import fits_task
 
 from .config import ServerConfig
+from .rows import IslandRow
 
 #: search requirements with coordinates beyond this many kernel scales are refused (overflow).
 MAX_SCALED_COORD = 1e100
@@ -52,7 +53,7 @@ class PublishCheck:
 
 
 def check_publish(semantic: dict, spec: dict, model: dict, artefact: dict, sender: str,
-                  island: dict | None, config: ServerConfig) -> PublishCheck:
+                  island: IslandRow | None, config: ServerConfig) -> PublishCheck:
     """Every problem of a publish body (schema-valid already) against the island it lands on
     (``island``: its row, None for a new island): model file size/encoding/hash, the artefact
     signature, semantic consistency, the spec's shape, size, weights, kernel and range."""
@@ -125,12 +126,12 @@ def check_publish(semantic: dict, spec: dict, model: dict, artefact: dict, sende
         # The spec must use the island's kernel, or the one its last refinement replaced
         # (a new island's: the base kernel of the declared feature scales).
         if island is not None:
-            kernels = [(island["kernel"]["gamma"], island["kernel"]["scales"])]
-            prev = island["kernel"].get("previous")
+            kernels = [(island.kernel["gamma"], island.kernel["scales"])]
+            prev = island.kernel.get("previous")
             if prev is not None:
                 kernels.append((prev["gamma"], prev["scales"]))
             why = (f"spec was not computed with the island's kernel (version "
-                   f"{island['kernel_version']}) nor the one before it; fetch the island "
+                   f"{island.kernel_version}) nor the one before it; fetch the island "
                    f"info and recompute the spec")
         else:
             kernels = [base_kernel(declared_scales, d)]

@@ -35,6 +35,7 @@ from learnware_core.spec import decode_points as decode_spec, decode_scales  # n
 
 from .embedding_stack import EmbeddingStack, LazyGram
 from .bounds import balls, cross_bounds_of_balls, cross_upper
+from .rows import LiveSpec
 from .sketch import RFFSketch
 
 _GROW_LOCK = threading.Lock()  # who may write the spare rows of a sketch buffer
@@ -83,25 +84,25 @@ class IslandIndex:
     SKETCH_SEED = 0
 
     @classmethod
-    def build(cls, kernel: dict, kernel_version: int, rows: list[dict],
+    def build(cls, kernel: dict, kernel_version: int, rows: list[LiveSpec],
               keep: "IslandIndex | None" = None, *, appended: bool = False,
               **options) -> "IslandIndex":
-        """The index of these store rows (``pk``, ``learnware_id``, ``spec``). ``keep``: the
-        island's previous index, whose decoded points (always), self inner products and sketches
-        (when the kernel is unchanged) are reused. ``appended``: ``rows`` are only learnwares
+        """The index of these store rows. ``keep``: the island's previous index, whose decoded
+        points (always), self inner products and sketches (when the kernel is unchanged) are
+        reused. ``appended``: ``rows`` are only learnwares
         added after all of ``keep``'s (``Store.island_appended``). ``options``: coarse_min,
         sketch_dim, sketch_seed."""
         if appended:
             points = dict(keep.points)
-            points.update((r["pk"], decode_spec(r["spec"])) for r in rows)
+            points.update((r.pk, decode_spec(r.spec)) for r in rows)
             return cls.from_points(kernel, kernel_version,
-                                   keep.ids + [r["learnware_id"] for r in rows],
-                                   keep.pks + [r["pk"] for r in rows], points, keep=keep,
+                                   keep.ids + [r.learnware_id for r in rows],
+                                   keep.pks + [r.pk for r in rows], points, keep=keep,
                                    **options)
         old = keep.points if keep is not None else {}
-        points = {r["pk"]: old.get(r["pk"]) or decode_spec(r["spec"]) for r in rows}
-        return cls.from_points(kernel, kernel_version, [r["learnware_id"] for r in rows],
-                               [r["pk"] for r in rows], points, keep=keep, **options)
+        points = {r.pk: old.get(r.pk) or decode_spec(r.spec) for r in rows}
+        return cls.from_points(kernel, kernel_version, [r.learnware_id for r in rows],
+                               [r.pk for r in rows], points, keep=keep, **options)
 
     @classmethod
     def from_points(cls, kernel: dict, kernel_version: int, ids: list[str], pks: list[int],

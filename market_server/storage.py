@@ -22,6 +22,8 @@ from sqlalchemy import event
 
 from protocol.errors import LearnwareError
 
+from .rows import IslandRow, LiveSemantic, LiveSpec, StoredLearnware
+
 SCHEMA_VERSION = 4
 LIVE_TOTALS = ("live_count", "live_sum", "live_sumsq")
 
@@ -358,13 +360,14 @@ class Store:
 
     # --- islands --------------------------------------------------------------------------
     @staticmethod
-    def _island_row(row) -> dict:
-        return {"pk": row.id, "island_id": island_public_id(row.id), "island_key": row.island_key,
-                "semantic": _loads(row.semantic), "n_features": row.n_features,
-                "kernel": _loads(row.kernel), "kernel_version": row.kernel_version,
-                "version": row.version, "created_at": row.created_at}
+    def _island_row(row, learnware_count: int | None = None) -> IslandRow:
+        return IslandRow(pk=row.id, island_id=island_public_id(row.id), island_key=row.island_key,
+                         semantic=_loads(row.semantic), n_features=row.n_features,
+                         kernel=_loads(row.kernel), kernel_version=row.kernel_version,
+                         version=row.version, created_at=row.created_at,
+                         learnware_count=learnware_count)
 
-    def island_by_key(self, key: str, conn=None) -> dict | None:
+    def island_by_key(self, key: str, conn=None) -> IslandRow | None:
         stmt = sa.select(islands).where(islands.c.island_key == key)
         if conn is None:
             with self.engine.connect() as c:
@@ -380,15 +383,15 @@ class Store:
             row = c.execute(_ISLAND_HEAD, {"key": key}).first()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
-    def island(self, island_pk: int) -> dict | None:
+    def island(self, island_pk: int) -> IslandRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(islands).where(islands.c.id == island_pk)).first()
         return None if row is None else self._island_row(row)
 
-    def list_islands(self) -> list[dict]:
+    def list_islands(self) -> list[IslandRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(islands).order_by(islands.c.id)).all()
-        return [{**self._island_row(r), "learnware_count": int(r.live_count)} for r in rows]
+        return [self._island_row(r, int(r.live_count)) for r in rows]
 
     def island_version(self, island_pk: int) -> int | None:
         with self.engine.connect() as conn:
@@ -403,7 +406,8 @@ class Store:
         with self.engine.connect() as c:
             return int(c.execute(stmt).scalar() or 0)
 
-    def ensure_island(self, key: str, semantic: dict, n_features: int, kernel: dict) -> dict:
+    def ensure_island(self, key: str, semantic: dict, n_features: int, kernel: dict
+                      ) -> IslandRow:
         """The island of ``key``; created with ``kernel`` when it does not exist yet."""
         found = self.island_by_key(key)
         if found is not None:
@@ -484,24 +488,26 @@ class Store:
         return False
 
     @staticmethod
-    def _learnware_row(row) -> dict:
-        return {"pk": row.id, "learnware_id": learnware_public_id(row.id),
-                "island_pk": row.island_id, "island_id": island_public_id(row.island_id),
-                "developer": row.developer, "developer_key_id": row.developer_key_id,
-                "semantic": _loads(row.semantic), "spec": _loads(row.spec),
-                "model_sha256": row.model_sha256, "model_size": row.model_size,
-                "artefact": _loads(row.artefact), "created_at": row.created_at,
-                "deleted": row.deleted_at is not None,
-                "withdrawn": None if row.deleted_at is None else {
-                    "reason": row.withdrawn_reason or "no reason recorded", "by": row.withdrawn_by or "developer",
-                    "at": int(row.deleted_at)}}
+    def _learnware_row(row) -> StoredLearnware:
+        return StoredLearnware(
+            pk=row.id, learnware_id=learnware_public_id(row.id),
+            island_pk=row.island_id, island_id=island_public_id(row.island_id),
+            developer=row.developer, developer_key_id=row.developer_key_id,
+            semantic=_loads(row.semantic), spec=_loads(row.spec),
+            model_sha256=row.model_sha256, model_size=row.model_size,
+            artefact=_loads(row.artefact), created_at=row.created_at,
+            deleted=row.deleted_at is not None,
+            withdrawn=None if row.deleted_at is None else {
+                "reason": row.withdrawn_reason or "no reason recorded",
+                "by": row.withdrawn_by or "developer", "at": int(row.deleted_at)})
 
-    def learnware(self, pk: int) -> dict | None:
+    def learnware(self, pk: int) -> StoredLearnware | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(learnwares).where(learnwares.c.id == pk)).first()
         return None if row is None else self._learnware_row(row)
 
-    def island_learnwares(self, island_pk: int, *, include_deleted: bool = False) -> list[dict]:
+    def island_learnwares(self, island_pk: int, *, include_deleted: bool = False
+                          ) -> list[StoredLearnware]:
         stmt = sa.select(learnwares).where(learnwares.c.island_id == island_pk)
         if not include_deleted:
             stmt = stmt.where(learnwares.c.deleted_at.is_(None))
@@ -516,7 +522,7 @@ class Store:
                                                .where(_live_on(island_pk))
                                                .order_by(learnwares.c.id))]
 
-    def learnwares_by_pks(self, pks: list[int]) -> list[dict]:
+    def learnwares_by_pks(self, pks: list[int]) -> list[StoredLearnware]:
         """Full rows of these learnwares (those that exist), in id order."""
         out = []
         with self.engine.connect() as conn:
@@ -526,8 +532,8 @@ class Store:
         return [self._learnware_row(r) for r in sorted(out, key=lambda r: r.id)]
 
     def island_appended(self, island_pk: int, top: int, sums: tuple[int, int, int]
-                        ) -> list[dict] | None:
-        """The live learnwares published after id ``top`` (``{pk, learnware_id, spec}``, id
+                        ) -> list[LiveSpec] | None:
+        """The live learnwares published after id ``top`` (with their specs, id
         order) when the live ids up to ``top`` are still exactly those an index holds (their
         count, sum and sum of squares are ``sums``); None when anything else changed (a
         delete, a late commit), and the caller lists the island in full.
@@ -543,11 +549,10 @@ class Store:
         seen = (sums[0] + added[0], sums[1] + added[1], (sums[2] + added[2]) % SUMSQ_MOD)
         if seen != tuple(int(v) for v in rows[0][:3]):
             return None
-        return [{"pk": r.id, "learnware_id": learnware_public_id(r.id), "spec": _loads(r.spec)}
-                for r in new]
+        return [LiveSpec(r.id, learnware_public_id(r.id), _loads(r.spec)) for r in new]
 
-    def island_specs(self, island_pk: int, known: set[int]) -> list[dict]:
-        """Live learnwares of an island in id order, as ``{pk, learnware_id, spec?}``: the spec
+    def island_specs(self, island_pk: int, known: set[int]) -> list[LiveSpec]:
+        """Live learnwares of an island in id order; the spec
         is read and decoded only for ids not in ``known`` (a refresh after a kernel change or a
         delete re-reads no spec it holds; after publishes alone, :meth:`island_appended` is
         cheaper still)."""
@@ -562,25 +567,18 @@ class Store:
                 specs.update({r.id: _loads(r.spec) for r in conn.execute(
                     sa.select(learnwares.c.id, learnwares.c.spec)
                     .where(learnwares.c.id.in_(chunk)))})
-        out = []
-        for pk in pks:
-            row = {"pk": pk, "learnware_id": learnware_public_id(pk)}
-            if pk in specs:
-                row["spec"] = specs[pk]
-            out.append(row)
-        return out
+        return [LiveSpec(pk, learnware_public_id(pk), specs.get(pk)) for pk in pks]
 
-    def all_live_learnwares(self, limit: int = 100_000) -> list[dict]:
+    def all_live_learnwares(self, limit: int = 100_000) -> list[LiveSemantic]:
         stmt = (sa.select(learnwares.c.id, learnwares.c.island_id, learnwares.c.semantic)
                 .where(learnwares.c.deleted_at.is_(None)).order_by(learnwares.c.id).limit(limit))
         with self.engine.connect() as conn:
-            return [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
-                     "island_id": island_public_id(r.island_id), "semantic": _loads(r.semantic)}
-                    for r in conn.execute(stmt)]
+            return [LiveSemantic(r.id, learnware_public_id(r.id), _loads(r.semantic),
+                                 island_public_id(r.island_id)) for r in conn.execute(stmt)]
 
-    def live_text_since(self, top: int) -> tuple[tuple[int, int, int], list[dict]]:
+    def live_text_since(self, top: int) -> tuple[tuple[int, int, int], list[LiveSemantic]]:
         """The live totals over every island and the live learnwares after id ``top``
-        (``{pk, learnware_id, semantic}``): what the text index refreshes from. When the
+        (with their semantic specifications): what the text index refreshes from. When the
         totals are those of its ids plus the new ones, nothing else changed."""
         with self.engine.connect() as conn:
             count = total = sumsq = 0
@@ -589,8 +587,8 @@ class Store:
             rows = conn.execute(sa.select(learnwares.c.id, learnwares.c.semantic)
                                 .where(learnwares.c.deleted_at.is_(None), learnwares.c.id > top)
                                 .order_by(learnwares.c.id)).all()
-        return (count, total, sumsq), [{"pk": r.id, "learnware_id": learnware_public_id(r.id),
-                                        "semantic": _loads(r.semantic)} for r in rows]
+        return (count, total, sumsq), [LiveSemantic(r.id, learnware_public_id(r.id),
+                                                    _loads(r.semantic)) for r in rows]
 
     def live_in_island(self, island_pk: int, learnware_ids: Iterable[str]) -> set[str]:
         """Those of ``learnware_ids`` that are live learnwares of the island: one indexed query
@@ -609,13 +607,14 @@ class Store:
             return [r[0] for r in conn.execute(sa.select(learnwares.c.id)
                                                .where(learnwares.c.deleted_at.is_(None)))]
 
-    def live_semantics(self, pks: list[int]) -> list[dict]:
-        """``{pk, learnware_id, semantic}`` of these learnwares, read 500 at a time."""
+    def live_semantics(self, pks: list[int]) -> list[LiveSemantic]:
+        """These learnwares (the live ones) with their semantic specifications, read 500 at
+        a time."""
         out = []
         with self.engine.connect() as conn:
             for i in range(0, len(pks), 500):
-                out.extend({"pk": r.id, "learnware_id": learnware_public_id(r.id),
-                            "semantic": _loads(r.semantic)} for r in conn.execute(
+                out.extend(LiveSemantic(r.id, learnware_public_id(r.id), _loads(r.semantic))
+                           for r in conn.execute(
                     sa.select(learnwares.c.id, learnwares.c.semantic)
                     .where(learnwares.c.id.in_(pks[i:i + 500]),
                            learnwares.c.deleted_at.is_(None))))
@@ -642,7 +641,7 @@ class Store:
                 return self.blobs.get(sha, conn)
         return self.blobs.get(sha)
 
-    def model_withdrawal(self, sha: str) -> dict | None:
+    def model_withdrawal(self, sha: str) -> StoredLearnware | None:
         """Why the market must not serve model file ``sha``: the withdrawal of a learnware it
         backs, when no live learnware has the same file (None when one does, or none at all)."""
         with self.engine.connect() as conn:

@@ -165,18 +165,18 @@ class TextIndex:
         the text of only the ones not held."""
         with self._lock:
             totals, rows = store.live_text_since(self.top)
-            added = live_totals(r["pk"] for r in rows)
+            added = live_totals(r.pk for r in rows)
             seen = (self.totals[0] + added[0], self.totals[1] + added[1],
                     (self.totals[2] + added[2]) % SUMSQ_MOD)
             if seen == totals:
                 for r in rows:
-                    self.add(r["pk"], r["learnware_id"], r["semantic"])
+                    self.add(r.pk, r.learnware_id, r.semantic)
             else:
                 live = set(store.live_ids())
                 for pk in [pk for pk in self.docs if pk not in live]:
                     self.remove(pk)
                 for r in store.live_semantics([pk for pk in live if pk not in self.docs]):
-                    self.add(r["pk"], r["learnware_id"], r["semantic"])
+                    self.add(r.pk, r.learnware_id, r.semantic)
             self.top = max(self.docs, default=0)
             self.totals = live_totals(self.docs)
 

@@ -326,12 +326,12 @@ def test_schema_3_databases_get_the_withdrawal_columns(market):
             versions = sorted(r[0] for r in conn.execute(sa.text(
                 "SELECT version FROM schema_version")))
         assert versions == [3, SCHEMA_VERSION] and SCHEMA_VERSION == 4
-        w = store.learnware(int(ids[0].split("-")[1]))["withdrawn"]
+        w = store.learnware(int(ids[0].split("-")[1])).withdrawn
         assert w["by"] == "developer" and w["reason"] == "no reason recorded"
-        assert store.learnware(int(ids[1].split("-")[1]))["withdrawn"] is None
+        assert store.learnware(int(ids[1].split("-")[1])).withdrawn is None
         assert store.tombstone(int(ids[1].split("-")[1]), reason="after the upgrade",
                                by="operator")
-        assert store.learnware(int(ids[1].split("-")[1]))["withdrawn"]["reason"] == \
+        assert store.learnware(int(ids[1].split("-")[1])).withdrawn["reason"] == \
             "after the upgrade"
     finally:
         store.dispose()

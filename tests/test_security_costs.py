@@ -102,7 +102,7 @@ def test_a_small_island_localises_exactly_as_before(make_market):
     ids = _publish_island(env, 8, seed=3)
     market = _market(env)
     prof = market.profile(market.island_for(SEM))
-    rows = market.store.island_learnwares(market.island_for(SEM)["pk"])
+    rows = market.store.island_learnwares(market.island_for(SEM).pk)
     whole = anchors.build_island_profile(market._learnware_arrays(rows), "rmse", "regression",
                                          random_state=0)
     assert prof.ids == whole.ids == ids

@@ -105,7 +105,7 @@ def test_download_refuses_the_nested_kernel_fast(make_market):
     island = env.state.market.island_for(SEM)
     sem, spec, mb = publish_parts(client, X, SEM, model_bytes=nested_sum_gpr(40))
     sha = sha256_hex(mb)
-    pk = env.store.publish(island_pk=island["pk"], developer=dev.public_key_b64,
+    pk = env.store.publish(island_pk=island.pk, developer=dev.public_key_b64,
                            developer_key_id=dev.key_id, semantic=sem, spec=spec,
                            model_sha256=sha, model=mb,
                            artefact=sign_artefact(dev, sem, spec, sha))

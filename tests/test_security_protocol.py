@@ -69,7 +69,7 @@ def test_publish_and_delete_replayed_to_another_market_are_refused(make_market):
     assert _send(a, "DELETE", "/v1/learnwares/lw-1", delete).status_code == 200
     r = _send(b, "DELETE", "/v1/learnwares/lw-1", delete)
     assert r.status_code == 401 and error_body(b, r)["code"] == "wrong_audience"
-    assert not b.store.learnware(1)["deleted"]
+    assert not b.store.learnware(1).deleted
     assert (count_rows(b.store, "learnwares"), count_rows(b.store, "islands"),
             stored_blobs(b)) == before_b
     # the SDK addresses each market by its own key: both still work

@@ -673,14 +673,13 @@ def test_spec_under_the_kernel_a_refinement_replaced_is_accepted(one_published):
     market = env.app.extensions["learnware_market"].market
     client = env.client(Identity.generate())
     old = island_kernel_of(client, SEM)
-    island = env.store.island(1)
 
     def refine(scales):
-        kernel = dict(island["kernel"], previous={"gamma": island["kernel"]["gamma"],
-                                                  "scales": island["kernel"]["scales"]})
+        island = env.store.island(1)
+        kernel = dict(island.kernel, previous={"gamma": island.kernel["gamma"],
+                                               "scales": island.kernel["scales"]})
         kernel["scales"] = list(scales)
-        assert env.store.set_kernel(1, kernel, env.store.island(1)["kernel_version"])
-        island.update(env.store.island(1))
+        assert env.store.set_kernel(1, kernel, island.kernel_version)
 
     parts = [publish_parts(client, X, SEM, gamma=old[0], scales=old[1],
                            model=fitted_ridge(X, linear_task(rng, X, (i, -1, 1))))

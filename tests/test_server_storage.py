@@ -143,9 +143,9 @@ def test_tombstones_never_reuse_ids_even_after_restart(market):
     # the tombstoned rows are still there, marked deleted
     store = _new_store(env)
     try:
-        assert store.learnware(3)["deleted"] and store.learnware(4)["deleted"]
-        assert not store.learnware(5)["deleted"]
-        assert [r["learnware_id"] for r in store.island_learnwares(1)] == ["lw-1", "lw-2", "lw-5"]
+        assert store.learnware(3).deleted and store.learnware(4).deleted
+        assert not store.learnware(5).deleted
+        assert [r.learnware_id for r in store.island_learnwares(1)] == ["lw-1", "lw-2", "lw-5"]
         assert len(store.island_learnwares(1, include_deleted=True)) == 5
     finally:
         store.dispose()
@@ -250,12 +250,12 @@ def test_a_worker_rereads_the_island_row_only_when_the_kernel_changed(market):
     row = market_b.island_for(SEM)
     _publish(a, 32, center=(4, 0, 0))
     again = market_b.island_for(SEM)
-    assert again["version"] > row["version"] and again["kernel"] is row["kernel"]
-    kernel = dict(again["kernel"], gamma=again["kernel"]["gamma"] * 2)
-    assert a.store.set_kernel(again["pk"], kernel, again["kernel_version"])
+    assert again.version > row.version and again.kernel is row.kernel
+    kernel = dict(again.kernel, gamma=again.kernel["gamma"] * 2)
+    assert a.store.set_kernel(again.pk, kernel, again.kernel_version)
     fresh = market_b.island_for(SEM)
-    assert fresh["kernel_version"] == again["kernel_version"] + 1
-    assert fresh["kernel"]["gamma"] == kernel["gamma"]
+    assert fresh.kernel_version == again.kernel_version + 1
+    assert fresh.kernel["gamma"] == kernel["gamma"]
 
 
 def test_concurrent_publishes_through_two_workers(market):
@@ -326,7 +326,7 @@ def test_a_failing_publish_never_deletes_a_file_another_publish_is_placing(tmp_p
                   blob_dir=tmp_path / "blobs")
     me = Identity.generate()
     kernel = {"gamma": 0.5, "scales": [1.0], "base_scales": [1.0]}
-    isl = [store.ensure_island(key, {"data_type": "table"}, 1, kernel)["pk"]
+    isl = [store.ensure_island(key, {"data_type": "table"}, 1, kernel).pk
            for key in ("a" * 64, "b" * 64)]
     model, sha = b"model bytes", "f" * 64
     spec = {"z": encode_array(np.zeros((1, 1))), "beta": encode_array(np.ones(1)),
@@ -378,7 +378,7 @@ def test_schema_1_is_upgraded(market):
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes(
             "learnwares", schema=env.config.db_schema)}
     assert versions == [1, SCHEMA_VERSION] and "ix_learnwares_island_live" in names
-    assert store.learnware(_id(lid))["learnware_id"] == lid
+    assert store.learnware(_id(lid)).learnware_id == lid
     store.dispose()
 
 
@@ -457,7 +457,7 @@ def test_live_totals_follow_publish_and_delete(market):
                                                     sum(i * i for i in live))) == []
     # and one that holds the first two is given the last one
     got = env.store.island_appended(1, ids[1], (2, ids[0] + ids[1], ids[0] ** 2 + ids[1] ** 2))
-    assert [r["pk"] for r in got] == [ids[3]]
+    assert [r.pk for r in got] == [ids[3]]
 
 
 def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market, monkeypatch):
@@ -470,14 +470,14 @@ def test_a_refinement_is_not_skipped_when_publishes_commit_together(make_market,
     for seed in range(5):  # sizes 1..5 go by without any refinement check
         _publish(env, seed, center=(seed, 0, 0))
     island = env.store.island(1)
-    v0 = island["kernel_version"]
-    assert "refined_count" not in island["kernel"]
+    v0 = island.kernel_version
+    assert "refined_count" not in island.kernel
     monkeypatch.setattr(market, "_maybe_refine", real)
     _publish(env, 10, center=(1, 1, 1))  # size 6 >= 4 > 1: refine now
     island = env.store.island(1)
-    assert island["kernel_version"] == v0 + 1 and island["kernel"]["refined_count"] == 6
+    assert island.kernel_version == v0 + 1 and island.kernel["refined_count"] == 6
     _publish(env, 11, center=(2, 1, 1))  # nothing new to cross
-    assert env.store.island(1)["kernel_version"] == v0 + 1
+    assert env.store.island(1).kernel_version == v0 + 1
 
 
 def test_an_island_far_past_its_refine_sizes_does_not_start_refining(make_market, monkeypatch):
@@ -489,7 +489,7 @@ def test_an_island_far_past_its_refine_sizes_does_not_start_refining(make_market
     monkeypatch.setattr(market, "_maybe_refine", lambda pk, kernel=None: False)
     for seed in range(4 + market.REFINE_SLACK):
         _publish(env, seed, center=(seed, 0, 0))
-    v0 = env.store.island(1)["kernel_version"]
+    v0 = env.store.island(1).kernel_version
     monkeypatch.setattr(market, "_maybe_refine", real)
     _publish(env, 50, center=(1, 2, 1))
-    assert env.store.island(1)["kernel_version"] == v0
+    assert env.store.island(1).kernel_version == v0
