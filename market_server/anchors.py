@@ -353,6 +353,23 @@ def _behaviour_from_sums(pair_sums: np.ndarray, n_points: int, task_type: str) -
     return np.sqrt(d) if task_type == "regression" else d
 
 
+def _each_or_leave_out(items: list, compute: Callable, failure: type,
+                       on_failure: Callable | None) -> tuple[list[int], list]:
+    """(positions kept, results) of ``compute`` over ``items`` (tuples led by the learnware id):
+    an item whose computation raises ``failure`` is left out and reported to ``on_failure``, or,
+    without one, the error is raised."""
+    kept, out = [], []
+    for j, it in enumerate(items):
+        try:
+            out.append(compute(it))
+            kept.append(j)
+        except failure as exc:
+            if on_failure is None:
+                raise
+            on_failure(it[0], exc)
+    return kept, out
+
+
 def build_island_profile(learnwares: Iterable, objective: str, task_type: str, n_herd: int = 64,
                          random_state: int = 0,
                          herd: Callable[..., np.ndarray] | None = None,
@@ -387,32 +404,18 @@ def build_island_profile(learnwares: Iterable, objective: str, task_type: str, n
         raise ValueError("an island profile needs at least one learnware")
     t = int(n_herd)
     cache = herded
-    herded, kept = [], []
-    for it in items:
-        lw_id, _, z, beta, gamma, scales = it
-        try:
-            herded.append(_herd_one(herd_fn, lw_id, z, beta, gamma, scales, t, random_state,
-                                    cache))
-            kept.append(it)
-        except ValueError as exc:
-            if on_failure is None:
-                raise
-            on_failure(lw_id, exc)
+    pos, herded = _each_or_leave_out(
+        items, lambda it: _herd_one(herd_fn, it[0], *it[2:], t, random_state, cache),
+        ValueError, on_failure)
+    kept = [items[j] for j in pos]
     if not kept:
         raise ValueError("no learnware of the island could take part in its profile")
     d = herded[0].shape[1]
     if any(X.shape[1] != d for X in herded):
         raise ValueError("all learnwares of an island must share the feature dimension")
     allX = np.vstack(herded)
-    raw, ok = [], []
-    for j, (lw_id, m, *_) in enumerate(kept):  # model j on every task's points
-        try:
-            raw.append(_predict(m, allX, lw_id, task_type))
-            ok.append(j)
-        except ModelFailure as exc:
-            if on_failure is None:
-                raise
-            on_failure(lw_id, exc)
+    ok, raw = _each_or_leave_out(  # model j on every task's points
+        kept, lambda it: _predict(it[1], allX, it[0], task_type), ModelFailure, on_failure)
     if not ok:
         raise ValueError("no model of the island could predict on its herded samples")
     if len(ok) < len(kept):  # a failed model leaves with its task (its rows of every model)
