@@ -181,41 +181,42 @@ class MarketClient:
                 f"first use again", field=str(path))
         return known
 
-    def _market_key(self, seen: str) -> str:
-        if self._pinned is not None:
-            return self._pinned
-        path = self._known_markets_file()
-        known = self._known_markets()
-        if self.url in known:
-            self._pinned = known[self.url]
-            return self._pinned
+    def _pinned_key(self) -> str | None:
+        """The key pinned for this market (given, or from ``known_markets.json``), or None."""
+        if self._pinned is None:
+            self._pinned = self._known_markets().get(self.url)
+        return self._pinned
+
+    def _require_tofu(self) -> None:
         if not self._tofu:
             raise KeyMismatchError("no market key is pinned for this market; pass market_key=")
+
+    def _market_key(self, seen: str) -> str:
+        """The pinned key; on first contact (trust on first use) ``seen``, pinned from now on."""
+        if self._pinned_key() is not None:
+            return self._pinned
+        self._require_tofu()
+        known = self._known_markets()
         known[self.url] = seen
-        _atomic_write(path, json.dumps(known, indent=1, sort_keys=True).encode("utf-8"))
+        _atomic_write(self._known_markets_file(),
+                      json.dumps(known, indent=1, sort_keys=True).encode("utf-8"))
         self._pinned = seen
         return seen
 
     def _audience(self) -> str:
         """The key id of this market, which every signed request names: from the pinned key,
         or on first contact from ``GET /v1/market`` (trusted on first use, like any answer)."""
-        if self._pinned is None:
-            known = self._known_markets()
-            if self.url in known:
-                self._pinned = known[self.url]
-            else:
-                if not self._tofu:
-                    raise KeyMismatchError("no market key is pinned for this market; "
-                                           "pass market_key=")
-                resp = self._http.get("/v1/market")
-                try:
-                    seen = resp.json()["market_key"]
-                    key_id_of(seen)
-                except (ValueError, KeyError, TypeError, LearnwareError) as exc:
-                    raise ProtocolError(f"the market at {self.url} did not name its key "
-                                        f"({resp.status_code}): {resp.text[:200]!r}",
-                                        code="bad_response") from exc
-                self._market_key(seen)
+        if self._pinned_key() is None:
+            self._require_tofu()
+            resp = self._http.get("/v1/market")
+            try:
+                seen = resp.json()["market_key"]
+                key_id_of(seen)
+            except (ValueError, KeyError, TypeError, LearnwareError) as exc:
+                raise ProtocolError(f"the market at {self.url} did not name its key "
+                                    f"({resp.status_code}): {resp.text[:200]!r}",
+                                    code="bad_response") from exc
+            self._market_key(seen)
         return key_id_of(self._pinned)
 
     def _verify(self, resp: httpx.Response, expected: str, reply_to: str) -> dict:
