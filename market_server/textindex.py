@@ -98,6 +98,11 @@ class QueryStats:
     truncated: bool = False
 
 
+def doc_name(semantic: dict) -> str:
+    """A learnware's name as text search answers it."""
+    return str(semantic.get("name", ""))[:200]
+
+
 @dataclass
 class _Doc:
     learnware_id: str
@@ -124,7 +129,7 @@ class TextIndex:
         if pk in self.docs:
             return
         words = document_tokens(semantic)
-        self.docs[pk] = _Doc(learnware_id, str(semantic.get("name", ""))[:200], words)
+        self.docs[pk] = _Doc(learnware_id, doc_name(semantic), words)
         for w, weight in words.items():
             plist = self.postings.get(w)
             if plist is None:
@@ -182,14 +187,15 @@ class TextIndex:
 
     # --- query ------------------------------------------------------------------------------
     def names(self, pks: list[int], store) -> dict[int, str]:
-        """The names of these live learnwares (catching up with the store only when one is not
-        held yet: names never change)."""
+        """The names of these live learnwares: from the index where it holds them, the others
+        read from the store (only those: building the whole index for a search's few names
+        would put a text-index build on the first search after a start)."""
         with self._lock:
-            known = all(pk in self.docs for pk in pks)
-        if not known:
-            self.refresh(store)
-        with self._lock:
-            return {pk: self.docs[pk].name for pk in pks if pk in self.docs}
+            out = {pk: self.docs[pk].name for pk in pks if pk in self.docs}
+        missing = [pk for pk in pks if pk not in out]
+        if missing:
+            out.update((r.pk, doc_name(r.semantic)) for r in store.live_semantics(missing))
+        return out
 
     def search(self, query: str, limit: int = 20) -> list[dict]:
         with self._lock:
