@@ -16,7 +16,7 @@ import numpy as np
 
 from learnware_core.island import base_kernel
 from learnware_core.semantic import ISLAND_FIELDS, island_key
-from learnware_core.spec import on_simplex
+from learnware_core.spec import decode_points, decode_scales, on_simplex
 from protocol.encoding import encode_array
 from protocol.errors import KernelChangedError, LearnwareError, UnsafeModelError, WithdrawnError
 from protocol.identity import PublicKey
@@ -28,15 +28,12 @@ from .publish_checks import MAX_SCALED_COORD, Reason, check_predictions, check_p
 from .publishers import PublishPolicy
 from .rows import IslandRow, StoredLearnware
 from .sandbox import ModelSandbox, SandboxedModel
-from .search import IslandIndex, decode_scales, decode_spec
+from .search import IslandIndex
 from .storage import NotFound, Store, learnware_public_id, parse_id
 from .textindex import TextIndex
 
 
 log = logging.getLogger("market_server")
-
-#: range of each objective's value as measured by a user (localize): the protocol's.
-METRIC_RANGES = OBJECTIVE_RANGES
 
 
 def withdrawn_error(row: StoredLearnware) -> WithdrawnError:
@@ -74,8 +71,9 @@ class ModelCache:
                 self._items.move_to_end(sha)
                 return self._items[sha]
         budget = self.load_seconds(size) if self.load_seconds and size is not None else None
-        model = self.sandbox.load(sha, self._source(sha), cpu_seconds=budget)
-        model = model.with_source(self._source(sha), self.call_seconds)
+        source = self._source(sha)
+        model = self.sandbox.load(sha, source, cpu_seconds=budget).with_source(source,
+                                                                              self.call_seconds)
         with self._lock:
             self._items[sha] = model
             while len(self._items) > self.size:
@@ -293,7 +291,7 @@ class Market:
         within its budget is left out when ``on_failure(id, error)`` is given."""
         out = []
         for r in rows:
-            z, beta = decode_spec(r.spec)
+            z, beta = decode_points(r.spec)
             try:
                 model = self.models.get(r.model_sha256, r.model_size)
             except (LearnwareError, RuntimeError) as exc:
@@ -421,7 +419,7 @@ class Market:
                              for i in idx.ids[:max_results]]
             self._name_matches(out["single"], idx, range(len(out["single"])))
             return out
-        z, b = decode_spec(req)
+        z, b = decode_points(req)
         if z.shape[1] != island.n_features:
             raise LearnwareError(f"requirement has {z.shape[1]} features; the island has "
                                  f"{island.n_features}", code="spec_dimension", status=422,
@@ -520,7 +518,7 @@ class Market:
                                  code="unknown_anchor", status=422, field="values")
         ids = list(values)
         vals = [float(values[i]) for i in ids]
-        lo, hi = METRIC_RANGES[objective]
+        lo, hi = OBJECTIVE_RANGES[objective]
         if not ids or not all(lo <= v <= hi for v in vals):
             raise LearnwareError(f"values needs at least one {objective} measurement, each in "
                                  f"[{lo:g}, {hi:g}]", code="bad_metrics", status=422,

@@ -30,8 +30,8 @@ import numpy as np
 
 from learnware_core.kernels import augmented_cols, augmented_rows, embedding_inner
 from learnware_core.simplex import simplex_qp
-# a spec's (z, beta) and scales: decoded in learnware_core/spec.py (also for market.py)
-from learnware_core.spec import decode_points as decode_spec, decode_scales  # noqa: F401
+# a spec's (z, beta): decoded in learnware_core/spec.py, the one home of the spec
+from learnware_core.spec import decode_points as decode_spec
 
 from .embedding_stack import EmbeddingStack, LazyGram
 from .bounds import balls, cross_bounds_of_balls, cross_upper
