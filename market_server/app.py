@@ -18,6 +18,7 @@ from .market import Market
 from .ratelimit import RateLimiter
 from .responses import error_response, read_get_nonce
 from .storage import Store
+from .web import web
 
 log = logging.getLogger("market_server")
 
@@ -63,6 +64,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     app.extensions["learnware_market"] = state
     for bp in (meta, learnwares, islands, search):
         app.register_blueprint(bp)
+    app.register_blueprint(web)  # the HTML catalogue (market_server/web/), read-only
     app.before_request(read_get_nonce)
     install_address_limits(app, config, prefix=f"lwm:{identity.key_id}")
 

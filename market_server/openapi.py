@@ -44,6 +44,31 @@ def _op(summary: str, *, body: str | None = None, ok: str = "200", params=(), bi
     return op
 
 
+def _page(summary: str, params=(), query=()) -> dict:
+    """A page of the HTML catalogue (market_server/web/): read-only, unsigned HTML."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    return {"get": {"summary": summary, "tags": ["catalogue"], "parameters": [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        + [{"name": q, "in": "query", "schema": {"type": t}} for q, t in query],
+        "responses": {"200": {"description": "HTML page", "content": html},
+                      "4XX": {"description": "HTML page naming what is wrong", "content": html}}}}
+
+
+_TABLE = (("sort", "string"), ("order", "string"), ("page", "integer"), ("per_page", "integer"))
+#: the web catalogue's pages (HTML for people; the same data as the signed API above)
+CATALOGUE_PATHS = {
+    "/": _page("catalogue: the islands"),
+    "/islands/{island_id}": _page("catalogue: one island (kernel, map, learnwares)",
+                                  ["island_id"], _TABLE + (("withdrawn", "string"),)),
+    "/learnwares/{learnware_id}": _page("catalogue: one learnware", ["learnware_id"]),
+    "/developers/{key_id}": _page("catalogue: the learnwares of a developer key", ["key_id"],
+                                  _TABLE),
+    "/search": _page("catalogue: text search", query=(("q", "string"),)),
+    "/api": _page("catalogue: this document, readable"),
+    "/assets/{filename}": _page("catalogue: its stylesheet, script and icon", ["filename"]),
+}
+
+
 def openapi_document() -> dict:
     return {
         "openapi": "3.0.3",
@@ -81,6 +106,7 @@ def openapi_document() -> dict:
             "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},
             "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
                                          body="metrics_report")},
+            **CATALOGUE_PATHS,
         },
         "components": {"schemas": json_schemas()[1]},
     }

@@ -1,0 +1,362 @@
+"""The catalogue's read model: what the web pages show, read-only, from the market's public data.
+
+Everything here is what the signed API already gives anyone (island info, manifests, text
+search), arranged for people: pages of an island's learnwares in a chosen order, a developer
+key's learnwares, a summary of a spec, the type of a model file, the island map. The web views
+(market_server/web/) call only this object; the SQL lives here, on the store's public tables
+and engine, so the views never touch the store.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import threading
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from learnware_core.kernels import embedding_inner
+from learnware_core.spec import decode_points
+from protocol.errors import LearnwareError
+
+from . import storage
+from .islandmap import MAP_LEARNWARES, MAP_POINTS, IslandMap, island_map, sample_pks
+from .market import Market
+from .rows import IslandRow, StoredLearnware
+
+log = logging.getLogger("market_server")
+
+LW = storage.learnwares
+#: the orders an island's (or a developer's) table can be sorted in: name -> column
+SORTS = {"published": LW.c.id, "name": LW.c.name, "size": LW.c.model_size,
+         "developer": LW.c.developer_key_id}
+ORDERS = ("asc", "desc")
+#: characters of a description shown in a table cell (the learnware page shows it all)
+SNIPPET_CHARS = 160
+#: a model file's schema.json read for its type at most (bytes, uncompressed)
+MAX_SCHEMA_READ = 4 << 20
+
+
+@dataclass(frozen=True)
+class LearnwareLine:
+    """One learnware as a table row shows it."""
+
+    learnware_id: str
+    name: str
+    snippet: str
+    island_id: str
+    developer_key_id: str
+    created_at: float
+    model_size: int
+    withdrawn: bool
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a sorted table: ``page`` is 1-based and within ``[1, pages]``."""
+
+    rows: list[LearnwareLine]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+    sort: str
+    order: str
+
+
+@dataclass(frozen=True)
+class IslandSummary:
+    island: IslandRow
+    count: int
+    withdrawn: int
+    last_publish: float | None
+
+
+@dataclass(frozen=True)
+class FeatureScale:
+    name: str
+    base: float
+    current: float
+
+    @property
+    def relevance(self) -> float:
+        """How much more the refined kernel weighs this feature than the base kernel did
+        (base scale / current scale: above 1, the feature matters more)."""
+        return self.base / self.current if self.current > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class KernelView:
+    gamma: float
+    version: int
+    features: list[FeatureScale]
+    refined_count: int | None
+    previous_gamma: float | None
+    next_refine_at: int | None
+
+
+@dataclass(frozen=True)
+class SpecSummary:
+    k: int
+    effective_k: float
+    max_weight: float
+    self_inner: float
+    gamma: float
+    under_current_kernel: bool
+    features: list[tuple[str, float, float]]  # name, weighted mean, weighted sd of z
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    learnware_id: str
+    name: str
+    x: float
+    y: float
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 1] + "\u2026"
+
+
+def _line(r, score: float | None = None) -> LearnwareLine:
+    sem = json.loads(r.semantic) if isinstance(r.semantic, str) else r.semantic
+    return LearnwareLine(storage.learnware_public_id(r.id), str(sem.get("name", "")),
+                         _snippet(sem.get("description", "")),
+                         storage.island_public_id(r.island_id), r.developer_key_id,
+                         float(r.created_at), int(r.model_size), r.deleted_at is not None, score)
+
+
+_LINE_COLUMNS = (LW.c.id, LW.c.island_id, LW.c.semantic, LW.c.developer_key_id,
+                 LW.c.created_at, LW.c.model_size, LW.c.deleted_at)
+
+
+def page_bounds(total: int, page: int, per_page: int) -> tuple[int, int]:
+    """(pages, page clamped into [1, pages]): a page past the end shows the last one."""
+    pages = max(1, math.ceil(total / per_page))
+    return pages, min(max(1, page), pages)
+
+
+def model_type(data: bytes) -> str:
+    """``module.Class`` of a skops model file, read from its schema.json without loading it
+    (the file was checked at publish; this only names what it holds). "unknown" when the
+    file does not say."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_SCHEMA_READ:
+                return "unknown"
+            with zf.open(info) as fh:
+                schema = json.loads(fh.read(MAX_SCHEMA_READ + 1))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, RuntimeError):
+        return "unknown"
+    if not isinstance(schema, dict):
+        return "unknown"
+    cls, mod = schema.get("__class__"), schema.get("__module__")
+    if not isinstance(cls, str):
+        return "unknown"
+    return f"{mod}.{cls}"[:200] if isinstance(mod, str) else cls[:200]
+
+
+class Catalogue:
+    """Read-only views of one market (one per app, next to the ``Market``)."""
+
+    def __init__(self, market: Market, *, map_learnwares: int = MAP_LEARNWARES,
+                 map_points: int = MAP_POINTS):
+        self.market = market
+        self.store = market.store
+        self.map_learnwares, self.map_points = map_learnwares, map_points
+        self._maps: OrderedDict[int, tuple[int, IslandMap]] = OrderedDict()
+        self._types: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- islands --------------------------------------------------------------------------
+    def islands(self) -> list[IslandSummary]:
+        """Every island with its live count, withdrawn count and last publication time."""
+        rows = self.store.list_islands()
+        with self.store.engine.connect() as conn:
+            stats = {r.island_id: r for r in conn.execute(
+                sa.select(LW.c.island_id, sa.func.max(LW.c.created_at).label("last"),
+                          sa.func.count().label("n"))
+                .group_by(LW.c.island_id))}
+        out = []
+        for isl in rows:
+            st = stats.get(isl.pk)
+            count = int(isl.learnware_count or 0)
+            out.append(IslandSummary(isl, count, (int(st.n) - count) if st else 0,
+                                     float(st.last) if st else None))
+        return out
+
+    def island(self, island_id: str) -> IslandRow:
+        return self.market.island_by_public_id(island_id)
+
+    def kernel(self, island: IslandRow) -> KernelView:
+        """The island's current kernel, its base (declared) scales and how it was refined."""
+        kern = island.kernel
+        current = np.asarray(kern["scales"], dtype=np.float64)
+        base = np.asarray(kern.get("base_scales", kern["scales"]), dtype=np.float64)
+        names = island.semantic["input_features"]
+        feats = [FeatureScale(str(n), float(b), float(c)) for n, b, c in zip(names, base, current)]
+        refined = kern.get("refined_count")
+        done = int(refined or 1)
+        live = self.store.count_live(island.pk)
+        upcoming = [t for t in self.market.config.refine_at if t > max(done, live)]
+        prev = kern.get("previous")
+        return KernelView(float(kern["gamma"]), int(island.kernel_version), feats,
+                          None if refined is None else int(refined),
+                          None if not prev else float(prev["gamma"]),
+                          upcoming[0] if upcoming else None)
+
+    def learnwares(self, island: IslandRow, *, sort: str = "published", order: str = "desc",
+                   page: int = 1, per_page: int = 50, withdrawn: bool = False) -> Page:
+        """One page of the island's learnwares (live ones; ``withdrawn``: all)."""
+        where = [LW.c.island_id == island.pk]
+        if withdrawn:
+            total = self._count(sa.and_(*where))
+        else:
+            where.append(LW.c.deleted_at.is_(None))
+            total = self.store.count_live(island.pk)
+        return self._page(sa.and_(*where), total, sort, order, page, per_page)
+
+    def by_developer(self, key_id: str, *, sort: str = "published", order: str = "desc",
+                     page: int = 1, per_page: int = 50) -> Page:
+        """One page of the learnwares published with developer key ``key_id`` (withdrawn
+        ones included: they are marked)."""
+        cond = LW.c.developer_key_id == key_id[:64]
+        return self._page(cond, self._count(cond), sort, order, page, per_page)
+
+    def _count(self, cond) -> int:
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(LW)
+                                    .where(cond)).scalar() or 0)
+
+    def _page(self, cond, total: int, sort: str, order: str, page: int, per_page: int) -> Page:
+        if sort not in SORTS or order not in ORDERS:
+            raise ValueError(f"sort must be one of {sorted(SORTS)} and order one of {ORDERS}")
+        pages, page = page_bounds(total, page, per_page)
+        col = SORTS[sort]
+        keys = [col.desc(), LW.c.id.desc()] if order == "desc" else [col.asc(), LW.c.id.asc()]
+        stmt = (sa.select(*_LINE_COLUMNS).where(cond).order_by(*keys)
+                .limit(per_page).offset((page - 1) * per_page))
+        with self.store.engine.connect() as conn:
+            rows = [_line(r) for r in conn.execute(stmt)]
+        return Page(rows, total, page, pages, per_page, sort, order)
+
+    # --- the island map -------------------------------------------------------------------
+    def island_map(self, island: IslandRow) -> tuple[IslandMap, list[MapPoint]]:
+        """The island's map (cached per island and kernel version; recomputed only when the
+        kernel or the sample of learnwares drawn changes) and its points with names."""
+        with self._lock:
+            cached = self._maps.get(island.pk)
+        m = None
+        if cached is not None and cached[1].kernel_version == island.kernel_version:
+            if cached[0] == island.version:
+                m = cached[1]
+            else:  # publishes or withdrawals since: the sample may still be the same
+                pks = self.store.island_live_pks(island.pk)
+                if tuple(self._sample(island, pks)) == cached[1].pks:
+                    m = cached[1]
+        if m is None:
+            m = self._build_map(island)
+        with self._lock:
+            self._maps[island.pk] = (island.version, m)
+            self._maps.move_to_end(island.pk)
+            while len(self._maps) > 256:
+                self._maps.popitem(last=False)
+        names = self._names(list(m.pks))
+        points = [MapPoint(storage.learnware_public_id(pk), names.get(pk, ""), float(x), float(y))
+                  for pk, (x, y) in zip(m.pks, m.xy)]
+        return m, points
+
+    def _sample(self, island: IslandRow, pks: list[int],
+                sizes: dict[int, int] | None = None) -> list[int]:
+        return sample_pks(pks, sizes, max_learnwares=self.map_learnwares,
+                          max_points=self.map_points)
+
+    def _build_map(self, island: IslandRow) -> IslandMap:
+        pks = self.store.island_live_pks(island.pk)
+        first = self._sample(island, pks)
+        rows = {r.pk: r for r in self.store.learnwares_by_pks(first)}
+        emb = {pk: decode_points(r.spec) for pk, r in rows.items() if not r.deleted}
+        chosen = sample_pks(list(emb), {pk: len(b) for pk, (_, b) in emb.items()},
+                            max_learnwares=self.map_learnwares, max_points=self.map_points)
+        kern = island.kernel
+        return island_map(chosen, [emb[pk] for pk in chosen], float(kern["gamma"]),
+                          np.asarray(kern["scales"], dtype=np.float64), island.kernel_version)
+
+    def _names(self, pks: list[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        with self.store.engine.connect() as conn:
+            for i in range(0, len(pks), 500):
+                out.update({r.id: r.name for r in conn.execute(
+                    sa.select(LW.c.id, LW.c.name).where(LW.c.id.in_(pks[i:i + 500])))})
+        return out
+
+    # --- one learnware --------------------------------------------------------------------
+    def learnware(self, learnware_id: str) -> StoredLearnware:
+        return self.market.learnware_row(learnware_id)
+
+    def spec_summary(self, row: StoredLearnware, island: IslandRow) -> SpecSummary:
+        """k, the weights' spread, the embedding's squared norm under the island's current
+        kernel and the weighted mean and sd of the reduced points per feature."""
+        z, beta = decode_points(row.spec)
+        kern = island.kernel
+        gamma, scales = float(kern["gamma"]), np.asarray(kern["scales"], dtype=np.float64)
+        b = np.clip(beta, 0.0, None)
+        b = b / b.sum() if b.sum() > 0 else np.full(len(b), 1.0 / len(b))
+        mean = b @ z
+        sd = np.sqrt(np.maximum(b @ (z - mean) ** 2, 0.0))
+        names = island.semantic["input_features"]
+        fitted = float(row.spec.get("gamma", gamma))
+        return SpecSummary(int(len(beta)), float(1.0 / float((b ** 2).sum())), float(b.max()),
+                           float(embedding_inner(z, b, z, b, gamma, scales)), fitted,
+                           bool(np.isclose(fitted, gamma, rtol=1e-9, atol=0)),
+                           [(str(n), float(m), float(s)) for n, m, s in zip(names, mean, sd)])
+
+    def model_type(self, sha: str) -> str:
+        """The type a model file holds (cached by sha256)."""
+        with self._lock:
+            if sha in self._types:
+                return self._types[sha]
+        data = self.store.model_bytes(sha)
+        kind = "unknown" if data is None else model_type(data)
+        with self._lock:
+            self._types[sha] = kind
+            while len(self._types) > 4096:
+                self._types.popitem(last=False)
+        return kind
+
+    # --- text search ----------------------------------------------------------------------
+    def text_search(self, query: str, limit: int = 50) -> list[LearnwareLine]:
+        """The market's text search (bounded work per query), as table rows."""
+        matches = self.market.text_search(query, limit) if query.strip() else []
+        scores = {storage.parse_id(m["learnware_id"], "lw"): float(m["score"]) for m in matches}
+        pks = [pk for pk in scores if pk is not None]
+        if not pks:
+            return []
+        with self.store.engine.connect() as conn:
+            rows = {r.id: r for r in conn.execute(sa.select(*_LINE_COLUMNS)
+                                                  .where(LW.c.id.in_(pks)))}
+        return [_line(rows[pk], scores[pk]) for pk in pks if pk in rows]
+
+    # --- how islands connect (issue #15) --------------------------------------------------
+    def connections(self) -> list[dict] | None:
+        """How islands connect, when the market exposes it: ``Market.island_connections()``
+        returning a list of components ``{"islands": [island ids], "features": [names]}``.
+        None when the market has no such method (the home page then leaves the section
+        out); a failure there is logged and hides only that section."""
+        fn = getattr(self.market, "island_connections", None)
+        if not callable(fn):
+            return None
+        try:
+            return list(fn())
+        except (LearnwareError, ValueError, TypeError, RuntimeError):
+            log.exception("island connections unavailable")
+            return None
