@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/lwm demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	bash tools/install-test-deps.sh
 	$(PY) -m pytest
 
 clean:

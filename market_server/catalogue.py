@@ -26,7 +26,8 @@ from learnware_core.spec import decode_points
 from protocol.errors import LearnwareError
 
 from . import storage
-from .islandmap import MAP_LEARNWARES, MAP_POINTS, IslandMap, island_map, sample_pks
+from .islandmap import (MAP_LEARNWARES, MAP_POINTS, IslandMap, island_map, point_budget,
+                        rank_key, sample_pks)
 from .market import Market
 from .rows import IslandRow, StoredLearnware
 
@@ -173,7 +174,7 @@ class Catalogue:
         self.market = market
         self.store = market.store
         self.map_learnwares, self.map_points = map_learnwares, map_points
-        self._maps: OrderedDict[int, tuple[int, IslandMap]] = OrderedDict()
+        self._maps: OrderedDict[int, tuple[int, tuple[int, ...], IslandMap]] = OrderedDict()
         self._types: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -255,41 +256,53 @@ class Catalogue:
         kernel or the sample of learnwares drawn changes) and its points with names."""
         with self._lock:
             cached = self._maps.get(island.pk)
-        m = None
-        if cached is not None and cached[1].kernel_version == island.kernel_version:
+        entry = None
+        if cached is not None and cached[2].kernel_version == island.kernel_version:
             if cached[0] == island.version:
-                m = cached[1]
+                entry = cached
             else:  # publishes or withdrawals since: the sample may still be the same
-                pks = self.store.island_live_pks(island.pk)
-                if tuple(self._sample(island, pks)) == cached[1].pks:
-                    m = cached[1]
-        if m is None:
-            m = self._build_map(island)
+                candidates = tuple(self._sample(self.store.island_live_pks(island.pk)))
+                if candidates == cached[1]:
+                    entry = (island.version, cached[1], cached[2])
+        if entry is None:
+            candidates, m = self._build_map(island)
+            entry = (island.version, candidates, m)
         with self._lock:
-            self._maps[island.pk] = (island.version, m)
+            self._maps[island.pk] = entry
             self._maps.move_to_end(island.pk)
             while len(self._maps) > 256:
                 self._maps.popitem(last=False)
+        m = entry[2]
         names = self._names(list(m.pks))
         points = [MapPoint(storage.learnware_public_id(pk), names.get(pk, ""), float(x), float(y))
                   for pk, (x, y) in zip(m.pks, m.xy)]
         return m, points
 
-    def _sample(self, island: IslandRow, pks: list[int],
-                sizes: dict[int, int] | None = None) -> list[int]:
+    def _sample(self, pks: list[int], sizes: dict[int, int] | None = None) -> list[int]:
         return sample_pks(pks, sizes, max_learnwares=self.map_learnwares,
                           max_points=self.map_points)
 
-    def _build_map(self, island: IslandRow) -> IslandMap:
-        pks = self.store.island_live_pks(island.pk)
-        first = self._sample(island, pks)
-        rows = {r.pk: r for r in self.store.learnwares_by_pks(first)}
-        emb = {pk: decode_points(r.spec) for pk, r in rows.items() if not r.deleted}
-        chosen = sample_pks(list(emb), {pk: len(b) for pk, (_, b) in emb.items()},
-                            max_learnwares=self.map_learnwares, max_points=self.map_points)
+    def _build_map(self, island: IslandRow) -> tuple[tuple[int, ...], IslandMap]:
+        """(the candidates: the sample by id alone, the map). The map draws the candidates, in
+        sample order, whose reduced points fit in the island's point budget together; their
+        specs are read a few at a time (one spec may hold 2 million numbers)."""
+        candidates = tuple(self._sample(self.store.island_live_pks(island.pk)))
+        budget = min(self.map_points, point_budget(island.n_features))
+        emb: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        order = sorted(candidates, key=rank_key)
+        for i in range(0, len(order), 8):
+            if budget <= 0:
+                break
+            for r in self.store.learnwares_by_pks(order[i:i + 8]):
+                z, beta = decode_points(r.spec)
+                if not r.deleted and 0 < len(beta) <= budget and z.shape[0] == len(beta):
+                    emb[r.pk] = (z, beta)
+                    budget -= len(beta)
+        chosen = sorted(emb)
         kern = island.kernel
-        return island_map(chosen, [emb[pk] for pk in chosen], float(kern["gamma"]),
-                          np.asarray(kern["scales"], dtype=np.float64), island.kernel_version)
+        return candidates, island_map(chosen, [emb[pk] for pk in chosen], float(kern["gamma"]),
+                                      np.asarray(kern["scales"], dtype=np.float64),
+                                      island.kernel_version)
 
     def _names(self, pks: list[int]) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -22,10 +22,19 @@ from learnware_core.kernels import as_points, check_kernel, neg_sqdist, rows_per
 MAP_LEARNWARES = 120
 #: reduced points of the sample at most (the MMD matrix costs their square in kernel values)
 MAP_POINTS = 4000
+#: points^2 x features of the MMD matrix at most: with many features, fewer points
+MAP_WORK = 4000 * 4000 * 10
 
 
-def _rank(pk: int) -> bytes:
+def rank_key(pk: int) -> bytes:
+    """The order in which learnwares enter the sample: the sha256 of their public id."""
     return hashlib.sha256(f"lw-{pk}".encode()).digest()
+
+
+def point_budget(n_features: int) -> int:
+    """Reduced points the map may stack for an island of ``n_features`` features: at most
+    ``MAP_POINTS``, fewer when ``points^2 x features`` would pass ``MAP_WORK``."""
+    return max(1, min(MAP_POINTS, int(np.sqrt(MAP_WORK / max(1, n_features)))))
 
 
 def sample_pks(pks, sizes: dict[int, int] | None = None, *, max_learnwares: int = MAP_LEARNWARES,
@@ -33,7 +42,7 @@ def sample_pks(pks, sizes: dict[int, int] | None = None, *, max_learnwares: int 
     """The learnwares to draw: those with the smallest sha256 of their id, at most
     ``max_learnwares`` and (when ``sizes`` gives each one's number of reduced points) at most
     ``max_points`` reduced points together. Returned in id order."""
-    ranked = sorted(pks, key=_rank)
+    ranked = sorted(pks, key=rank_key)
     chosen, total = [], 0
     for pk in ranked:
         if len(chosen) >= max_learnwares:

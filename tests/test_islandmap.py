@@ -69,3 +69,11 @@ def test_island_map_in_the_unit_square():
     assert m.median_mmd > 0 and 0 <= m.stress < 1
     one = island_map([5], emb[:1], 0.5, None, kernel_version=0)
     assert one.xy.shape == (1, 2)
+
+
+def test_point_budget_bounds_the_work_whatever_the_features():
+    from market_server.islandmap import MAP_POINTS, MAP_WORK, point_budget
+    assert point_budget(10) == MAP_POINTS
+    for d in (100, 10_000):
+        p = point_budget(d)
+        assert p < MAP_POINTS and p * p * d <= MAP_WORK
