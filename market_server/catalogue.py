@@ -139,6 +139,11 @@ _LINE_COLUMNS = (LW.c.id, LW.c.island_id, LW.c.semantic, LW.c.developer_key_id,
                  LW.c.created_at, LW.c.model_size, LW.c.deleted_at)
 
 
+def _check_order(sort: str, order: str) -> None:
+    if sort not in SORTS or order not in ORDERS:
+        raise ValueError(f"sort must be one of {sorted(SORTS)} and order one of {ORDERS}")
+
+
 def page_bounds(total: int, page: int, per_page: int) -> tuple[int, int]:
     """(pages, page clamped into [1, pages]): a page past the end shows the last one."""
     pages = max(1, math.ceil(total / per_page))
@@ -176,24 +181,28 @@ class Catalogue:
         self.map_learnwares, self.map_points = map_learnwares, map_points
         self._maps: OrderedDict[int, tuple[int, tuple[int, ...], IslandMap]] = OrderedDict()
         self._types: OrderedDict[str, str] = OrderedDict()
+        #: (island pk, with withdrawn) -> (island version, sort keys, {sort: ids ascending})
+        self._orders: OrderedDict[tuple[int, bool], tuple[int, list, dict]] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- islands --------------------------------------------------------------------------
     def islands(self) -> list[IslandSummary]:
-        """Every island with its live count, withdrawn count and last publication time."""
+        """Every island with its live count, withdrawn count and last publication time (two
+        grouped queries that the (island, deleted_at, id) indexes answer, then one row per
+        island: no scan of the learnwares' rows)."""
         rows = self.store.list_islands()
         with self.store.engine.connect() as conn:
-            stats = {r.island_id: r for r in conn.execute(
-                sa.select(LW.c.island_id, sa.func.max(LW.c.created_at).label("last"),
-                          sa.func.count().label("n"))
+            last = {r[0]: r[1] for r in conn.execute(
+                sa.select(LW.c.island_id, sa.func.max(LW.c.id)).group_by(LW.c.island_id))}
+            gone = {r[0]: int(r[1]) for r in conn.execute(
+                sa.select(LW.c.island_id, sa.func.count()).where(LW.c.deleted_at.is_not(None))
                 .group_by(LW.c.island_id))}
-        out = []
-        for isl in rows:
-            st = stats.get(isl.pk)
-            count = int(isl.learnware_count or 0)
-            out.append(IslandSummary(isl, count, (int(st.n) - count) if st else 0,
-                                     float(st.last) if st else None))
-        return out
+            when = {r[0]: float(r[1]) for r in conn.execute(
+                sa.select(LW.c.id, LW.c.created_at).where(LW.c.id.in_(list(last.values()))))
+                } if last else {}
+        return [IslandSummary(isl, int(isl.learnware_count or 0), gone.get(isl.pk, 0),
+                              when.get(last.get(isl.pk)))
+                for isl in rows]
 
     def island(self, island_id: str) -> IslandRow:
         return self.market.island_by_public_id(island_id)
@@ -217,14 +226,57 @@ class Catalogue:
 
     def learnwares(self, island: IslandRow, *, sort: str = "published", order: str = "desc",
                    page: int = 1, per_page: int = 50, withdrawn: bool = False) -> Page:
-        """One page of the island's learnwares (live ones; ``withdrawn``: all)."""
-        where = [LW.c.island_id == island.pk]
-        if withdrawn:
-            total = self._count(sa.and_(*where))
+        """One page of the island's learnwares (live ones; ``withdrawn``: all). The island's
+        ids in each order are kept per island version (one scan of the sort keys after a
+        publish), so any page in any order is a slice and one query for its rows."""
+        _check_order(sort, order)
+        ids = self._ordered_ids(island, sort, withdrawn)
+        total = len(ids)
+        pages, page = page_bounds(total, page, per_page)
+        if order == "desc":
+            ids = ids[::-1]
+        return Page(self._lines(ids[(page - 1) * per_page: page * per_page]), total, page,
+                    pages, per_page, sort, order)
+
+    def _ordered_ids(self, island: IslandRow, sort: str, withdrawn: bool) -> list[int]:
+        key = (island.pk, withdrawn)
+        with self._lock:
+            cached = self._orders.get(key)
+            if cached is not None and cached[0] == island.version and sort in cached[2]:
+                return cached[2][sort]
+        if cached is not None and cached[0] == island.version:
+            keys = cached[1]
         else:
-            where.append(LW.c.deleted_at.is_(None))
-            total = self.store.count_live(island.pk)
-        return self._page(sa.and_(*where), total, sort, order, page, per_page)
+            cond = LW.c.island_id == island.pk
+            if not withdrawn:
+                cond = sa.and_(cond, LW.c.deleted_at.is_(None))
+            with self.store.engine.connect() as conn:
+                keys = [tuple(r) for r in conn.execute(
+                    sa.select(LW.c.id, LW.c.name, LW.c.model_size, LW.c.developer_key_id)
+                    .where(cond).order_by(LW.c.id))]
+            cached = (island.version, keys, {})
+        col = {"published": 0, "name": 1, "size": 2, "developer": 3}[sort]
+        ids = [k[0] for k in keys] if col == 0 else \
+            [k[0] for k in sorted(keys, key=lambda k: (k[col], k[0]))]
+        with self._lock:
+            current = self._orders.get(key)
+            if current is None or current[0] != island.version:
+                current = (island.version, keys, {})
+            current[2][sort] = ids
+            self._orders[key] = current
+            self._orders.move_to_end(key)
+            while len(self._orders) > 64:
+                self._orders.popitem(last=False)
+        return ids
+
+    def _lines(self, pks: list[int]) -> list[LearnwareLine]:
+        """Table rows of these learnwares, in this order."""
+        if not pks:
+            return []
+        with self.store.engine.connect() as conn:
+            rows = {r.id: r for r in conn.execute(sa.select(*_LINE_COLUMNS)
+                                                  .where(LW.c.id.in_(pks)))}
+        return [_line(rows[pk]) for pk in pks if pk in rows]
 
     def by_developer(self, key_id: str, *, sort: str = "published", order: str = "desc",
                      page: int = 1, per_page: int = 50) -> Page:
@@ -239,16 +291,17 @@ class Catalogue:
                                     .where(cond)).scalar() or 0)
 
     def _page(self, cond, total: int, sort: str, order: str, page: int, per_page: int) -> Page:
-        if sort not in SORTS or order not in ORDERS:
-            raise ValueError(f"sort must be one of {sorted(SORTS)} and order one of {ORDERS}")
+        """A page straight from SQL (a developer key's learnwares: an indexed few): the ids
+        sorted by the key alone, then the page's rows."""
+        _check_order(sort, order)
         pages, page = page_bounds(total, page, per_page)
         col = SORTS[sort]
         keys = [col.desc(), LW.c.id.desc()] if order == "desc" else [col.asc(), LW.c.id.asc()]
-        stmt = (sa.select(*_LINE_COLUMNS).where(cond).order_by(*keys)
+        stmt = (sa.select(LW.c.id).where(cond).order_by(*keys)
                 .limit(per_page).offset((page - 1) * per_page))
         with self.store.engine.connect() as conn:
-            rows = [_line(r) for r in conn.execute(stmt)]
-        return Page(rows, total, page, pages, per_page, sort, order)
+            ids = [r[0] for r in conn.execute(stmt)]
+        return Page(self._lines(ids), total, page, pages, per_page, sort, order)
 
     # --- the island map -------------------------------------------------------------------
     def island_map(self, island: IslandRow) -> tuple[IslandMap, list[MapPoint]]:

@@ -248,3 +248,35 @@ def test_the_map_is_cached_per_kernel_version(cat, monkeypatch):
     html = get(env, "/islands/isl-1").text
     assert len(calls) == n + 1  # a new kernel: a new map
     assert f"{island.kernel['gamma'] * 2:.4g}" in html
+
+
+def test_tables_and_map_follow_publishes_and_withdrawals(market):
+    """The cached orders and map are per island version: a publish or a withdrawal shows at
+    once (and in every worker: the version lives in the database)."""
+    import numpy as np
+
+    from tests.helpers import blob, fitted_ridge, linear_task, semantic
+    rng = np.random.default_rng(4)
+    dev = market.client()
+
+    def publish(name, center):
+        X = blob(rng, center, n=120)
+        return dev.publish(fitted_ridge(X, linear_task(rng, X, [1, 2, 3])), X, semantic(name))
+
+    for i, name in enumerate(["Mango", "Kiwi", "Lime"]):
+        publish(name, [6.0 * i, 0, 0])
+    first = rows(get(market, "/islands/isl-1?sort=name&order=asc").text)
+    assert len(first) == 3
+    new = publish("Apple", [0, 6.0, 0])
+    html = get(market, "/islands/isl-1?sort=name&order=asc").text
+    assert rows(html)[0] == new and len(rows(html)) == 4
+    assert html.split('<svg class="islandmap"', 1)[1].count("<circle") == 4
+    worker = market.sibling()  # another worker on the same database sees the same
+    with worker.http() as http:
+        assert rows(http.get("/islands/isl-1?sort=name&order=asc").text)[0] == new
+    dev.delete(new, reason="test")
+    html = get(market, "/islands/isl-1?sort=name&order=asc").text
+    assert rows(html) == first
+    assert html.split('<svg class="islandmap"', 1)[1].count("<circle") == 3
+    shown = rows(get(market, "/islands/isl-1?sort=name&order=asc&withdrawn=show").text)
+    assert shown[0] == new and len(shown) == 4
