@@ -181,8 +181,8 @@ class Catalogue:
         self.map_learnwares, self.map_points = map_learnwares, map_points
         self._maps: OrderedDict[int, tuple[int, tuple[int, ...], IslandMap]] = OrderedDict()
         self._types: OrderedDict[str, str] = OrderedDict()
-        #: (island pk, with withdrawn) -> (island version, sort keys, {sort: ids ascending})
-        self._orders: OrderedDict[tuple[int, bool], tuple[int, list, dict]] = OrderedDict()
+        #: (island pk, with withdrawn, sort) -> (island version, ids in ascending order)
+        self._orders: OrderedDict[tuple[int, bool, str], tuple[int, list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- islands --------------------------------------------------------------------------
@@ -239,33 +239,28 @@ class Catalogue:
                     pages, per_page, sort, order)
 
     def _ordered_ids(self, island: IslandRow, sort: str, withdrawn: bool) -> list[int]:
-        key = (island.pk, withdrawn)
+        """The island's learnware ids in ``sort`` order, ascending (ties by id), as of the
+        island's version: publication order straight from the (island, deleted_at, id)
+        index; another order from one scan of that column."""
+        key = (island.pk, withdrawn, sort)
         with self._lock:
             cached = self._orders.get(key)
-            if cached is not None and cached[0] == island.version and sort in cached[2]:
-                return cached[2][sort]
         if cached is not None and cached[0] == island.version:
-            keys = cached[1]
-        else:
-            cond = LW.c.island_id == island.pk
-            if not withdrawn:
-                cond = sa.and_(cond, LW.c.deleted_at.is_(None))
-            with self.store.engine.connect() as conn:
-                keys = [tuple(r) for r in conn.execute(
-                    sa.select(LW.c.id, LW.c.name, LW.c.model_size, LW.c.developer_key_id)
-                    .where(cond).order_by(LW.c.id))]
-            cached = (island.version, keys, {})
-        col = {"published": 0, "name": 1, "size": 2, "developer": 3}[sort]
-        ids = [k[0] for k in keys] if col == 0 else \
-            [k[0] for k in sorted(keys, key=lambda k: (k[col], k[0]))]
+            return cached[1]
+        cond = LW.c.island_id == island.pk
+        if not withdrawn:
+            cond = sa.and_(cond, LW.c.deleted_at.is_(None))
+        with self.store.engine.connect() as conn:
+            if sort == "published":
+                ids = [r[0] for r in conn.execute(sa.select(LW.c.id).where(cond)
+                                                  .order_by(LW.c.id))]
+            else:
+                pairs = conn.execute(sa.select(SORTS[sort], LW.c.id).where(cond)).all()
+                ids = [pk for _, pk in sorted(pairs)]
         with self._lock:
-            current = self._orders.get(key)
-            if current is None or current[0] != island.version:
-                current = (island.version, keys, {})
-            current[2][sort] = ids
-            self._orders[key] = current
+            self._orders[key] = (island.version, ids)
             self._orders.move_to_end(key)
-            while len(self._orders) > 64:
+            while len(self._orders) > 256:
                 self._orders.popitem(last=False)
         return ids
 
