@@ -60,8 +60,11 @@ def install_address_limits(app: Flask, config: ServerConfig, prefix: str = "lwm"
                       strategy="sliding-window-counter", headers_enabled=False,
                       key_prefix=prefix, in_memory_fallback_enabled=True)
     views = app.view_functions
-    if text:
-        views["learnwares.text_search"] = limiter.limit(text)(views["learnwares.text_search"])
+    if text:  # the API's text search and the catalogue's search page share one budget
+        shared_text = limiter.shared_limit(text, scope="text")
+        for endpoint in ("learnwares.text_search", "web.search"):
+            if endpoint in views:
+                views[endpoint] = shared_text(views[endpoint])
     if publish:  # publishes and deletes of one address share one budget
         shared = limiter.shared_limit(publish, scope="publish")
         for endpoint in ("learnwares.publish", "learnwares.delete_learnware"):

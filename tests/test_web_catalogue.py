@@ -280,3 +280,18 @@ def test_tables_and_map_follow_publishes_and_withdrawals(market):
     assert html.split('<svg class="islandmap"', 1)[1].count("<circle") == 3
     shown = rows(get(market, "/islands/isl-1?sort=name&order=asc&withdrawn=show").text)
     assert shown[0] == new and len(shown) == 4
+
+
+def test_search_page_shares_the_text_search_budget_of_an_address(make_market):
+    """The search page runs the same text index as GET /v1/learnwares?q=: one per-address
+    budget for both, so the page is no way around the API's limit."""
+    env = make_market(rate_limit_address_text="3 per day")
+    with env.http() as http:
+        assert http.get("/search?q=a").status_code == 200
+        assert http.get("/v1/learnwares?q=a").status_code == 200
+        assert http.get("/search?q=b").status_code == 200
+        page = http.get("/search?q=c")
+        assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
+        assert "too many requests" in page.text.lower() or "429" in page.text
+        assert http.get("/v1/learnwares?q=d").status_code == 429
+        assert http.get("/islands/isl-1").status_code == 404  # other pages: not this budget

@@ -108,11 +108,15 @@ def _learnware_error(exc: LearnwareError):
 
 @web.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
-    resp = _error_page(exc.code or 400, exc.name.lower().replace(" ", "_"),
+    return _error_page(exc.code or 400, exc.name.lower().replace(" ", "_"),
                        exc.description or exc.name)
-    if exc.code == 429 and exc.response is not None and exc.response.headers.get("Retry-After"):
-        return resp[0], resp[1], {"Retry-After": exc.response.headers["Retry-After"]}
-    return resp
+
+
+@web.errorhandler(429)
+def _too_many(exc: HTTPException):
+    """A per-address budget ran out (the app answers the API's 429 with a signed error)."""
+    return _error_page(429, "rate_limited", f"too many requests from this address: the limit "
+                                            f"is {exc.description}; try again later")
 
 
 @web.errorhandler(Exception)
