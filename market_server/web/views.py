@@ -7,6 +7,7 @@ naming the parameter; an unknown id is a 404 page, never a traceback."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Blueprint, Response, current_app, render_template, request
@@ -66,12 +67,22 @@ def _utc(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(ts)))
 
 
+#: invisible characters that change how text reads (bidi overrides and isolates, zero-width
+#: marks): in developer text they are shown, not obeyed ("exe.jpg" spelled with U+202E)
+INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+@web.app_template_filter("visible")
+def _visible(text) -> str:
+    return INVISIBLE.sub(lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9", str(text))
+
+
 @web.app_template_filter("isolate")
 def _isolate(text) -> str:
-    """Developer text where <bdi> cannot go (an SVG tooltip, an attribute): wrapped in
-    FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE, so right-to-left marks inside it cannot
-    reorder what follows."""
-    return "\u2068" + str(text) + "\u2069"
+    """Developer text where <bdi> cannot go (an SVG tooltip, an attribute): its invisible
+    controls shown, the whole wrapped in FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE, so
+    right-to-left letters in it cannot reorder what follows."""
+    return "\u2068" + _visible(text) + "\u2069"
 
 
 @web.app_template_filter("num")
