@@ -528,7 +528,20 @@ def signed_cases(draw, ctx: Context):
 @st.composite
 def get_cases(draw, ctx: Context):
     """(c) GET (and stray methods) with hostile path segments and query strings."""
-    kind = draw(st.sampled_from(["template", "template", "search", "random", "method"]))
+    kind = draw(st.sampled_from(["template", "template", "search", "random", "method",
+                                 "catalogue"]))
+    if kind == "catalogue":  # the web catalogue's pages: hostile ids and query parameters
+        tpl = draw(st.sampled_from(["/islands/{}", "/learnwares/{}", "/developers/{}",
+                                    "/assets/{}", "/search", "/", "/api"]))
+        seg = draw(st.one_of(st.sampled_from(ctx.learnware_ids + ctx.island_ids),
+                             hostile_strings))
+        params = draw(st.lists(st.tuples(st.sampled_from(["page", "per_page", "sort", "order",
+                                                          "withdrawn", "q", ""]),
+                                         st.one_of(hostile_strings, hostile_ints.map(str))),
+                               max_size=4))
+        qs = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+        path = tpl.format(quote(seg, safe="") or "x") + ("?" + qs if qs else "")
+        return ("get", "GET", path, None, None, False)
     if kind == "template":
         tpl, types, binary = draw(st.sampled_from(GET_TEMPLATES))
         seg = draw(st.one_of(st.sampled_from(ctx.learnware_ids + ctx.island_ids
@@ -561,6 +574,15 @@ def get_cases(draw, ctx: Context):
 # sending and checking
 # --------------------------------------------------------------------------------------------
 PLAIN_JSON = {"/healthz", "/openapi.json", "/v1/market"}
+#: the web catalogue (market_server/web/): HTML pages and their assets, each answer with the
+#: catalogue's Content-Security-Policy
+CATALOGUE_PAGES = {"/", "/search", "/api"}
+CATALOGUE_PREFIXES = ("/islands/", "/learnwares/", "/developers/", "/assets/")
+
+
+def is_catalogue(path: str) -> bool:
+    p = path.split("?")[0]
+    return p in CATALOGUE_PAGES or p.startswith(CATALOGUE_PREFIXES)
 
 
 def _seal_to(aud: str, ident: Identity, mtype: str, body: Any) -> bytes:
@@ -657,6 +679,11 @@ class Fuzzer:
             json.loads(content)
             return
         if method == "HEAD":
+            return
+        if method == "GET" and is_catalogue(path) and not ctype.startswith("application/json"):
+            if "script-src 'self'" not in headers.get("content-security-policy", ""):
+                return self.problem(f"catalogue answer without its CSP for {where}")
+            self.stats.by_answer["html"] = self.stats.by_answer.get("html", 0) + 1
             return
         if not ctype.startswith("application/json"):
             return self.problem(f"non-JSON answer ({status}, {ctype}) for {where}")

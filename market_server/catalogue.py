@@ -26,8 +26,8 @@ from learnware_core.spec import decode_points
 from protocol.errors import LearnwareError
 
 from . import storage
-from .islandmap import (MAP_LEARNWARES, MAP_POINTS, IslandMap, island_map, point_budget,
-                        rank_key, sample_pks)
+from .islandmap import (MAP_LEARNWARES, MAP_POINTS, MAP_WORK, IslandMap, island_map,
+                        point_budget, rank_key, sample_pks)
 from .market import Market
 from .rows import IslandRow, StoredLearnware
 
@@ -108,7 +108,7 @@ class SpecSummary:
     k: int
     effective_k: float
     max_weight: float
-    self_inner: float
+    self_inner: float | None  # None: not computed (too many points x features)
     gamma: float
     under_current_kernel: bool
     features: list[tuple[str, float, float]]  # name, weighted mean, weighted sd of z
@@ -376,8 +376,13 @@ class Catalogue:
         sd = np.sqrt(np.maximum(b @ (z - mean) ** 2, 0.0))
         names = island.semantic["input_features"]
         fitted = float(row.spec.get("gamma", gamma))
+        k, d = z.shape
+        # k^2 x d kernel terms: a spec the protocol allows (2,000 points x 1,000 features) would
+        # cost seconds on every view, so the norm is left out past the map's work budget
+        norm = (float(embedding_inner(z, b, z, b, gamma, scales)) if k * k * d <= MAP_WORK
+                else None)
         return SpecSummary(int(len(beta)), float(1.0 / float((b ** 2).sum())), float(b.max()),
-                           float(embedding_inner(z, b, z, b, gamma, scales)), fitted,
+                           norm, fitted,
                            bool(np.isclose(fitted, gamma, rtol=1e-9, atol=0)),
                            [(str(n), float(m), float(s)) for n, m, s in zip(names, mean, sd)])
 

@@ -295,3 +295,32 @@ def test_search_page_shares_the_text_search_budget_of_an_address(make_market):
         assert "too many requests" in page.text.lower() or "429" in page.text
         assert http.get("/v1/learnwares?q=d").status_code == 429
         assert http.get("/islands/isl-1").status_code == 404  # other pages: not this budget
+
+
+def test_spec_summary_of_a_huge_spec_skips_the_norm(cat):
+    """A spec the protocol allows can hold 2,000 points x 1,000 features: its k^2 x d norm is
+    not computed on every view (the summary's other figures are)."""
+    import dataclasses
+
+    import numpy as np
+
+    from learnware_core.kernels import embedding_inner
+    from protocol.encoding import encode_array
+    env, lw = cat
+    catalogue = env.app.extensions["learnware_catalogue"]
+    row = env.state.market.learnware_row(lw["ids"][0])
+    island = env.state.market.island_by_public_id(row.island_id)
+    small = catalogue.spec_summary(row, island)
+    from learnware_core.spec import decode_points
+    z, b = decode_points(row.spec)
+    want = embedding_inner(z, b, z, b, island.kernel["gamma"], island.kernel["scales"])
+    assert small.self_inner == pytest.approx(want, rel=1e-9) and small.k == len(b)
+    k, d = 2000, 100
+    rng = np.random.default_rng(0)
+    big = dataclasses.replace(row, spec=dict(row.spec, z=encode_array(rng.normal(size=(k, d))),
+                                             beta=encode_array(np.full(k, 1.0 / k))))
+    wide = dataclasses.replace(island, semantic=dict(island.semantic,
+                                                     input_features=[f"f{i}" for i in range(d)]),
+                               kernel=dict(island.kernel, scales=[1.0] * d))
+    s = catalogue.spec_summary(big, wide)
+    assert s.self_inner is None and s.k == k and len(s.features) == d
