@@ -185,6 +185,14 @@ class Catalogue:
         self._orders: OrderedDict[tuple[int, bool, str], tuple[int, list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def clear_caches(self) -> None:
+        """Forget the maps, table orders and model types kept (the next views rebuild them;
+        benchmarks measure that cost with it)."""
+        with self._lock:
+            self._maps.clear()
+            self._orders.clear()
+            self._types.clear()
+
     # --- islands --------------------------------------------------------------------------
     def islands(self) -> list[IslandSummary]:
         """Every island with its live count, withdrawn count and last publication time (two

@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"learnware market at {url}  market key id {state.identity.key_id}  "
           f"db {cfg.resolved_db_url().split('@')[-1]}  workers {args.workers}"
           + (f"  (removed {removed} orphan model file(s))" if removed else ""), flush=True)
+    print(f"catalogue (open in a browser): {url}/", flush=True)
     if args.workers <= 1:
         from werkzeug.serving import run_simple
         import logging
