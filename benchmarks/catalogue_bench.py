@@ -16,6 +16,7 @@ the map cache, Jinja), in process and over HTTP to a real ``lwm serve`` process:
   learnware enters the sample), the home page and a learnware page.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/catalogue_bench.py [--n 10000]
+     [--pg postgresql://root@127.0.0.1:5432/test]   (PostgreSQL: a throw-away schema)
 Goal: island page p50 <= 50 ms at N = 10,000.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -49,9 +51,14 @@ WORDS = ("austin boston chicago denver seattle houston dallas paso sales listing
          "ridge boosted forest linear robust").split()
 
 
-def fill_island(data_dir: Path, n: int, seed: int = 0) -> None:
+def bench_config(data_dir: Path, pg: str | None, schema: str | None) -> ServerConfig:
+    db = {"db_url": pg, "db_schema": schema} if pg else {}
+    return ServerConfig(data_dir=data_dir, refine_at=(), rate_limit_address="", **db)
+
+
+def fill_island(cfg: ServerConfig, n: int, seed: int = 0) -> None:
     """N live learnwares on one island, written in one transaction (see the module doc)."""
-    app = create_app(ServerConfig(data_dir=data_dir, refine_at=(), rate_limit_address=""))
+    app = create_app(cfg)
     state = app.extensions["learnware_market"]
     store = state.store
     gamma, scales = base_kernel(np.ones(D), D)
@@ -142,15 +149,31 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--pg", default=None, help="PostgreSQL URL (default: SQLite in a tmp dir)")
     args = ap.parse_args()
     n = args.n
+    schema = f"lwm_bench_{uuid.uuid4().hex[:12]}" if args.pg else None
+    if args.pg:
+        with sa.create_engine(ServerConfig(db_url=args.pg).resolved_db_url()).begin() as c:
+            c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        run(args, n, schema)
+    finally:
+        if args.pg:
+            with sa.create_engine(ServerConfig(db_url=args.pg).resolved_db_url()).begin() as c:
+                c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def run(args, n: int, schema: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
+        cfg = bench_config(data, args.pg, schema)
         t0 = time.perf_counter()
-        fill_island(data, n)
+        fill_island(cfg, n)
         print(f"island of N = {n} learnwares (k = {K}, d = {D}) written in "
-              f"{time.perf_counter() - t0:.1f} s; latencies in ms (p50 / p90)")
-        app = create_app(ServerConfig(data_dir=data, refine_at=(), rate_limit_address=""))
+              f"{time.perf_counter() - t0:.1f} s on {'PostgreSQL' if args.pg else 'SQLite'}; "
+              f"latencies in ms (p50 / p90)")
+        app = create_app(cfg)
         state = app.extensions["learnware_market"]
         cat = app.extensions["learnware_catalogue"]
         client = app.test_client()
@@ -204,7 +227,8 @@ def main() -> None:
         print(f"  learnware page                       : p50 {ms(lw):6.1f}  p90 {ms(lw, 90):6.1f}")
         state.market.sandbox.close()
         state.store.dispose()
-        with ServerProcess(data, address_limits=False) as server, \
+        db_args = ["--db", args.pg, "--db-schema", schema] if args.pg else []
+        with ServerProcess(data, address_limits=False, extra_args=db_args) as server, \
                 httpx.Client(base_url=server.url, timeout=120) as http:
             http.get("/islands/isl-1")  # the server's first view builds its map
             over_http = timed(http.get, paths)
