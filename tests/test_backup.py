@@ -98,6 +98,8 @@ def test_restore_gives_back_every_learnware(market, target, tmp_path):
         assert state.identity.public_key_b64 == market.market_key
         from tests.helpers import MarketEnv
         env = MarketEnv(market.backend, cfg, app, tmp_path, "http://restored.test")
+        for lid in ids:  # the signed manifests, withdrawal included, are the same
+            assert state.market.manifest(lid) == market.state.market.manifest(lid)
         user = env.client(market_key=market.market_key)
         for lid in ids[:1] + ids[2:]:
             lw = user.download(lid)
@@ -187,3 +189,15 @@ def test_moving_from_sqlite_to_postgresql_with_the_cli(market, target, tmp_path,
     assert _everything(store) == before
     assert json.loads((tmp_path / "bk" / "backup.json").read_text())["source"] == "sqlite"
     store.dispose()
+
+
+def test_lwm_admin_says_what_is_wrong_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "client_sdk.cli", "admin", "restore",
+                          str(tmp_path / "nothing"), "--data-dir", str(tmp_path / "d")],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 1
+    assert "is not a market backup" in out.stderr and "Traceback" not in out.stderr
