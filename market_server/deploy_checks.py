@@ -70,6 +70,8 @@ def schema_exists(cfg: ServerConfig, *, create: bool = False) -> bool:
                     f"--create-schema to have the server create it")
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{name}"'))
             return True
+    except sa.exc.IntegrityError:
+        return False  # another server created it at the same moment
     except sa.exc.SQLAlchemyError as exc:
         raise DeployError(f"cannot reach the database {_where(url)}: "
                           f"{_first_line(exc)}") from exc
