@@ -357,6 +357,7 @@ class Store:
                     for c, kind in (("withdrawn_reason", "TEXT"), ("withdrawn_by", "VARCHAR(16)")):
                         if c not in have:
                             conn.execute(sa.text(f"ALTER TABLE learnwares ADD COLUMN {c} {kind}"))
+                # schema 5 (deployment, market_keys) adds tables only: create_all above
                 if current < SCHEMA_VERSION:
                     conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                                 applied_at=time.time()))

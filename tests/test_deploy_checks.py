@@ -145,3 +145,29 @@ def test_database_blobs_refuse_a_folder_server(pg_url, pg_schema, tmp_path):
         check_deployment(ServerConfig(data_dir=tmp_path / "m3", db_url=pg_url,
                                       db_schema=pg_schema, blob_store="folder"),
                          key_file=str(key), environ={})
+
+
+def test_a_schema_4_database_is_migrated_and_then_checked(market):
+    """Schema 5 adds the deployment record: an older database gets its tables, and the first
+    start records the key it is served with."""
+    import sqlalchemy as sa
+    from market_server.storage import SCHEMA_VERSION, Store
+    env = market
+    with env.store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE market_keys"))
+        conn.execute(sa.text("DROP TABLE deployment"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (4, 0)"))
+    env.store.dispose()
+    cfg = env.config
+    store = Store(cfg.resolved_db_url(), blob_store=cfg.resolved_blob_store(),
+                  blob_dir=cfg.data_dir / "blobs", db_schema=cfg.db_schema)
+    try:
+        with store.engine.connect() as conn:
+            versions = sorted(r[0] for r in conn.execute(sa.text(
+                "SELECT version FROM schema_version")))
+        assert versions == [4, SCHEMA_VERSION] and SCHEMA_VERSION == 5
+        assert store.market_key_chain() == []
+        assert store.claim_market_key(env.market_key) == env.market_key
+    finally:
+        store.dispose()
