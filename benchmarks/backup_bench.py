@@ -76,7 +76,7 @@ def main() -> None:
     args = p.parse_args()
 
     import httpx
-    from client_sdk.demo.server import NO_ADDRESS_LIMIT_ARGS, ServerProcess
+    from client_sdk.demo.server import ServerProcess
     from market_server.config import ServerConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="lwm-backup-bench-"))

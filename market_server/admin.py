@@ -7,6 +7,7 @@ servers: a backup reads one snapshot, a rotation is one row.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,6 @@ def _store(cfg: ServerConfig):
 def cmd_backup(args) -> str:
     from .backup import backup
     from .deploy_checks import key_path, schema_exists
-    import os
     cfg = _config(args)
     schema_exists(cfg)
     path, _ = key_path(cfg, args.market_key_file, os.environ)
@@ -80,7 +80,6 @@ def cmd_backup(args) -> str:
 def cmd_restore(args) -> str:
     from .backup import restore
     from .deploy_checks import key_path, schema_exists
-    import os
     cfg = _config(args)
     schema_exists(cfg, create=args.create_schema)
     path, _ = key_path(cfg, args.market_key_file, os.environ)
@@ -100,7 +99,6 @@ def cmd_rotate_key(args) -> str:
     from protocol.identity import Identity
     from protocol.rotation import sign_rotation, verify_rotation
     from .deploy_checks import DeployError, key_path, schema_exists
-    import os
     cfg = _config(args)
     schema_exists(cfg)
     path, _ = key_path(cfg, args.market_key_file, os.environ)

@@ -68,7 +68,8 @@ def backup(store: Store, identity_path: Path, dest: Path) -> dict:
                        "created_at": time.time(), "source": store.engine.dialect.name,
                        "tables": {t.name: _dump_table(conn, t, work / "tables")
                                   for t in TABLES}}
-            shas = sorted({r[0] for r in conn.execute(sa.select(storage.learnwares.c.model_sha256))})
+            shas = sorted({r[0] for r in conn.execute(
+                sa.select(storage.learnwares.c.model_sha256))})
             if isinstance(store.blobs, DatabaseBlobs):
                 summary["blobs"] = _copy_blobs(shas, lambda sha: store.blobs.get(sha, conn),
                                                work / "blobs")

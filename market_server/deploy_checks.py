@@ -13,6 +13,7 @@ Each refusal is a :class:`DeployError` whose message says what to do instead.
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import uuid
@@ -92,7 +93,6 @@ def check_deployment(cfg: ServerConfig, *, key_file: str | None = None,
                      environ: dict | None = None, create_schema: bool = False) -> Deployment:
     """Every check, in order; records the key and blob store on a database that has none.
     Raises :class:`DeployError` on the first refusal."""
-    import os
     environ = os.environ if environ is None else environ
     schema_exists(cfg, create=create_schema)
     path, named = key_path(cfg, key_file, environ)

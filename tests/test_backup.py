@@ -103,7 +103,8 @@ def test_restore_gives_back_every_learnware(market, target, tmp_path):
         user = env.client(market_key=market.market_key)
         for lid in ids[:1] + ids[2:]:
             lw = user.download(lid)
-            assert lw.id == lid and lw.semantic["name"] == before["learnwares"][lid][0].semantic["name"]
+            assert lw.id == lid
+            assert lw.semantic["name"] == before["learnwares"][lid][0].semantic["name"]
         X = blob(np.random.default_rng(5), [0, 1, 2], n=60)
         rng = np.random.default_rng(6)
         new = user.publish(fitted_ridge(X, linear_task(rng, X, [1, 1, 1])), X, SEMS[0], k=8)
