@@ -144,6 +144,12 @@ def cmd_serve(args, rest: list[str]) -> int:
     return EXIT_OK  # pragma: no cover
 
 
+def cmd_admin(args, rest: list[str]) -> int:
+    # operator commands on the market's storage: run by the server program, like serve
+    os.execv(sys.executable, [sys.executable, "-m", "market_server", "admin", *rest])
+    return EXIT_OK  # pragma: no cover
+
+
 def cmd_spec(args) -> int:
     from client_sdk.data import as_matrix
     from client_sdk.rkme import RKMESpec
@@ -274,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     sp.set_defaults(func=None)
 
+    sp = sub.add_parser("admin", help="operator: backup, restore, rotate-key (see `lwm admin "
+                        "--help`)", add_help=False)
+    sp.set_defaults(func=None)
+
     sp = sub.add_parser("spec", help="compute an RKME specification of a table, locally",
                         description="Fit a reduced kernel mean embedding of a CSV/Parquet table "
                         "and write it as canonical JSON. Standalone kernel defaults; publishing "
@@ -380,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
         return cmd_serve(None, argv[1:])
+    if argv and argv[0] == "admin":
+        return cmd_admin(None, argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from protocol.errors import ArgumentError, LearnwareError

@@ -28,10 +28,11 @@ from protocol.artefact import sha256_hex, sign_artefact, verify_artefact
 from protocol.encoding import decode_array, encode_array
 from protocol.envelope import open_envelope, seal
 from protocol.envelope import get_reply_to, new_nonce
-from protocol.errors import (ArgumentError, ConfigFileError, KernelChangedError,
+from protocol.errors import (ArgumentError, AudienceError, ConfigFileError, KernelChangedError,
                              KeyMismatchError, LearnwareError, ProtocolError, WithdrawnError,
                              error_from_dict)
 from protocol.identity import Identity, key_id_of
+from protocol.rotation import follow_rotations
 from learnware_core.island import base_kernel, robust_scales
 from learnware_core.modelfile import dump_model, load_model
 from learnware_core.semantic import ISLAND_FIELDS, island_key, validate_semantic
@@ -196,12 +197,32 @@ class MarketClient:
         if self._pinned_key() is not None:
             return self._pinned
         self._require_tofu()
-        known = self._known_markets()
-        known[self.url] = seen
-        _atomic_write(self._known_markets_file(),
-                      json.dumps(known, indent=1, sort_keys=True).encode("utf-8"))
-        self._pinned = seen
+        self._pin(seen, replacing=None)
         return seen
+
+    def _pin(self, key: str, *, replacing: str | None) -> None:
+        """Pin ``key``; remembered in ``known_markets.json`` when this market's entry there
+        is ``replacing`` (a key given as ``market_key=`` is followed in memory only)."""
+        known = self._known_markets()
+        if known.get(self.url) == replacing:
+            known[self.url] = key
+            _atomic_write(self._known_markets_file(),
+                          json.dumps(known, indent=1, sort_keys=True).encode("utf-8"))
+        self._pinned = key
+
+    def _follow_rotation(self, seen: str) -> bool:
+        """Pin ``seen`` when the market's key rotations (``GET /v1/market/keys``, each signed
+        by the key it retired: protocol/rotation.py) lead from the pinned key to it."""
+        try:
+            resp, reply_to = self._get_bound("/v1/market/keys")
+            env = open_envelope(resp.content, nonce_store=None, expected_sender=seen)
+            if (env.type != "market_keys" or env.reply_to != reply_to
+                    or follow_rotations(env.body["rotations"], self._pinned) != seen):
+                return False
+        except (LearnwareError, httpx.HTTPError):
+            return False
+        self._pin(seen, replacing=self._pinned)
+        return True
 
     def _audience(self) -> str:
         """The key id of this market, which every signed request names: from the pinned key,
@@ -229,6 +250,8 @@ class MarketClient:
             raise ProtocolError(f"the market answered {resp.status_code} with an unsigned or "
                                 f"malformed body: {resp.text[:200]!r}", code="bad_response")
         pinned = self._market_key(sender)
+        if sender != pinned and self._follow_rotation(sender):
+            pinned = sender
         if sender != pinned:
             raise KeyMismatchError(
                 f"the market at {self.url} now signs with another key than the one pinned "
@@ -250,12 +273,19 @@ class MarketClient:
         return env.body
 
     def _signed(self, method: str, path: str, message_type: str, body: dict,
-                expected: str) -> dict:
+                expected: str, *, retry: bool = True) -> dict:
         nonce = new_nonce()
-        data = seal(self.identity, message_type, body, nonce=nonce, audience=self._audience())
+        audience = self._audience()
+        data = seal(self.identity, message_type, body, nonce=nonce, audience=audience)
         resp = self._http.request(method, path, content=data,
                                   headers={"Content-Type": "application/json"})
-        return self._verify(resp, expected, nonce)
+        try:
+            return self._verify(resp, expected, nonce)
+        except AudienceError:
+            if not retry or self._audience() == audience:
+                raise
+        # the refusal came with a key rotation this client followed: address the new key
+        return self._signed(method, path, message_type, body, expected, retry=False)
 
     def _get_bound(self, path: str, params: dict | None = None) -> tuple[httpx.Response, str]:
         """GET with a fresh nonce; returns the answer and the reply_to it must carry."""

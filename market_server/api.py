@@ -5,6 +5,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from protocol.envelope import open_envelope
 from protocol.errors import LearnwareError
+from protocol.limits import MAX_ROTATIONS
 
 from .openapi import openapi_document
 from .responses import market, signed
@@ -50,6 +51,16 @@ def market_info():
     state = market()
     return jsonify({"market_key": state.identity.public_key_b64,
                     "market_key_id": state.identity.key_id, "protocol_version": 1})
+
+
+@meta.get("/v1/market/keys")
+def market_keys():
+    """The market's key rotations, each signed by the key it retired: a client pinned to an
+    older key follows them to the current one (protocol/rotation.py)."""
+    state = market()
+    rotations = [r for _, r in state.store.market_key_chain() if r is not None]
+    return signed("market_keys", {"market_key": state.identity.public_key_b64,
+                                  "rotations": rotations[-MAX_ROTATIONS:]})
 
 
 # --- learnwares -------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ def openapi_document() -> dict:
                                       "responses": {"200": {"description": "OpenAPI"}}}},
             "/v1/market": {"get": {"summary": "the market's public key",
                                    "responses": {"200": {"description": "key"}}}},
+            "/v1/market/keys": {"get": _op("the market's key rotations, each signed by the "
+                                           "key it retired (a pinned client follows them)")},
             "/v1/learnwares": {
                 "post": _op("publish a learnware (semantic + RKME + model + artefact signature)",
                             body="publish", ok="201"),

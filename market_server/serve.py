@@ -23,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PostgreSQL schema holding the market's tables (default: the "
                    "database's search_path, usually public); several servers given the same "
                    "--db and --db-schema share one market")
+    p.add_argument("--create-schema", action="store_true",
+                   help="create the PostgreSQL --db-schema when it does not exist (without "
+                   "it, a missing schema is refused: a mistyped name would start an empty "
+                   "market)")
+    p.add_argument("--market-key-file", default=None, metavar="PEM",
+                   help="the market's signing key (default: $LWM_MARKET_KEY_FILE, else "
+                   "DATA_DIR/market_key.pem, created on first start); every server of one "
+                   "market needs the same key (docs/DEPLOY.md)")
     p.add_argument("--blob-store", choices=["folder", "db"], default=None,
                    help="where model files live (default: folder for SQLite, db for PostgreSQL)")
     p.add_argument("--host", default="127.0.0.1")
@@ -117,6 +125,8 @@ def _config_to_env(cfg: ServerConfig) -> str:
     return json.dumps({"data_dir": str(cfg.data_dir), "db_url": cfg.db_url,
                        "refine_at": list(cfg.refine_at),
                        "blob_store": cfg.blob_store, "db_schema": cfg.db_schema,
+                       "identity_path": None if cfg.identity_path is None
+                       else str(cfg.identity_path),
                        "rate_limit_publish": cfg.rate_limit_publish,
                        "rate_limit_search": cfg.rate_limit_search,
                        **{k: getattr(cfg, k) for k in (
@@ -130,6 +140,8 @@ def app_from_env():
     from .app import create_app
     raw = json.loads(os.environ["LWM_SERVER_CONFIG"])
     raw["data_dir"] = Path(raw["data_dir"])
+    if raw.get("identity_path"):
+        raw["identity_path"] = Path(raw["identity_path"])
     if "refine_at" in raw:
         raw["refine_at"] = tuple(raw["refine_at"])
     app = create_app(ServerConfig(**raw))
@@ -150,6 +162,14 @@ def _freeze_startup_objects() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    from .deploy_checks import DeployError, check_deployment
+    try:
+        found = check_deployment(cfg, key_file=args.market_key_file,
+                                 create_schema=args.create_schema)
+    except DeployError as exc:
+        print(f"lwm serve: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    cfg.identity_path = found.key_path
     from .app import create_app
     app = create_app(cfg)  # creates schema and key before any worker starts
     state = app.extensions["learnware_market"]

@@ -24,7 +24,7 @@ from protocol.errors import LearnwareError
 
 from .rows import IslandRow, LiveSemantic, LiveSpec, StoredLearnware
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LIVE_TOTALS = ("live_count", "live_sum", "live_sumsq")
 
 metadata = sa.MetaData()
@@ -100,6 +100,20 @@ rate_hits = sa.Table("rate_hits", metadata,
                      sa.Column("key_id", sa.String(32), nullable=False),
                      sa.Column("at", sa.Float, nullable=False),
                      sa.Index("ix_rate_hits_key", "action", "key_id", "at"))
+
+# schema 5: what the database has been served with, checked at every start (deploy_checks.py):
+# named settings (the blob store), and the market's keys in order, each after the first with
+# the rotation statement its predecessor signed (protocol/rotation.py).
+deployment = sa.Table("deployment", metadata,
+                      sa.Column("name", sa.String(64), primary_key=True),
+                      sa.Column("value", sa.Text, nullable=False),
+                      sa.Column("set_at", sa.Float, nullable=False))
+
+market_keys = sa.Table("market_keys", metadata,
+                       sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+                       sa.Column("public_key", sa.String(44), nullable=False, unique=True),
+                       sa.Column("rotation", sa.Text, nullable=True),
+                       sa.Column("added_at", sa.Float, nullable=False))
 
 
 class StorageError(LearnwareError):
@@ -343,9 +357,74 @@ class Store:
                     for c, kind in (("withdrawn_reason", "TEXT"), ("withdrawn_by", "VARCHAR(16)")):
                         if c not in have:
                             conn.execute(sa.text(f"ALTER TABLE learnwares ADD COLUMN {c} {kind}"))
+                # schema 5 (deployment, market_keys) adds tables only: create_all above
                 if current < SCHEMA_VERSION:
                     conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                                 applied_at=time.time()))
+
+    # --- deployment record (schema 5) -------------------------------------------------------
+    def claim_setting(self, name: str, value: str) -> str:
+        """The value the database records for ``name``; ``value`` is recorded when none is
+        (the first server to start wins a race, the others read its value)."""
+        for _ in range(2):
+            with self.engine.connect() as conn:
+                found = conn.execute(sa.select(deployment.c.value)
+                                     .where(deployment.c.name == name)).scalar()
+            if found is not None:
+                return found
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(deployment.insert().values(name=name, value=value,
+                                                            set_at=time.time()))
+                return value
+            except sa.exc.IntegrityError:
+                continue  # another server recorded it first: read theirs
+        raise StorageError(f"could not record the deployment setting {name}")
+
+    def setting(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(deployment.c.value)
+                                .where(deployment.c.name == name)).scalar()
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(deployment.delete().where(deployment.c.name == name))
+            conn.execute(deployment.insert().values(name=name, value=value, set_at=time.time()))
+
+    def market_key_chain(self) -> list[tuple[str, dict | None]]:
+        """The market's keys in order: ``(public key, rotation statement or None)``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(market_keys).order_by(market_keys.c.seq)).all()
+        return [(r.public_key, None if r.rotation is None else _loads(r.rotation)) for r in rows]
+
+    def claim_market_key(self, public_key: str) -> str:
+        """The market's current key (the last of its chain); ``public_key`` becomes the first
+        when the database has none yet."""
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(sa.func.count()).select_from(market_keys)).scalar() == 0:
+                    conn.execute(market_keys.insert().values(seq=0, public_key=public_key,
+                                                             rotation=None, added_at=time.time()))
+        except sa.exc.IntegrityError:
+            pass  # another server recorded its key at the same moment
+        return self.market_key_chain()[-1][0]
+
+    def add_rotation(self, rotation: dict) -> None:
+        """Append the key ``rotation`` hands over to; refused unless it starts from the
+        current key (the caller has verified its signatures)."""
+        try:
+            with self.engine.begin() as conn:
+                last = conn.execute(sa.select(market_keys.c.seq, market_keys.c.public_key)
+                                    .order_by(market_keys.c.seq.desc()).limit(1)).first()
+                if last is None or last.public_key != rotation["old"]:
+                    raise StorageError("the rotation does not start from the market's current "
+                                       "key", code="not_current_key", status=409)
+                conn.execute(market_keys.insert().values(
+                    seq=last.seq + 1, public_key=rotation["new"], rotation=_dumps(rotation),
+                    added_at=time.time()))
+        except sa.exc.IntegrityError as exc:
+            raise StorageError("the new key was already a key of this market",
+                               code="key_reused", status=409) from exc
 
     def collect_orphan_blobs(self) -> int:
         """Remove model files that no learnware row references (left by a crash mid-publish)."""

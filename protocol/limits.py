@@ -30,3 +30,5 @@ MAX_MODEL_BYTES = 150_000_000
 #: characters of a withdrawal reason.
 MAX_REASON_CHARS = 1000
 
+#: key rotations a market announces (GET /v1/market/keys) and a client walks (protocol/rotation.py)
+MAX_ROTATIONS = 100

@@ -18,7 +18,7 @@ import numpy as np
 from .encoding import decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .objectives import WIRE_OBJECTIVES
-from .limits import (MAX_COUNT, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
+from .limits import (MAX_COUNT, MAX_ROTATIONS, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
                      MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = WIRE_OBJECTIVES
@@ -333,6 +333,13 @@ ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_le
                                                max_items=100)),
                       "kernel": KERNEL})  # kernel_changed: the island's current kernel
 
+PUBLIC_KEY = Str(max_len=44, min_len=44, pattern=r"[A-Za-z0-9+/]{43}=")
+# protocol/rotation.py: the old market key hands over to the new one (both sign)
+KEY_ROTATION = Obj(required={"old": PUBLIC_KEY, "new": PUBLIC_KEY, "at": TIMESTAMP,
+                             "old_signature": SIG_B64, "new_signature": SIG_B64})
+MARKET_KEYS = Obj(required={"market_key": PUBLIC_KEY,
+                            "rotations": List(KEY_ROTATION, max_items=MAX_ROTATIONS)})
+
 MESSAGE_TYPES: dict[str, Node] = {
     "publish": PUBLISH, "publish_result": PUBLISH_RESULT,
     "island_info": ISLAND_INFO, "island_list": Obj(required={"islands": List(ISLAND_INFO)}),
@@ -341,6 +348,7 @@ MESSAGE_TYPES: dict[str, Node] = {
     "metrics_report": METRICS_REPORT, "localization_result": SEARCH_RESULT,
     "download_manifest": DOWNLOAD_MANIFEST,
     "delete": DELETE, "delete_result": DELETE_RESULT, "error": ERROR,
+    "market_keys": MARKET_KEYS,
 }
 
 

@@ -268,7 +268,8 @@ def count_rows(store, table: str) -> int:
 def blob_files(env: MarketEnv) -> set[str]:
     """Names of the model files in the folder blob store (empty for database blobs)."""
     root = Path(env.config.data_dir) / "blobs"
-    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    return ({p.name for p in root.rglob("*") if p.is_file() and p.name != ".store-id"}
+            if root.exists() else set())  # .store-id names the folder (deploy_checks.py)
 
 
 def stored_blobs(env: MarketEnv) -> set[str]:

@@ -71,4 +71,7 @@ def bodies():
         "delete": {"learnware_id": "lw-1"},
         "delete_result": {"learnware_id": "lw-1", "deleted": True},
         "error": {"code": "bad_message", "message": "nope", "field": "body.x"},
+        "market_keys": {"market_key": PUB, "rotations": [
+            {"old": PUB, "new": PUB, "at": 1_700_000_000, "old_signature": SIG,
+             "new_signature": SIG}]},
     }

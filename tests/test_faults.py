@@ -129,7 +129,8 @@ def _sqlite_rows(data_dir: Path) -> list[tuple[int, str]]:
 
 def _blob_files(data_dir: Path) -> dict[str, Path]:
     root = data_dir / "blobs"
-    return {p.name: p for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+    return ({p.name: p for p in root.rglob("*") if p.is_file() and p.name != ".store-id"}
+            if root.exists() else {})  # .store-id names the folder (deploy_checks.py)
 
 
 # --------------------------------------------------------------------------------------------

@@ -267,9 +267,22 @@ def audit(make_module_market):
         loc_error = "market_server.anchors lacks " + ", ".join(
             f for f in needed if not hasattr(anchors, f))
     phases["localize"] = rec.requests[start:]
+    # the market key is rotated (docs/DEPLOY.md): the user's next search meets the new key,
+    # follows the rotation and resends; those requests are audited too
+    from protocol.rotation import sign_rotation
+    from client_sdk import Identity
+    new_key, key_path = Identity.generate(), env.root / "rotated_market_key.pem"
+    new_key.save(key_path)
+    env.store.claim_market_key(env.market_key)
+    env.store.add_rotation(sign_rotation(env.state.identity, new_key))
+    rec.inner = env.sibling(identity_path=key_path).transport
+    start = len(rec.requests)
+    rotated_result = user.search(X_user, SEM)
+    phases["rotation"] = rec.requests[start:]
     return {"env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
             "y_user": y_user, "X_small": X_small, "y_small": y_small, "result": result,
-            "loc_result": loc_result, "loc_error": loc_error, "phases": phases}
+            "loc_result": loc_result, "loc_error": loc_error, "phases": phases,
+            "rotated_result": rotated_result}
 
 
 def _all_needles(a) -> Needles:
@@ -292,6 +305,9 @@ def test_the_session_really_happened(audit):
     assert paths.count("/v1/learnwares") >= 3          # three publishes (+ no retries needed)
     assert "/v1/search" in paths
     assert audit["result"].single[0].learnware_id == "lw-2"  # the user's data came from dev 1
+    rotation = [(r.method, httpx.URL(r.url).path) for r in audit["phases"]["rotation"]]
+    assert ("GET", "/v1/market/keys") in rotation  # the rotation was followed, and audited
+    assert audit["rotated_result"].single[0].learnware_id == "lw-2"
     publish_bodies = [r.body for r in audit["phases"]["publish"] if r.method == "POST"]
     assert len(publish_bodies) == 3 and all(len(b) > 1000 for b in publish_bodies)
     # the scanner decodes the arrays and the model file inside the publish requests
