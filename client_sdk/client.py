@@ -269,6 +269,16 @@ class MarketClient:
         resp, reply_to = self._get_bound(path, params)
         return self._verify(resp, expected, reply_to)
 
+    def signed_get(self, path: str, expected: str, params: dict | None = None) -> dict:
+        """The body of a GET answer the market signed and bound to this request (its type
+        ``expected``): for modules of the SDK that read new endpoints (private search)."""
+        return self._get(path, expected, params)
+
+    @property
+    def market_key_id(self) -> str:
+        """The key id of this market (pinned, or trusted on first use)."""
+        return self._audience()
+
     @staticmethod
     def _same(what: str, asked: Any, answered: Any) -> None:
         """Refuse a (signed, bound) answer about something other than what was asked."""
@@ -413,9 +423,15 @@ class MarketClient:
         return island
 
     def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
-               random_state: int = 0) -> SearchResult:
+               random_state: int = 0, private: bool = False) -> SearchResult:
         """Find learnwares for a task. Sends only the RKME requirement (or nothing when
-        ``X_user`` is None)."""
+        ``X_user`` is None). ``private``: send not even the requirement; the island's index is
+        mirrored and the ranking done here (:mod:`client_sdk.private_search`)."""
+        if private and X_user is not None:
+            from .private_search import private_search
+            X = as_matrix(X_user, semantic["input_features"], name="X_user")
+            return private_search(self, X, semantic, int(max_results), k=k,
+                                  random_state=random_state)
         query = {f: semantic[f] for f in ISLAND_FIELDS if f in semantic}
         for f in ("name", "tags", "classes"):
             if f in semantic:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .simplex import simplex_qp
 
-__all__ = ["coarse_mmd", "coarse_candidates", "sparse_mixture", "MIXTURE_RTOL",
+__all__ = ["coarse_mmd", "coarse_candidates", "sparse_mixture", "fit_label", "MIXTURE_RTOL",
            "MIXTURE_MIN_WEIGHT"]
 
 #: parsimony of the recommended mixture: a learnware joins it only if it lowers the
@@ -27,6 +27,16 @@ __all__ = ["coarse_mmd", "coarse_candidates", "sparse_mixture", "MIXTURE_RTOL",
 #: that shave a fraction of a percent off the MMD and only add models to download and run).
 MIXTURE_RTOL = 1e-3
 MIXTURE_MIN_WEIGHT = 0.05
+
+
+def fit_label(mmd: float, baseline: float | None) -> tuple[float, str]:
+    """Absolute fit: the squared MMD relative to the island's typical between-learnware MMD
+    (``baseline``), as a score in [0, 1] and a word."""
+    if baseline is None:
+        return float(max(0.0, 1.0 - mmd / 2.0)), "unknown"
+    ratio = mmd / baseline
+    label = "good" if ratio < 0.3 else "fair" if ratio < 0.7 else "poor"
+    return float(max(0.0, 1.0 - ratio)), label
 
 
 def coarse_mmd(q_self: float, self_inner: np.ndarray, S: np.ndarray,

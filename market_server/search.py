@@ -30,7 +30,7 @@ import numpy as np
 
 from learnware_core.kernels import augmented_cols, augmented_rows, embedding_inner
 from learnware_core.ranking import (MIXTURE_MIN_WEIGHT, MIXTURE_RTOL, coarse_candidates,
-                                    coarse_mmd, sparse_mixture)
+                                    coarse_mmd, fit_label, sparse_mixture)
 # a spec's (z, beta): decoded in learnware_core/spec.py, the one home of the spec
 from learnware_core.spec import decode_points as decode_spec
 
@@ -531,11 +531,7 @@ class IslandIndex:
 
     def fit_label(self, mmd: float) -> tuple[float, str]:
         """Absolute fit: MMD relative to the island's typical between-learnware MMD."""
-        if self.baseline is None:
-            return float(max(0.0, 1.0 - mmd / 2.0)), "unknown"
-        ratio = mmd / self.baseline
-        label = "good" if ratio < 0.3 else "fair" if ratio < 0.7 else "poor"
-        return float(max(0.0, 1.0 - ratio)), label
+        return fit_label(mmd, self.baseline)
 
     #: parsimony of the recommended mixture: a learnware joins it only if it lowers the
     #: mixture's squared MMD by at least ``MIXTURE_RTOL`` of it and takes at least

@@ -30,3 +30,7 @@ MAX_MODEL_BYTES = 150_000_000
 #: characters of a withdrawal reason.
 MAX_REASON_CHARS = 1000
 
+#: a differentially private spec's declared budget (issue #19): epsilon beyond 100 protects
+#: nothing, delta beyond 0.01 neither (it must stay well below 1 / rows).
+MAX_DP_EPSILON = 100.0
+MAX_DP_DELTA = 0.01
