@@ -40,7 +40,7 @@ from .data import as_matrix, as_target
 from .disclosure import MetricBudget
 from .learnware import Learnware
 from .records import IslandInfo, Manifest, PreparedSpec
-from .rkme import RKMESpec
+from .rkme import RKMESpec, dp_scales
 
 DEFAULT_K = 100
 NONCE_HEADER = "X-LWM-Nonce"
@@ -319,7 +319,8 @@ class MarketClient:
 
     # --- publish ----------------------------------------------------------------------------
     def publish(self, model: Any, X_train, semantic: dict, *, k: int = DEFAULT_K,
-                random_state: int = 0, spec: PreparedSpec | RKMESpec | None = None) -> str:
+                random_state: int = 0, spec: PreparedSpec | RKMESpec | None = None,
+                dp: dict | None = None) -> str:
         """Compute the RKME locally, write the model safely, sign, upload. Returns the id.
 
         ``spec``: an RKME computed beforehand, best with :meth:`island_spec` (its
@@ -327,7 +328,8 @@ class MarketClient:
         ``RKMESpec`` is sent with ``semantic`` as given). It is sent as is; if the market
         refuses it for its kernel (the island was refined since), it is recomputed from
         ``X_train``, which may be None only when no recomputation is possible (the refusal is
-        then raised). ``semantic`` is not changed."""
+        then raised). ``semantic`` is not changed. ``dp``: ``{"epsilon", "delta", "bounds"}``
+        for a differentially private spec (:meth:`RKMESpec.fit_dp`)."""
         semantic = dict(semantic)
         validate_semantic(semantic)
         if isinstance(spec, PreparedSpec):
@@ -348,7 +350,7 @@ class MarketClient:
                                          "and no X_train was given to recompute it",
                                          code="kernel_mismatch")
                 prepared = self._fit_for_island(X, semantic, k=k, random_state=random_state,
-                                                max_age_s=30.0 if attempt == 0 else 0.0)
+                                                max_age_s=30.0 if attempt == 0 else 0.0, dp=dp)
                 semantic, spec_dict = prepared.semantic, prepared.to_dict()
             body = {"semantic": semantic, "spec": spec_dict,
                     "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
@@ -367,30 +369,33 @@ class MarketClient:
         raise LearnwareError("publish failed after recomputing the spec twice")  # pragma: no cover
 
     def island_spec(self, X, semantic: dict, *, k: int = DEFAULT_K, random_state: int = 0,
-                    max_age_s: float = 30.0) -> PreparedSpec:
+                    max_age_s: float = 30.0, dp: dict | None = None) -> PreparedSpec:
         """The RKME of X under the kernel a publish to this semantic's island needs now (the
         island's, or for a new island the base kernel of ``semantic["feature_scales"]``, taken
         from X when missing), with the semantic it was fitted for; pass it to
         ``publish(..., spec=)``. ``semantic`` is not changed."""
         X = as_matrix(X, semantic["input_features"], name="X_train")
         return self._fit_for_island(X, semantic, k=k, random_state=random_state,
-                                    max_age_s=max_age_s)
+                                    max_age_s=max_age_s, dp=dp)
 
     def _fit_for_island(self, X: np.ndarray, semantic: dict, *, k: int, random_state: int,
-                        max_age_s: float) -> PreparedSpec:
+                        max_age_s: float, dp: dict | None = None) -> PreparedSpec:
         """:meth:`island_spec` for an X already checked (by ``as_matrix``)."""
         semantic = dict(semantic)
         island = self.island(semantic, max_age_s=max_age_s)
         if island is None:
-            if "feature_scales" not in semantic:
-                semantic["feature_scales"] = encode_array(robust_scales(X))
+            if "feature_scales" not in semantic:  # (DP: from the declared bounds, not X)
+                semantic["feature_scales"] = encode_array(
+                    robust_scales(X) if dp is None else dp_scales(dp, X.shape[1]))
             declared = decode_array(semantic["feature_scales"], field="feature_scales")
             gamma, scales = base_kernel(declared, X.shape[1])
         else:
             semantic.pop("feature_scales", None)
             gamma, scales = self._kernel(island)
-        spec = RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales,
-                                    random_state=random_state)
+        spec = (RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales,
+                                     random_state=random_state) if dp is None else
+                RKMESpec.fit_dp(X, k=k, gamma=gamma, scales=scales, random_state=random_state,
+                                **dp))
         return PreparedSpec(spec, semantic)
 
     # --- search -----------------------------------------------------------------------------
@@ -409,8 +414,11 @@ class MarketClient:
         return island
 
     def _fit_requirement(self, X: np.ndarray, island: IslandInfo, *, k: int,
-                         random_state: int) -> RKMESpec:
+                         random_state: int, dp: dict | None = None) -> RKMESpec:
         gamma, scales = self._kernel(island)
+        if dp is not None:
+            return RKMESpec.fit_dp(X, k=k, gamma=gamma, scales=scales,
+                                   random_state=random_state, **dp)
         return RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
 
     def _island_with_kernel(self, island: IslandInfo, kernel: dict) -> IslandInfo:
@@ -423,10 +431,12 @@ class MarketClient:
         return island
 
     def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
-               random_state: int = 0, private: bool = False) -> SearchResult:
+               random_state: int = 0, private: bool = False,
+               dp: dict | None = None) -> SearchResult:
         """Find learnwares for a task. Sends only the RKME requirement (or nothing when
         ``X_user`` is None). ``private``: send not even the requirement; the island's index is
-        mirrored and the ranking done here (:mod:`client_sdk.private_search`)."""
+        mirrored and the ranking done here (:mod:`client_sdk.private_search`). ``dp``: a
+        differentially private requirement (``{"epsilon", "delta", "bounds"}``)."""
         if private and X_user is not None:
             from .private_search import private_search
             X = as_matrix(X_user, semantic["input_features"], name="X_user")
@@ -447,7 +457,7 @@ class MarketClient:
         # when it is stale, and the requirement is refitted once under that kernel.
         island = self._island_to_search(semantic, max_age_s=math.inf)
         for attempt in range(2):
-            spec = self._fit_requirement(X, island, k=k, random_state=random_state)
+            spec = self._fit_requirement(X, island, k=k, random_state=random_state, dp=dp)
             body.update(requirement=spec.to_dict(), island_id=island.island_id,
                         kernel_version=int(island.kernel["version"]))
             try:
