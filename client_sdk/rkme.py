@@ -73,7 +73,7 @@ DP_MAX_EPSILON_FOR_SMALL = 1.0
 #: beyond a few dozen they only fit the noise)
 DP_MAX_POINTS = 30
 #: n x epsilon per reduced point of a DP spec (at least 2 points)
-DP_ROWS_PER_POINT = 15
+DP_ROWS_PER_POINT = 10
 ROWS_PER_POINT = 10
 MIN_DISTANCE_FRACTION = 0.25
 OPT_ROWS = 16384          # rows used for the beta/z alternation (all rows when fewer)
@@ -465,12 +465,14 @@ class RKMESpec:
         # to follow the noise (std sigma ~ 7.5 / (n epsilon) per inner product at delta 1e-5)
         k_eff = min(k, DP_MAX_POINTS, max(2, round(n * epsilon / DP_ROWS_PER_POINT)))
         public = np.random.default_rng(random_state)
-        feats = dpmath.DPFeatures(gamma, scales, n_freq=n_freq,
+        width = dpmath.feature_width(n, epsilon)
+        feats = dpmath.DPFeatures(gamma * width, scales, n_freq=n_freq,
                                   seed=int(public.integers(2**31)))
         secret = np.random.default_rng()  # OS entropy: the noise must not be reproducible
         target, sigma = dpmath.noisy_mean_embedding(X, feats, epsilon, delta, secret)
         z, beta = dpmath.fit_to_embedding(target, feats, lo, hi, k_eff, public)
         info = {"n_rows": n, "k_requested": k, "k_eff": int(z.shape[0]), "dp_sigma": sigma,
+                "dp_feature_gamma": gamma * width,
                 "fit_seconds": time.perf_counter() - t0}
         budget = {"epsilon": epsilon, "delta": delta, "mechanism": "gaussian-rff",
                   "features": int(n_freq)}

@@ -32,11 +32,22 @@ import numpy as np
 
 from .simplex import simplex_qp
 
-__all__ = ["gaussian_delta", "gaussian_sigma", "classical_sigma", "embedding_sensitivity",
+__all__ = ["feature_width", "gaussian_delta", "gaussian_sigma", "classical_sigma", "embedding_sensitivity",
            "DPFeatures", "noisy_mean_embedding", "fit_to_embedding", "DEFAULT_FEATURES"]
 
 #: frequencies of the DP random features (2 x this many coordinates)
 DEFAULT_FEATURES = 1000
+
+
+def feature_width(n_rows: int, epsilon: float) -> float:
+    """Factor on the island's gamma for the DP features: ``clip(n epsilon / 400, 1/4, 1)``.
+
+    With little data the noise (std ~7.5 / (n epsilon) in every inner product at delta 1e-5)
+    peaks somewhere in a box many kernel widths wide; a wider kernel (gamma / 4: twice the
+    length) leaves the noise fewer places to peak and found a 30-row developer among 40 four
+    times as often at epsilon = 1 (benchmarks/dp_bench.py). With more data the island's own
+    kernel keeps the detail."""
+    return float(min(1.0, max(0.25, n_rows * epsilon / 400.0)))
 
 
 def _Phi(x: float) -> float:
