@@ -115,9 +115,12 @@ class IslandMirror:
                 for k in cls.ARRAYS:
                     if k in f.files:
                         setattr(m, k, f[k])
-                ends = np.cumsum(f["spec_counts"])
-                for p, s, e in zip(f["spec_pks"], ends - f["spec_counts"], ends):
-                    m.specs[int(p)] = (f["spec_z"][s:e], f["spec_beta"][s:e])
+                # (each f[name] reads the member again: once each, then slices)
+                counts, sz, sb = f["spec_counts"], f["spec_z"], f["spec_beta"]
+                ends = np.cumsum(counts)
+                for p, s, e in zip(f["spec_pks"].tolist(), (ends - counts).tolist(),
+                                   ends.tolist()):
+                    m.specs[p] = (sz[s:e], sb[s:e])
         except (OSError, KeyError, ValueError, IndexError):
             return cls(island_id=island_id)
         return m if m.island_id == island_id else cls(island_id=island_id)
