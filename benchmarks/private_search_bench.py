@@ -141,7 +141,8 @@ def run(n: int, k: int, queries: int) -> dict:
         same.append([m.learnware_id for m in res.single]
                     == [m.learnware_id for m in base3.single])
         store.dispose()
-    out.update(t_base=float(np.median(t_base)), base_down=int(np.median([b[0] for b in base_bytes])),
+    out.update(t_base=float(np.median(t_base)),
+               base_down=int(np.median([b[0] for b in base_bytes])),
                base_up=int(np.median([b[1] for b in base_bytes])),
                first_t=t_priv[0], first_down=priv_bytes[0][0], first_req=priv_bytes[0][2],
                warm_t=float(np.median(t_priv[1:])), warm_down=int(np.median(

@@ -75,30 +75,27 @@ class IslandMirror:
     # --- the cache file ---------------------------------------------------------------------
     ARRAYS = ("pks", "self_inner", "S", "counts", "z", "beta", "center", "scales")
 
-    def save(self, path: Path) -> None:
-        arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
-        sp = sorted(self.specs)
-        arrays["spec_pks"] = np.asarray(sp, dtype=np.int64)
-        arrays["spec_counts"] = np.asarray([len(self.specs[p][1]) for p in sp], dtype=np.int64)
-        d = self.scales.size if self.scales is not None else 1
-        arrays["spec_z"] = (np.concatenate([self.specs[p][0] for p in sp]) if sp
-                            else np.zeros((0, d)))
-        arrays["spec_beta"] = (np.concatenate([self.specs[p][1] for p in sp]) if sp
-                               else np.zeros(0))
-        meta = [self.island_id, self.mode, self.fingerprint]
-        nums = [self.kernel_version, self.cursor, self.dim, self.seed, int(self.orthogonal),
-                self.sketch_err, self.margin_sigmas, self.wide,
-                np.nan if self.baseline is None else self.baseline, self.gamma]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.asarray(meta), nums=np.asarray(nums, dtype=np.float64),
-                         **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def save(self, path: Path, *, index: bool = True, specs: bool = True) -> None:
+        """Write the mirror: the index to ``path``, the fetched exact specs beside it (two
+        files, so a search that only fetched specs does not rewrite the sketches)."""
+        if index:
+            arrays = {k: getattr(self, k) for k in self.ARRAYS if getattr(self, k) is not None}
+            nums = [self.kernel_version, self.cursor, self.dim, self.seed, int(self.orthogonal),
+                    self.sketch_err, self.margin_sigmas, self.wide,
+                    np.nan if self.baseline is None else self.baseline, self.gamma]
+            _write_npz(path, meta=np.asarray([self.island_id, self.mode, self.fingerprint]),
+                       nums=np.asarray(nums, dtype=np.float64), **arrays)
+        if specs:
+            sp = sorted(self.specs)
+            d = self.scales.size if self.scales is not None else 1
+            _write_npz(_specs_path(path), meta=np.asarray([self.island_id]),
+                       spec_pks=np.asarray(sp, dtype=np.int64),
+                       spec_counts=np.asarray([len(self.specs[p][1]) for p in sp],
+                                              dtype=np.int64),
+                       spec_z=(np.concatenate([self.specs[p][0] for p in sp]) if sp
+                               else np.zeros((0, d))),
+                       spec_beta=(np.concatenate([self.specs[p][1] for p in sp]) if sp
+                                  else np.zeros(0)))
 
     @classmethod
     def load(cls, path: Path, island_id: str) -> "IslandMirror":
@@ -115,15 +112,24 @@ class IslandMirror:
                 for k in cls.ARRAYS:
                     if k in f.files:
                         setattr(m, k, f[k])
-                # (each f[name] reads the member again: once each, then slices)
-                counts, sz, sb = f["spec_counts"], f["spec_z"], f["spec_beta"]
-                ends = np.cumsum(counts)
-                for p, s, e in zip(f["spec_pks"].tolist(), (ends - counts).tolist(),
-                                   ends.tolist()):
-                    m.specs[p] = (sz[s:e], sb[s:e])
         except (OSError, KeyError, ValueError, IndexError):
             return cls(island_id=island_id)
-        return m if m.island_id == island_id else cls(island_id=island_id)
+        if m.island_id != island_id:
+            return cls(island_id=island_id)
+        try:
+            with np.load(_specs_path(path), allow_pickle=False) as f:
+                if str(f["meta"][0]) == island_id:
+                    # (each f[name] reads the member again: once each, then slices)
+                    counts, sz, sb = f["spec_counts"], f["spec_z"], f["spec_beta"]
+                    ends = np.cumsum(counts)
+                    live = set(m.pks.tolist())
+                    for p, a, e in zip(f["spec_pks"].tolist(), (ends - counts).tolist(),
+                                       ends.tolist()):
+                        if p in live:
+                            m.specs[p] = (sz[a:e], sb[a:e])
+        except (OSError, KeyError, ValueError, IndexError):
+            m.specs = {}
+        return m
 
     # --- updates ----------------------------------------------------------------------------
     def _reset(self, page: dict, fingerprint: str) -> None:
@@ -175,11 +181,12 @@ class IslandMirror:
         self.pks = np.concatenate([self.pks, pks])
         self.cursor = int(page["cursor"])
 
-    def keep_live(self, live: np.ndarray) -> None:
-        """Drop the learnwares withdrawn since (not in the market's list of live ones)."""
+    def keep_live(self, live: np.ndarray) -> bool:
+        """Drop the learnwares withdrawn since (not in the market's list of live ones); returns
+        whether any was."""
         keep = np.isin(self.pks, live)
         if keep.all():
-            return
+            return False
         if self.mode == "specs":
             owner = np.repeat(np.arange(self.pks.size), self.counts)
             rows = keep[owner]
@@ -190,6 +197,24 @@ class IslandMirror:
         gone = set(self.specs) - set(int(p) for p in self.pks)
         for p in gone:
             del self.specs[p]
+        return True
+
+
+def _specs_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".specs.npz")
+
+
+def _write_npz(path: Path, **arrays) -> None:
+    """``np.savez`` to a temporary file, then renamed: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _arr(obj: Any, name: str, ndim: int) -> np.ndarray:
@@ -214,6 +239,7 @@ def sync(client: "MarketClient", island_id: str, *, cache: bool = True) -> Islan
     path = cache_path(client, island_id)
     mirror = IslandMirror.load(path, island_id) if cache else IslandMirror(island_id)
     since = mirror.cursor if mirror.mode else 0
+    changed = False
     for _ in range(MAX_PAGES):
         page = client.signed_get(f"/v1/islands/{island_id}/digest", "island_digest",
                                  params={"since": since})
@@ -226,18 +252,21 @@ def sync(client: "MarketClient", island_id: str, *, cache: bool = True) -> Islan
                 mirror, since = IslandMirror(island_id), 0
                 continue
             mirror._reset(page, key[2])
+            changed = True
         mirror.apply(page)
+        changed = changed or mirror.cursor != since
         since = mirror.cursor
         if not page["more"]:
             if "live" not in page:
                 raise ProtocolError("the digest's last page lacks the live learnwares",
                                     code="bad_response", field="live")
-            mirror.keep_live(_arr(page["live"], "live", 1).astype(np.int64))
+            live = _arr(page["live"], "live", 1).astype(np.int64)
+            changed = mirror.keep_live(live) or changed
             break
     else:  # pragma: no cover - a market that pages forever
         raise ProtocolError("the market's digest never ended", code="bad_response")
-    if cache:
-        mirror.save(path)
+    if cache and changed:
+        mirror.save(path, specs=False)
     return mirror
 
 
@@ -346,6 +375,7 @@ def private_search(client: "MarketClient", X: np.ndarray, semantic: dict, max_re
     spec = RKMESpec.fit_checked(X, k=k, gamma=mirror.gamma, scales=mirror.scales,
                                 random_state=random_state)
     top = max(int(max_results), 12)
+    held_specs = len(mirror.specs)
     cand, mmd, cross, q_self = rank(client, mirror, spec.z, spec.beta, top)
     for i, v in zip(cand[:max_results], mmd[:max_results]):
         score, label = fit_label(float(v), mirror.baseline)
@@ -356,7 +386,7 @@ def private_search(client: "MarketClient", X: np.ndarray, semantic: dict, max_re
         ids, w, v = mix
         out.mixture = Mixture([f"lw-{int(mirror.pks[i])}" for i in ids],
                               [float(x) for x in w], fit_label(v, mirror.baseline)[0], float(v))
-    if cache and mirror.mode == "sketch":
-        mirror.save(cache_path(client, island.island_id))  # the specs fetched, for next time
+    if cache and mirror.mode == "sketch" and len(mirror.specs) != held_specs:
+        mirror.save(cache_path(client, island.island_id), index=False)  # for next time
     out.message = "ranked on this machine: the requirement was not sent (private search)"
     return out

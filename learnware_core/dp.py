@@ -32,7 +32,8 @@ import numpy as np
 
 from .simplex import simplex_qp
 
-__all__ = ["feature_width", "gaussian_delta", "gaussian_sigma", "classical_sigma", "embedding_sensitivity",
+__all__ = ["feature_width", "gaussian_delta", "gaussian_sigma", "classical_sigma",
+           "embedding_sensitivity",
            "DPFeatures", "noisy_mean_embedding", "fit_to_embedding", "DEFAULT_FEATURES"]
 
 #: frequencies of the DP random features (2 x this many coordinates)

@@ -18,7 +18,8 @@ import numpy as np
 from .encoding import MAX_ARRAY_ELEMENTS, decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .objectives import WIRE_OBJECTIVES
-from .limits import (MAX_COUNT, MAX_DP_DELTA, MAX_DP_EPSILON, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
+from .limits import (MAX_COUNT, MAX_DP_DELTA, MAX_DP_EPSILON, MAX_FEATURES, MAX_LABEL_INT,
+                     MAX_METRIC, MAX_MODEL_BYTES,
                      MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = WIRE_OBJECTIVES
