@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="publish an (epsilon, delta)-differentially private spec (needs "
                     "--bounds; 20 rows suffice at epsilon <= 1)")
     sp.add_argument("--delta", type=float, default=1e-5)
-    sp.add_argument("--bounds", default=None, help="LO,HI or LO1:HI1,LO2:HI2,... per feature: "
+    sp.add_argument("--bounds", default=None, help="--bounds=LO,HI or LO1:HI1,LO2:HI2,...: "
                     "the range of the DP spec's points, from public knowledge, not the rows")
     sp.set_defaults(func=cmd_publish)
 

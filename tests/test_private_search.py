@@ -229,3 +229,47 @@ def test_digest_pages_by_cursor(small_island):
             break
         assert "live" not in page
     assert seen == sorted(seen) == live
+
+
+def test_cli_private_search_and_dp_publish(tmp_path):
+    """`lwm publish --epsilon --bounds` (30 rows) and `lwm search --private` end to end."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    from client_sdk.demo.server import ServerProcess
+    from learnware_core.modelfile import dump_model
+
+    env = dict(os.environ, LWM_CONFIG_DIR=str(tmp_path / "config"), OMP_NUM_THREADS="1")
+    feats = ["a", "b", "c", "d"]
+    (tmp_path / "sem.json").write_text(json.dumps(SEM))
+
+    def lwm(*args):
+        p = subprocess.run([sys.executable, "-m", "client_sdk.cli", *args], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout)
+
+    rng = np.random.default_rng(0)
+    with ServerProcess(tmp_path / "market", address_limits=False) as server:
+        m = ["--market", server.url]
+        lwm("keygen", "--identity", str(tmp_path / "dev.pem"), "--json")
+        ids = []
+        for loc, n, dp in ((0.0, 200, []), (8.0, 30, ["--epsilon", "1", "--bounds=-12,12"])):
+            X = rng.normal(loc=loc, size=(n, 4))
+            pd.DataFrame(X, columns=feats).to_csv(tmp_path / f"t{loc}.csv", index=False)
+            (tmp_path / f"m{loc}.skops").write_bytes(dump_model(Ridge().fit(X, X @ [1, 2, 3, 4])))
+            ids.append(lwm("publish", *m, "--identity", str(tmp_path / "dev.pem"), "--model",
+                           str(tmp_path / f"m{loc}.skops"), "--data", str(tmp_path / f"t{loc}.csv"),
+                           "--semantic", str(tmp_path / "sem.json"), *dp, "--json")
+                       ["learnware_id"])
+        pd.DataFrame(rng.normal(loc=8.0, size=(100, 4)), columns=feats).to_csv(
+            tmp_path / "user.csv", index=False)
+        res = lwm("search", *m, "--semantic", str(tmp_path / "sem.json"), "--data",
+                  str(tmp_path / "user.csv"), "--private", "--json")
+        assert res["single"][0]["learnware_id"] == ids[1]
+        assert list((tmp_path / "config").rglob("*.npz"))  # the mirror, cached
