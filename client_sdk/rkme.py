@@ -332,6 +332,12 @@ def _fit_points(Xc: np.ndarray, k: int, gamma: float, steps: int, rng: np.random
     return z[keep], beta[keep], info
 
 
+def _secret_rng() -> np.random.Generator:
+    """The generator of a DP spec's noise: seeded from the operating system's entropy, never
+    from ``random_state`` (tests replace this function to make their draws repeatable)."""
+    return np.random.default_rng()
+
+
 def dp_scales(dp: dict, n_features: int) -> np.ndarray:
     """The feature scales a DP publisher declares for a new island: a quarter of each declared
     bound's width (public), rounded to 2 significant digits, never a statistic of the rows."""
@@ -468,7 +474,7 @@ class RKMESpec:
         width = dpmath.feature_width(n, epsilon)
         feats = dpmath.DPFeatures(gamma * width, scales, n_freq=n_freq,
                                   seed=int(public.integers(2**31)))
-        secret = np.random.default_rng()  # OS entropy: the noise must not be reproducible
+        secret = _secret_rng()  # OS entropy: the noise must not be reproducible
         target, sigma = dpmath.noisy_mean_embedding(X, feats, epsilon, delta, secret)
         z, beta = dpmath.fit_to_embedding(target, feats, lo, hi, k_eff, public)
         info = {"n_rows": n, "k_requested": k, "k_eff": int(z.shape[0]), "dp_sigma": sigma,

@@ -17,6 +17,14 @@ SEM = semantic("dp island", features=("a", "b", "c"))
 BOUNDS = (-8.0, 8.0)
 
 
+@pytest.fixture
+def seeded_noise(monkeypatch):
+    """Repeatable DP noise for tests that assert on what a noisy spec looks like."""
+    import client_sdk.rkme as rkme
+    rng = np.random.default_rng(12345)
+    monkeypatch.setattr(rkme, "_secret_rng", lambda: rng)
+
+
 # --- the mechanism -------------------------------------------------------------------------
 def _delta_reference(sigma, eps, sens):
     """Balle & Wang 2018, Theorem 8, with scipy's normal CDF (an independent evaluation)."""
@@ -144,7 +152,7 @@ def test_noise_does_not_come_from_random_state():
     assert not (a.z.shape == b.z.shape and np.allclose(a.z, b.z) and np.allclose(a.beta, b.beta))
 
 
-def test_dp_spec_locates_its_data_and_resists_membership_inference():
+def test_dp_spec_locates_its_data_and_resists_membership_inference(seeded_noise):
     rng = np.random.default_rng(5)
     g, s = _k()
     X, fresh = rng.normal(size=(300, 3)), rng.normal(size=(300, 3))
@@ -156,7 +164,7 @@ def test_dp_spec_locates_its_data_and_resists_membership_inference():
 
 
 # --- the market ----------------------------------------------------------------------------
-def test_dp_publish_of_30_rows_is_stored_and_returned(market):
+def test_dp_publish_of_30_rows_is_stored_and_returned(market, seeded_noise):
     rng = np.random.default_rng(6)
     dev = market.client()
     X = blob(rng, [1, 2, 3], n=30)

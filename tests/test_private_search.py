@@ -259,7 +259,7 @@ def test_cli_private_search_and_dp_publish(tmp_path):
         m = ["--market", server.url]
         lwm("keygen", "--identity", str(tmp_path / "dev.pem"), "--json")
         ids = []
-        for loc, n, dp in ((0.0, 200, []), (8.0, 30, ["--epsilon", "1", "--bounds=-12,12"])):
+        for loc, n, dp in ((0.0, 200, []), (8.0, 30, ["--epsilon", "1", "--bounds=4,12"])):
             X = rng.normal(loc=loc, size=(n, 4))
             pd.DataFrame(X, columns=feats).to_csv(tmp_path / f"t{loc}.csv", index=False)
             (tmp_path / f"m{loc}.skops").write_bytes(dump_model(Ridge().fit(X, X @ [1, 2, 3, 4])))
