@@ -382,6 +382,8 @@ class MarketClient:
                         max_age_s: float, dp: dict | None = None) -> PreparedSpec:
         """:meth:`island_spec` for an X already checked (by ``as_matrix``)."""
         semantic = dict(semantic)
+        if dp is not None:
+            dp_scales(dp, X.shape[1])  # a DataError naming what is wrong in dp, before any call
         island = self.island(semantic, max_age_s=max_age_s)
         if island is None:
             if "feature_scales" not in semantic:  # (DP: from the declared bounds, not X)
@@ -417,6 +419,7 @@ class MarketClient:
                          random_state: int, dp: dict | None = None) -> RKMESpec:
         gamma, scales = self._kernel(island)
         if dp is not None:
+            dp_scales(dp, X.shape[1])  # checks dp's keys and bounds
             return RKMESpec.fit_dp(X, k=k, gamma=gamma, scales=scales,
                                    random_state=random_state, **dp)
         return RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)

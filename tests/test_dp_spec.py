@@ -197,3 +197,13 @@ def test_market_refuses_an_unbounded_dp_declaration(market):
                                                             validate=False))
     assert r.status_code in (400, 422)
     assert error_body(market, r)["field"] == "spec.dp.epsilon"
+
+
+def test_client_names_what_is_wrong_in_dp(market):
+    rng = np.random.default_rng(8)
+    X = blob(rng, [0, 0, 0], n=60)
+    for dp_arg, field in [({"epsilon": 1.0, "bounds": BOUNDS, "sigma": 3}, "dp"),
+                          ({"epsilon": 1.0}, "bounds")]:
+        with pytest.raises(DataError) as e:
+            market.client().publish(fitted_ridge(X, X[:, 0]), X, SEM, dp=dp_arg)
+        assert e.value.field == field
