@@ -172,16 +172,35 @@ def cmd_publish(args) -> int:
     model = load_model(Path(args.model).read_bytes())
     df = _read_table(args.data)
     with _client(args, need_identity=True) as c:
-        lid = c.publish(model, df, sem, k=args.k)
+        dp = (None if args.epsilon is None else
+              {"epsilon": args.epsilon, "delta": args.delta, "bounds": _bounds(args.bounds)})
+        lid = c.publish(model, df, sem, k=args.k, dp=dp)
     _emit(args, f"published {lid}", {"learnware_id": lid})
     return EXIT_OK
+
+
+def _bounds(text: str | None):
+    """``"LO,HI"`` (every feature) or ``"LO1:HI1,LO2:HI2,..."`` (one pair per feature)."""
+    from protocol.errors import ArgumentError
+    if not text:
+        raise ArgumentError("--epsilon needs --bounds (the range of the spec's points)",
+                            field="bounds")
+    try:
+        if ":" in text:
+            pairs = [tuple(float(v) for v in p.split(":")) for p in text.split(",")]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        lo, hi = (float(v) for v in text.split(","))
+        return lo, hi
+    except ValueError:
+        raise ArgumentError(f"--bounds {text!r} is not LO,HI or LO1:HI1,LO2:HI2,...",
+                            field="bounds") from None
 
 
 def cmd_search(args) -> int:
     sem = _read_semantic(args.semantic)
     df = _read_table(args.data) if args.data else None
     with _client(args) as c:
-        res = c.search(df, sem, max_results=args.max_results)
+        res = c.search(df, sem, max_results=args.max_results, private=args.private)
     _emit(args, _result_text(res), _result_dict(res))
     return EXIT_OK
 
@@ -308,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=100)
     sp.add_argument("--certificate", default=None, help="the operator's publisher certificate "
                     "(JSON from lwm certify), for markets that admit only certified publishers")
+    sp.add_argument("--epsilon", type=float, default=None,
+                    help="publish an (epsilon, delta)-differentially private spec (needs "
+                    "--bounds; 20 rows suffice at epsilon <= 1)")
+    sp.add_argument("--delta", type=float, default=1e-5)
+    sp.add_argument("--bounds", default=None, help="--bounds=LO,HI or LO1:HI1,LO2:HI2,...: "
+                    "the range of the DP spec's points, from public knowledge, not the rows")
     sp.set_defaults(func=cmd_publish)
 
     sp = sub.add_parser("certify", help="operator: certify a developer key to publish",
@@ -328,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--semantic", required=True)
     sp.add_argument("--data", default=None, help="your unlabelled inputs (CSV/Parquet)")
     sp.add_argument("--max-results", type=int, default=5)
+    sp.add_argument("--private", action="store_true",
+                    help="send not even the requirement: mirror the island's index (cached, "
+                    "only changes are downloaded again) and rank on this machine")
     sp.set_defaults(func=cmd_search)
 
     sp = sub.add_parser("download", help="download and verify a learnware")

@@ -41,7 +41,7 @@ from .data import as_matrix, as_target
 from .disclosure import MetricBudget
 from .learnware import Learnware
 from .records import IslandInfo, Manifest, PreparedSpec
-from .rkme import RKMESpec
+from .rkme import RKMESpec, dp_scales
 
 DEFAULT_K = 100
 NONCE_HEADER = "X-LWM-Nonce"
@@ -299,6 +299,16 @@ class MarketClient:
         resp, reply_to = self._get_bound(path, params)
         return self._verify(resp, expected, reply_to)
 
+    def signed_get(self, path: str, expected: str, params: dict | None = None) -> dict:
+        """The body of a GET answer the market signed and bound to this request (its type
+        ``expected``): for modules of the SDK that read new endpoints (private search)."""
+        return self._get(path, expected, params)
+
+    @property
+    def market_key_id(self) -> str:
+        """The key id of this market (pinned, or trusted on first use)."""
+        return self._audience()
+
     @staticmethod
     def _same(what: str, asked: Any, answered: Any) -> None:
         """Refuse a (signed, bound) answer about something other than what was asked."""
@@ -339,7 +349,8 @@ class MarketClient:
 
     # --- publish ----------------------------------------------------------------------------
     def publish(self, model: Any, X_train, semantic: dict, *, k: int = DEFAULT_K,
-                random_state: int = 0, spec: PreparedSpec | RKMESpec | None = None) -> str:
+                random_state: int = 0, spec: PreparedSpec | RKMESpec | None = None,
+                dp: dict | None = None) -> str:
         """Compute the RKME locally, write the model safely, sign, upload. Returns the id.
 
         ``spec``: an RKME computed beforehand, best with :meth:`island_spec` (its
@@ -347,7 +358,8 @@ class MarketClient:
         ``RKMESpec`` is sent with ``semantic`` as given). It is sent as is; if the market
         refuses it for its kernel (the island was refined since), it is recomputed from
         ``X_train``, which may be None only when no recomputation is possible (the refusal is
-        then raised). ``semantic`` is not changed."""
+        then raised). ``semantic`` is not changed. ``dp``: ``{"epsilon", "delta", "bounds"}``
+        for a differentially private spec (:meth:`RKMESpec.fit_dp`)."""
         semantic = dict(semantic)
         validate_semantic(semantic)
         if isinstance(spec, PreparedSpec):
@@ -368,7 +380,7 @@ class MarketClient:
                                          "and no X_train was given to recompute it",
                                          code="kernel_mismatch")
                 prepared = self._fit_for_island(X, semantic, k=k, random_state=random_state,
-                                                max_age_s=30.0 if attempt == 0 else 0.0)
+                                                max_age_s=30.0 if attempt == 0 else 0.0, dp=dp)
                 semantic, spec_dict = prepared.semantic, prepared.to_dict()
             body = {"semantic": semantic, "spec": spec_dict,
                     "model": {"format": "skops", "sha256": model_sha, "size": len(model_bytes),
@@ -387,30 +399,35 @@ class MarketClient:
         raise LearnwareError("publish failed after recomputing the spec twice")  # pragma: no cover
 
     def island_spec(self, X, semantic: dict, *, k: int = DEFAULT_K, random_state: int = 0,
-                    max_age_s: float = 30.0) -> PreparedSpec:
+                    max_age_s: float = 30.0, dp: dict | None = None) -> PreparedSpec:
         """The RKME of X under the kernel a publish to this semantic's island needs now (the
         island's, or for a new island the base kernel of ``semantic["feature_scales"]``, taken
         from X when missing), with the semantic it was fitted for; pass it to
         ``publish(..., spec=)``. ``semantic`` is not changed."""
         X = as_matrix(X, semantic["input_features"], name="X_train")
         return self._fit_for_island(X, semantic, k=k, random_state=random_state,
-                                    max_age_s=max_age_s)
+                                    max_age_s=max_age_s, dp=dp)
 
     def _fit_for_island(self, X: np.ndarray, semantic: dict, *, k: int, random_state: int,
-                        max_age_s: float) -> PreparedSpec:
+                        max_age_s: float, dp: dict | None = None) -> PreparedSpec:
         """:meth:`island_spec` for an X already checked (by ``as_matrix``)."""
         semantic = dict(semantic)
+        if dp is not None:
+            dp_scales(dp, X.shape[1])  # a DataError naming what is wrong in dp, before any call
         island = self.island(semantic, max_age_s=max_age_s)
         if island is None:
-            if "feature_scales" not in semantic:
-                semantic["feature_scales"] = encode_array(robust_scales(X))
+            if "feature_scales" not in semantic:  # (DP: from the declared bounds, not X)
+                semantic["feature_scales"] = encode_array(
+                    robust_scales(X) if dp is None else dp_scales(dp, X.shape[1]))
             declared = decode_array(semantic["feature_scales"], field="feature_scales")
             gamma, scales = base_kernel(declared, X.shape[1])
         else:
             semantic.pop("feature_scales", None)
             gamma, scales = self._kernel(island)
-        spec = RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales,
-                                    random_state=random_state)
+        spec = (RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales,
+                                     random_state=random_state) if dp is None else
+                RKMESpec.fit_dp(X, k=k, gamma=gamma, scales=scales, random_state=random_state,
+                                **dp))
         return PreparedSpec(spec, semantic)
 
     # --- search -----------------------------------------------------------------------------
@@ -429,8 +446,12 @@ class MarketClient:
         return island
 
     def _fit_requirement(self, X: np.ndarray, island: IslandInfo, *, k: int,
-                         random_state: int) -> RKMESpec:
+                         random_state: int, dp: dict | None = None) -> RKMESpec:
         gamma, scales = self._kernel(island)
+        if dp is not None:
+            dp_scales(dp, X.shape[1])  # checks dp's keys and bounds
+            return RKMESpec.fit_dp(X, k=k, gamma=gamma, scales=scales,
+                                   random_state=random_state, **dp)
         return RKMESpec.fit_checked(X, k=k, gamma=gamma, scales=scales, random_state=random_state)
 
     def _island_with_kernel(self, island: IslandInfo, kernel: dict) -> IslandInfo:
@@ -443,9 +464,17 @@ class MarketClient:
         return island
 
     def search(self, X_user, semantic: dict, max_results: int = 5, *, k: int = DEFAULT_K,
-               random_state: int = 0) -> SearchResult:
+               random_state: int = 0, private: bool = False,
+               dp: dict | None = None) -> SearchResult:
         """Find learnwares for a task. Sends only the RKME requirement (or nothing when
-        ``X_user`` is None)."""
+        ``X_user`` is None). ``private``: send not even the requirement; the island's index is
+        mirrored and the ranking done here (:mod:`client_sdk.private_search`). ``dp``: a
+        differentially private requirement (``{"epsilon", "delta", "bounds"}``)."""
+        if private and X_user is not None:
+            from .private_search import private_search
+            X = as_matrix(X_user, semantic["input_features"], name="X_user")
+            return private_search(self, X, semantic, int(max_results), k=k,
+                                  random_state=random_state)
         query = {f: semantic[f] for f in ISLAND_FIELDS if f in semantic}
         for f in ("name", "tags", "classes"):
             if f in semantic:
@@ -461,7 +490,7 @@ class MarketClient:
         # when it is stale, and the requirement is refitted once under that kernel.
         island = self._island_to_search(semantic, max_age_s=math.inf)
         for attempt in range(2):
-            spec = self._fit_requirement(X, island, k=k, random_state=random_state)
+            spec = self._fit_requirement(X, island, k=k, random_state=random_state, dp=dp)
             body.update(requirement=spec.to_dict(), island_id=island.island_id,
                         kernel_version=int(island.kernel["version"]))
             try:

@@ -52,7 +52,8 @@ import numpy as np
 
 from protocol.encoding import encode_array
 from protocol.errors import DataError, SchemaError
-from protocol.limits import MAX_SPEC_POINTS
+from protocol.limits import MAX_DP_DELTA, MAX_DP_EPSILON, MAX_SPEC_POINTS
+from learnware_core import dp as dpmath
 from learnware_core.kernels import (BLOCK_ELEMENTS, augmented_cols, augmented_rows, check_kernel,
                                     embedding_inner, gaussian_kernel, herd, mmd2)
 from learnware_core.simplex import simplex_qp
@@ -60,10 +61,19 @@ from learnware_core.spec import check_spec, decode_spec
 
 from .data import as_matrix
 
-__all__ = ["RKMESpec", "MIN_ROWS", "ROWS_PER_POINT", "MIN_DISTANCE_FRACTION", "OPT_ROWS",
-           "membership_inference_auc"]
+__all__ = ["RKMESpec", "dp_scales", "MIN_ROWS", "DP_MIN_ROWS", "DP_MAX_EPSILON_FOR_SMALL", "DP_MAX_POINTS",
+           "ROWS_PER_POINT", "MIN_DISTANCE_FRACTION", "OPT_ROWS", "membership_inference_auc"]
 
 MIN_ROWS = 50
+#: differentially private specs (issue #19): the guarantee holds at any n, so the minimum is
+#: one of usefulness: DP_MIN_ROWS rows at epsilon <= DP_MAX_EPSILON_FOR_SMALL, else MIN_ROWS
+DP_MIN_ROWS = 20
+DP_MAX_EPSILON_FOR_SMALL = 1.0
+#: reduced points of a DP spec (post-processing of the noisy embedding: no privacy cost, but
+#: beyond a few dozen they only fit the noise)
+DP_MAX_POINTS = 30
+#: n x epsilon per reduced point of a DP spec (at least 2 points)
+DP_ROWS_PER_POINT = 10
 ROWS_PER_POINT = 10
 MIN_DISTANCE_FRACTION = 0.25
 OPT_ROWS = 16384          # rows used for the beta/z alternation (all rows when fewer)
@@ -322,6 +332,34 @@ def _fit_points(Xc: np.ndarray, k: int, gamma: float, steps: int, rng: np.random
     return z[keep], beta[keep], info
 
 
+def _secret_rng() -> np.random.Generator:
+    """The generator of a DP spec's noise: seeded from the operating system's entropy, never
+    from ``random_state`` (tests replace this function to make their draws repeatable)."""
+    return np.random.default_rng()
+
+
+def dp_scales(dp: dict, n_features: int) -> np.ndarray:
+    """The feature scales a DP publisher declares for a new island: a quarter of each declared
+    bound's width (public), rounded to 2 significant digits, never a statistic of the rows."""
+    extra = set(dp) - {"epsilon", "delta", "bounds"}
+    if extra:
+        raise DataError(f"dp takes epsilon, delta and bounds; unknown {sorted(extra)}",
+                        field="dp")
+    bounds = dp.get("bounds")
+    if bounds is None:
+        raise DataError("a differentially private spec needs bounds=(lo, hi)", field="bounds")
+    try:
+        lo, hi = (np.broadcast_to(np.asarray(b, dtype=np.float64), (n_features,))
+                  for b in bounds)
+    except (TypeError, ValueError):
+        raise DataError(f"bounds must be (lo, hi), each a number or {n_features} numbers",
+                        field="bounds") from None
+    s = (hi - lo) / 4.0
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    exp = np.floor(np.log10(s))
+    return np.round(s / 10 ** exp, 1) * 10 ** exp
+
+
 # ------------------------------------------------------------------------------- the spec
 class RKMESpec:
     """A reduced kernel mean embedding ``sum_j beta_j k(z_j, .)`` with its kernel (gamma, scales).
@@ -329,18 +367,22 @@ class RKMESpec:
     Build one with :meth:`fit`; ship it with :meth:`to_dict` / :meth:`from_dict`.
     """
 
-    def __init__(self, z, beta, gamma, scales=None, *, fit_info: dict | None = None):
+    def __init__(self, z, beta, gamma, scales=None, *, fit_info: dict | None = None,
+                 dp: dict | None = None):
         z, beta, gamma, scales = check_spec(z, beta, gamma, scales)
         self.z = z
         self.beta = beta / beta.sum()
         self.gamma = gamma
         self.scales = scales
         self.fit_info = dict(fit_info or {})
+        #: the declared (epsilon, delta) budget of a differentially private spec, else None
+        self.dp = dict(dp) if dp else None
 
     # ---------------------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, X, k: int = 100, gamma: float | None = None, scales=None, steps: int = 3,
-            random_state=0, *, n_features: int | None = None) -> "RKMESpec":
+            random_state=0, *, n_features: int | None = None, epsilon: float | None = None,
+            delta: float = 1e-5, bounds=None) -> "RKMESpec":
         """Fit an RKME of at most ``k`` points to the rows of X (method: module docstring).
 
         Parameters
@@ -356,12 +398,91 @@ class RKMESpec:
         steps : rounds of (move points, re-solve beta); 0 keeps the k-means++ seeds.
         random_state : int, numpy Generator or None; a given int always gives the same spec.
         n_features : when given, X must have exactly this many columns.
+        epsilon, delta : make the spec (epsilon, delta)-differentially private with respect to
+            one row (:mod:`learnware_core.dp`; the budget is declared in the spec). Needs
+            ``bounds``; data sets of ``DP_MIN_ROWS`` rows are accepted at epsilon <= 1.
+        bounds : ``(lo, hi)``, per-feature (or scalar) box the reduced points of a DP spec lie
+            in. It must not come from the rows (a documented range, the island's public specs).
+            Without a kernel given, the DP fit uses the base kernel of scales ``(hi - lo) / 4``.
 
         Raises :class:`~protocol.errors.DataError` for unusable data (the message names the
         columns) and for data sets too small to summarise privately.
         """
-        return cls.fit_checked(as_matrix(X, n_features=n_features), k=k, gamma=gamma,
-                               scales=scales, steps=steps, random_state=random_state)
+        X = as_matrix(X, n_features=n_features)
+        if epsilon is not None:
+            return cls.fit_dp(X, epsilon=epsilon, delta=delta, bounds=bounds, k=k, gamma=gamma,
+                              scales=scales, random_state=random_state)
+        return cls.fit_checked(X, k=k, gamma=gamma, scales=scales, steps=steps,
+                               random_state=random_state)
+
+    @classmethod
+    def fit_dp(cls, X: np.ndarray, *, epsilon: float, delta: float = 1e-5, bounds=None,
+               k: int = DP_MAX_POINTS, gamma: float | None = None, scales=None,
+               random_state=0, n_freq: int = dpmath.DEFAULT_FEATURES) -> "RKMESpec":
+        """An (epsilon, delta)-DP spec of the checked rows X (:meth:`fit` with ``epsilon``).
+
+        The Gaussian noise is drawn from the operating system's entropy, never from
+        ``random_state`` (a known seed would let anyone subtract the noise); ``random_state``
+        fixes only the public parts: random features and candidate points."""
+        t0 = time.perf_counter()
+        n, d = X.shape
+        try:
+            epsilon, delta = float(epsilon), float(delta)
+        except (TypeError, ValueError):
+            raise DataError("epsilon and delta must be numbers", field="epsilon") from None
+        if not (0 < epsilon <= MAX_DP_EPSILON):
+            raise DataError(f"epsilon must be in (0, {MAX_DP_EPSILON:g}]", field="epsilon")
+        if not (0 < delta <= MAX_DP_DELTA):
+            raise DataError(f"delta must be in (0, {MAX_DP_DELTA:g}]", field="delta")
+        if delta > 0.1 / n:
+            raise DataError(f"delta must be at most 0.1 / rows (= {0.1 / n:.3g}): a delta near "
+                            "1 / rows allows publishing a row outright", field="delta")
+        need = DP_MIN_ROWS if epsilon <= DP_MAX_EPSILON_FOR_SMALL else MIN_ROWS
+        if n < need:
+            raise DataError(f"{n} rows are too few for a differentially private specification "
+                            f"at epsilon = {epsilon:g}: it needs at least {need} rows "
+                            f"({DP_MIN_ROWS} at epsilon <= {DP_MAX_EPSILON_FOR_SMALL:g}). "
+                            f"{_LOCALIZE_HINT}", field="X",
+                            details={"rows": n, "min_rows": need})
+        if bounds is None:
+            raise DataError("a differentially private spec needs bounds=(lo, hi): the range its "
+                            "reduced points may take, declared from public knowledge (a "
+                            "documented range, the island's published specs), never from the "
+                            "rows themselves", field="bounds")
+        try:
+            lo, hi = (np.broadcast_to(np.asarray(b, dtype=np.float64), (d,)).copy()
+                      for b in bounds)
+        except (TypeError, ValueError):
+            raise DataError(f"bounds must be (lo, hi), each a number or {d} numbers",
+                            field="bounds") from None
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+            raise DataError("bounds must be finite with lo < hi for every feature",
+                            field="bounds")
+        if scales is None:
+            scales = (hi - lo) / 4.0
+        try:
+            gamma, scales = check_kernel(1.0 / (2.0 * d) if gamma is None else gamma, scales, d)
+        except ValueError as exc:
+            raise DataError(str(exc), field="scales") from exc
+        k = int(k)
+        if not 1 <= k <= MAX_SPEC_POINTS:
+            raise DataError(f"k must be from 1 to {MAX_SPEC_POINTS}", field="k")
+        # few points for little data: each point fitted to the noisy embedding adds freedom
+        # to follow the noise (std sigma ~ 7.5 / (n epsilon) per inner product at delta 1e-5)
+        k_eff = min(k, DP_MAX_POINTS, max(2, round(n * epsilon / DP_ROWS_PER_POINT)))
+        public = np.random.default_rng(random_state)
+        width = dpmath.feature_width(n, epsilon)
+        feats = dpmath.DPFeatures(gamma * width, scales, n_freq=n_freq,
+                                  seed=int(public.integers(2**31)))
+        secret = _secret_rng()  # OS entropy: the noise must not be reproducible
+        target, sigma = dpmath.noisy_mean_embedding(X, feats, epsilon, delta, secret)
+        z, beta = dpmath.fit_to_embedding(target, feats, lo, hi, k_eff, public)
+        info = {"n_rows": n, "k_requested": k, "k_eff": int(z.shape[0]), "dp_sigma": sigma,
+                "dp_feature_gamma": gamma * width,
+                "fit_seconds": time.perf_counter() - t0}
+        budget = {"epsilon": epsilon, "delta": delta, "mechanism": "gaussian-rff",
+                  "features": int(n_freq)}
+        return cls(z, beta, gamma, scales, fit_info=info, dp=budget)
 
     @classmethod
     def fit_checked(cls, X: np.ndarray, k: int = 100, gamma: float | None = None, scales=None,
@@ -463,19 +584,22 @@ class RKMESpec:
         """
         info = dict(self.fit_info)
         info["refit_kernel"] = True
-        return RKMESpec(self.z, self.beta, gamma, scales, fit_info=info)
+        return RKMESpec(self.z, self.beta, gamma, scales, fit_info=info, dp=self.dp)
 
     # ---------------------------------------------------------------------- serialisation
     def to_dict(self) -> dict:
         """The wire form: ``z``, ``beta``, ``scales`` (encoded arrays or None), ``gamma``,
         ``n_features``."""
-        return {
+        out = {
             "z": encode_array(self.z),
             "beta": encode_array(self.beta),
             "gamma": float(self.gamma),
             "scales": None if self.scales is None else encode_array(self.scales),
             "n_features": self.n_features,
         }
+        if self.dp:
+            out["dp"] = dict(self.dp)
+        return out
 
     @classmethod
     def from_dict(cls, d: Any) -> "RKMESpec":
@@ -484,7 +608,7 @@ class RKMESpec:
         if not isinstance(d, dict):
             raise SchemaError("an RKME specification must be an object", field="rkme")
         expected = {"z", "beta", "gamma", "scales", "n_features"}
-        missing, extra = expected - set(d), set(d) - expected
+        missing, extra = expected - set(d), set(d) - expected - {"dp"}
         if missing or extra:
             raise SchemaError(f"RKME fields must be exactly {sorted(expected)}"
                               + (f"; missing {sorted(missing)}" if missing else "")
@@ -499,8 +623,12 @@ class RKMESpec:
         g = d["gamma"]
         if isinstance(g, bool) or not isinstance(g, (int, float)):
             raise SchemaError("gamma must be a number", field="gamma")
+        budget = d.get("dp")
+        if budget is not None:
+            from protocol.schemas import DP_BUDGET
+            DP_BUDGET.check(budget, "dp")
         try:
-            return cls(z, beta, g, scales)
+            return cls(z, beta, g, scales, dp=budget)
         except DataError as exc:
             raise SchemaError(exc.message, field=exc.field) from exc
 

@@ -15,6 +15,7 @@ from .addresslimits import install_address_limits
 from .api import islands, learnwares, meta, search
 from .config import ServerConfig
 from .market import Market
+from .private_api import private
 from .ratelimit import RateLimiter
 from .responses import error_response, read_get_nonce
 from .storage import Store
@@ -62,7 +63,7 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     # the error handlers); without merging, such a path is a plain signed 404.
     app.url_map.merge_slashes = False
     app.extensions["learnware_market"] = state
-    for bp in (meta, learnwares, islands, search):
+    for bp in (meta, learnwares, islands, search, private):
         app.register_blueprint(bp)
     app.register_blueprint(web)  # the HTML catalogue (market_server/web/), read-only
     app.before_request(read_get_nonce)

@@ -103,6 +103,21 @@ def openapi_document() -> dict:
             "/v1/islands/{island_id}": {"get": _op("one island", params=["island_id"])},
             "/v1/islands/by-key/{key}": {"get": _op("the island of a semantic key",
                                                     params=["key"])},
+            "/v1/islands/{island_id}/digest": {"get": {
+                **_op("private search: one page of the island's index (sketches or specs) after "
+                      "a cursor", params=["island_id"]),
+                "parameters": [{"name": "island_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "since", "in": "query", "schema": {"type": "integer"}},
+                               {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                               GET_NONCE]}},
+            "/v1/islands/{island_id}/specs": {"get": {
+                **_op("private search: exact specs of some learnwares (pks=1,2,3)",
+                      params=["island_id"]),
+                "parameters": [{"name": "island_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "pks", "in": "query", "required": True,
+                                "schema": {"type": "string"}}, GET_NONCE]}},
             "/v1/search": {"post": _op("RKME search: ranked matches and a mixture",
                                        body="search")},
             "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from learnware_core.kernels import augmented_cols, augmented_rows, embedding_inner
-from learnware_core.simplex import simplex_qp
+from learnware_core.ranking import (MIXTURE_MIN_WEIGHT, MIXTURE_RTOL, coarse_candidates,
+                                    coarse_mmd, fit_label, sparse_mixture)
 # a spec's (z, beta): decoded in learnware_core/spec.py, the one home of the spec
 from learnware_core.spec import decode_points as decode_spec
 
@@ -419,11 +420,7 @@ class IslandIndex:
         s = self.sketch.embed_one(z, b)
         if q_self is None:
             q_self = self.requirement_self(z, b)
-        cross = (self.S @ s.astype(np.float32)).astype(np.float64)
-        # the true cross term is >= 0 (positive kernel, weights >= 0): clipping the estimate
-        # removes half its noise for the many learnwares far from the requirement
-        np.maximum(cross, 0.0, out=cross)
-        return q_self + self.stack.self_inner - 2.0 * cross
+        return coarse_mmd(q_self, self.stack.self_inner, self.S, s)
 
     def rank(self, z: np.ndarray, b: np.ndarray, top: int = 10,
              candidates: int | None = None, *, widen: bool = True, prune: bool = True,
@@ -478,21 +475,10 @@ class IslandIndex:
             return np.arange(top), np.full(top, np.nan), None  # the caller refuses non-finite
         if lower is not None:
             coarse[lower > threshold] = np.inf  # provably outside the top: never a candidate
-        # Candidates: the best m by the sketch, widened to every learnware whose estimate is
-        # within the sketch's noise (``margin_sigmas`` rms errors of the MMD estimate) of the
-        # top-th best estimate, at most ``wide`` x m of them: where many learnwares are about
-        # as far from the requirement, the noise could otherwise push true top ones out.
-        kth = float(np.partition(coarse, top - 1)[top - 1]) if top < n else float(coarse.max())
-        within = np.flatnonzero(coarse <= kth + self.margin_sigmas * 2.0 * self.sketch_err)
-        m_max = min(n, self.wide * m) if widen else m
-        if within.size <= m:
-            cand = np.argpartition(coarse, m - 1)[:m] if m < n else np.arange(n)
-        elif within.size <= m_max:
-            cand = within
-        else:
-            cand = np.argpartition(coarse, m_max - 1)[:m_max] if m_max < n else np.arange(n)
-        cand = cand[np.isfinite(coarse[cand])]
-        cand.sort()  # ties then resolve to the lower index, as in the exact path
+        # Candidates: the best m by the sketch, widened to every learnware within the sketch's
+        # noise of the top-th best (learnware_core.ranking: the private-search client's too)
+        cand = coarse_candidates(coarse, top, m, sketch_err=self.sketch_err,
+                                 margin_sigmas=self.margin_sigmas, wide=self.wide, widen=widen)
         exact = self._exact_mmd(z, b, cand, q_self)
         order = np.argsort(exact, kind="stable")[:top]
         return cand[order], exact[order], None
@@ -545,11 +531,7 @@ class IslandIndex:
 
     def fit_label(self, mmd: float) -> tuple[float, str]:
         """Absolute fit: MMD relative to the island's typical between-learnware MMD."""
-        if self.baseline is None:
-            return float(max(0.0, 1.0 - mmd / 2.0)), "unknown"
-        ratio = mmd / self.baseline
-        label = "good" if ratio < 0.3 else "fair" if ratio < 0.7 else "poor"
-        return float(max(0.0, 1.0 - ratio)), label
+        return fit_label(mmd, self.baseline)
 
     #: parsimony of the recommended mixture: a learnware joins it only if it lowers the
     #: mixture's squared MMD by at least ``MIXTURE_RTOL`` of it and takes at least
@@ -557,8 +539,8 @@ class IslandIndex:
     #: a mixture of the candidates could do better by that fraction. (Without them, far
     #: learnwares join with weights ~1e-3 that shave a fraction of a percent off the MMD and
     #: only add models for the user to download and run.)
-    MIXTURE_RTOL = 1e-3
-    MIXTURE_MIN_WEIGHT = 0.05
+    MIXTURE_RTOL = MIXTURE_RTOL
+    MIXTURE_MIN_WEIGHT = MIXTURE_MIN_WEIGHT
 
     def mixture(self, z: np.ndarray, b: np.ndarray, single: np.ndarray, *, max_size: int = 5,
                 candidates: int = 12, among: np.ndarray | None = None,
@@ -584,74 +566,12 @@ class IslandIndex:
             return None
         pos = np.argsort(single, kind="stable")[: min(len(single), candidates)]
         cand = pos if among is None else np.asarray(among, dtype=np.intp)[pos]
-        m = len(cand)
         zc, bq = self.stack.centred_query(z, b)
         c = self._cross(zc, bq, cand) if cross is None else np.asarray(cross, float)[pos]
         r = embedding_inner(zc, bq, zc, bq, self.gamma) if q_self is None else float(q_self)
         lazy = LazyGram(self.stack, cand)
         G, need = lazy.G, lazy.need
 
-        def value(sel, w):
-            return max(float(w @ G[np.ix_(sel, sel)] @ w - 2 * w @ c[sel] + r), 0.0)
-
-        def solve(sel, b0=None):
-            # warm starts (a vertex, a pruned or extended solution) let the active set finish
-            # in a few face solves instead of starting from the full support
-            w, _ = simplex_qp(G[np.ix_(sel, sel)], c[sel], b0=b0)
-            return w, value(sel, w)
-
-        def fw_gap(sel, w):
-            """Bound on how much any mixture of the candidates lowers the squared MMD."""
-            g = G[:, sel] @ w - c  # gradient of 0.5 w'Gw - c'w over all candidates
-            return 2.0 * max(float(g[sel] @ w - g.min()), 0.0)
-
-        diag = np.diag(G).copy()
-        first = int(np.argmin(diag - 2 * c))  # the best single learnware
-        need(first)
-        sel, w = [first], np.array([1.0])
-        v_b = value(np.array(sel), w)
-        while len(sel) < min(max_size, m) and fw_gap(sel, w) > self.MIXTURE_RTOL * v_b:
-            full = np.zeros(m)
-            full[sel] = w
-            Gw = G[:, sel] @ w
-            wGw, cw = float(full @ Gw), float(full @ c)
-            # mixture (1 - t) w + t e_j: quadratic in t with these coefficients
-            A = wGw - 2 * Gw + diag
-            B = -2 * wGw + 2 * Gw + 2 * cw - 2 * c
-            t = np.clip(np.where(A > 1e-15, -B / (2 * np.maximum(A, 1e-15)), 1.0), 0.0, 1.0)
-            gain = A * t ** 2 + B * t
-            gain[sel] = np.inf
-            j = int(np.argmin(gain))
-            # the line search alone must promise the required gain (the QP can only add to it
-            # when re-weighting the chosen ones; for a pair it is exact)
-            if not np.isfinite(gain[j]) or -gain[j] < self.MIXTURE_RTOL * v_b:
-                break
-            need(j)
-            sel.append(j)
-            w_prev = w
-            w, v_new = solve(np.array(sel), np.append((1.0 - t[j]) * w, t[j]))
-            if (v_new > v_b * (1.0 - self.MIXTURE_RTOL)
-                    or w[-1] < self.MIXTURE_MIN_WEIGHT):  # not worth it: keep the previous
-                sel.pop()
-                w = w_prev
-                break
-            v_b = v_new
-        keep, w_a, v_a = np.array(sel), w, v_b
-        # Greedy stops short of max_size when no single addition is worth it; when it filled
-        # every place, a better set of max_size may exist: the full QP over the candidates
-        # (if the Frank-Wolfe gap leaves room for it), pruned to max_size and re-solved.
-        if (len(sel) == max_size < m and fw_gap(sel, w) > self.MIXTURE_RTOL * v_b):
-            # the full QP over the candidates, from the greedy support, pruned and re-solved
-            need(np.arange(m))
-            start = np.zeros(m)
-            start[sel] = w
-            w_all, _ = solve(np.arange(m), start)
-            top = np.argsort(-w_all, kind="stable")[:max_size]
-            top = top[w_all[top] > 1e-9] if (w_all[top] > 1e-9).any() else top[:1]
-            w_q, v_q = solve(top, w_all[top])
-            if v_q < v_a * (1.0 - self.MIXTURE_RTOL):
-                keep, w_a, v_a = top, w_q, v_q
-        nz = w_a > 1e-9
-        keep, w_a = keep[nz], w_a[nz] / w_a[nz].sum()
-        order = np.argsort(-w_a, kind="stable")
-        return cand[keep[order]], w_a[order], v_a
+        keep, w_a, v_a = sparse_mixture(G, need, c, r, max_size, rtol=self.MIXTURE_RTOL,
+                                        min_weight=self.MIXTURE_MIN_WEIGHT)
+        return cand[keep], w_a, v_a

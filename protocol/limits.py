@@ -32,3 +32,7 @@ MAX_REASON_CHARS = 1000
 
 #: key rotations a market announces (GET /v1/market/keys) and a client walks (protocol/rotation.py)
 MAX_ROTATIONS = 100
+#: a differentially private spec's declared budget (issue #19): epsilon beyond 100 protects
+#: nothing, delta beyond 0.01 neither (it must stay well below 1 / rows).
+MAX_DP_EPSILON = 100.0
+MAX_DP_DELTA = 0.01

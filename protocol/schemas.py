@@ -15,10 +15,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .encoding import decode_array, is_array
+from .encoding import MAX_ARRAY_ELEMENTS, decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .objectives import WIRE_OBJECTIVES
-from .limits import (MAX_COUNT, MAX_ROTATIONS, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
+from .limits import (MAX_COUNT, MAX_DP_DELTA, MAX_DP_EPSILON, MAX_FEATURES, MAX_LABEL_INT,
+                     MAX_METRIC, MAX_MODEL_BYTES, MAX_ROTATIONS,
                      MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = WIRE_OBJECTIVES
@@ -241,13 +242,22 @@ REAL = Float(lo=-MAX_REAL, hi=MAX_REAL)
 NONNEG = Float(lo=0.0, hi=MAX_REAL)
 METRIC_VALUE = Float(lo=-MAX_METRIC, hi=MAX_METRIC)
 
+#: the declared privacy budget of a differentially private RKME (issue #19)
+DP_BUDGET = Obj(required={"epsilon": Float(lo=0.0, lo_open=True, hi=MAX_DP_EPSILON),
+                          "delta": Float(lo=0.0, hi=MAX_DP_DELTA),
+                          "mechanism": Str(choices=("gaussian-rff",))},
+                optional={"features": Int(lo=1, hi=1_000_000)})
+
 # At most MAX_SPEC_POINTS reduced points (what the SDK ever fits): a requirement's self term
 # costs k^2 kernel values, computed before anything else of a search.
 RKME = Obj(required={"z": Array(ndim=2, max_elements=2_000_000, max_rows=MAX_SPEC_POINTS),
                      "beta": Array(ndim=1, max_elements=MAX_SPEC_POINTS),
                      "gamma": GAMMA,
                      "n_features": Int(lo=1, hi=MAX_FEATURES)},
-           optional={"scales": Nullable(Array(ndim=1, max_elements=MAX_FEATURES))})
+           optional={"scales": Nullable(Array(ndim=1, max_elements=MAX_FEATURES)),
+                     # issue #19: the (epsilon, delta) budget a differentially private spec was
+                     # fitted under (client_sdk/rkme.py, learnware_core/dp.py); signed with it
+                     "dp": DP_BUDGET})
 
 KERNEL = Obj(required={"gamma": GAMMA, "scales": Array(ndim=1, max_elements=MAX_FEATURES),
                        "version": COUNT})
@@ -326,6 +336,29 @@ DELETE = Obj(required={"learnware_id": ID}, optional={"reason": REASON})
 DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()},
                     optional={"withdrawn": Nullable(WITHDRAWAL)})
 
+# issue #19, private search: one page of an island's index, and exact specs of candidates
+SKETCH_PARAMS = Obj(required={"dim": Int(lo=1, hi=1 << 16), "seed": Int(lo=0, hi=MAX_COUNT),
+                              "orthogonal": Bool(),
+                              "center": Array(ndim=1, max_elements=MAX_FEATURES),
+                              "err": NONNEG, "fingerprint": HEX64,
+                              "margin_sigmas": NONNEG, "wide": Int(lo=1, hi=1000)})
+ISLAND_DIGEST = Obj(required={"island_id": ID, "kernel": KERNEL,
+                              "mode": Str(choices=("sketch", "specs")), "cursor": COUNT,
+                              "more": Bool(), "learnware_count": COUNT,
+                              "pks": Array(ndim=1, max_elements=MAX_COUNT)},
+                    optional={"baseline_mmd": Nullable(NONNEG),
+                              "live": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS),
+                              "sketch_params": SKETCH_PARAMS,
+                              "self_inner": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS),
+                              "sketch": Array(ndim=2, max_elements=MAX_ARRAY_ELEMENTS),
+                              "counts": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS),
+                              "z": Array(ndim=2, max_elements=MAX_ARRAY_ELEMENTS),
+                              "beta": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS)})
+SPEC_BATCH = Obj(required={"island_id": ID, "pks": Array(ndim=1, max_elements=MAX_COUNT),
+                           "counts": Array(ndim=1, max_elements=MAX_COUNT),
+                           "z": Array(ndim=2, max_elements=MAX_ARRAY_ELEMENTS),
+                           "beta": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS)})
+
 ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_len=20_000)},
             optional={"field": Nullable(Str(max_len=1000)),
                       "details": Nullable(List(Obj(required={"code": Str(), "message": Str()},
@@ -349,6 +382,7 @@ MESSAGE_TYPES: dict[str, Node] = {
     "download_manifest": DOWNLOAD_MANIFEST,
     "delete": DELETE, "delete_result": DELETE_RESULT, "error": ERROR,
     "market_keys": MARKET_KEYS,
+    "island_digest": ISLAND_DIGEST, "spec_batch": SPEC_BATCH,
 }
 
 

@@ -74,4 +74,18 @@ def bodies():
         "market_keys": {"market_key": PUB, "rotations": [
             {"old": PUB, "new": PUB, "at": 1_700_000_000, "old_signature": SIG,
              "new_signature": SIG}]},
+        "island_digest": {"island_id": "isl-1", "kernel": kernel(), "mode": "sketch",
+                          "cursor": 2, "more": False, "learnware_count": 2,
+                          "baseline_mmd": 0.2, "pks": encode_array(np.array([1, 2])),
+                          "live": encode_array(np.array([1, 2])),
+                          "self_inner": encode_array(np.array([0.5, 0.6])),
+                          "sketch": encode_array(np.ones((2, 4), dtype=np.float32)),
+                          "sketch_params": {"dim": 4, "seed": 0, "orthogonal": True,
+                                            "center": encode_array(np.zeros(3)), "err": 0.01,
+                                            "fingerprint": H, "margin_sigmas": 2.0,
+                                            "wide": 10}},
+        "spec_batch": {"island_id": "isl-1", "pks": encode_array(np.array([1])),
+                       "counts": encode_array(np.array([2])),
+                       "z": encode_array(np.zeros((2, 3))),
+                       "beta": encode_array(np.array([0.5, 0.5]))},
     }

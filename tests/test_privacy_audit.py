@@ -267,6 +267,11 @@ def audit(make_module_market):
         loc_error = "market_server.anchors lacks " + ", ".join(
             f for f in needed if not hasattr(anchors, f))
     phases["localize"] = rec.requests[start:]
+    # private search (issue #19): the requirement itself must not leave the client either
+    X_private = distinctive(rng, 250, SHIFTS[2])
+    start = len(rec.requests)
+    private_result = user.search(X_private, SEM, private=True)
+    phases["private"] = rec.requests[start:]
     # the market key is rotated (docs/DEPLOY.md): the user's next search meets the new key,
     # follows the rotation and resends; those requests are audited too
     from protocol.rotation import sign_rotation
@@ -282,6 +287,7 @@ def audit(make_module_market):
     return {"env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
             "y_user": y_user, "X_small": X_small, "y_small": y_small, "result": result,
             "loc_result": loc_result, "loc_error": loc_error, "phases": phases,
+            "X_private": X_private, "private_result": private_result,
             "rotated_result": rotated_result}
 
 
@@ -294,6 +300,7 @@ def _all_needles(a) -> Needles:
     n.add(a["y_user"], "user label")
     n.add(a["X_small"], "user (localize) feature")
     n.add(a["y_small"], "user (localize) label")
+    n.add(a["X_private"], "user (private search) feature")
     return n
 
 
@@ -384,6 +391,47 @@ def test_localize_sends_metrics_never_labels(audit):
         assert not labels_set & {float(v) for v in rep["values"].values()}
     res = audit["loc_result"]
     assert res.single and res.anchors
+
+
+def _requirement_needles(env, X) -> Needles:
+    """The reduced points and weights of the requirement private search fits from X."""
+    spec, _ = env.client().requirement(X, SEM)
+    n = Needles.of(spec.z, "private requirement point")
+    n.add(spec.beta, "private requirement weight")
+    return n
+
+
+def test_private_search_sends_no_requirement(audit):
+    reqs = audit["phases"]["private"]
+    assert reqs and all(r.method == "GET" and not r.body for r in reqs)
+    paths = [httpx.URL(r.url).path for r in reqs]
+    assert "/v1/search" not in paths and any(p.endswith("/digest") for p in paths)
+    n = _requirement_needles(audit["env"], audit["X_private"])
+    n.add(audit["X_private"], "user (private search) feature")
+    assert scan_requests(reqs, n) == []
+    assert audit["private_result"].single[0].learnware_id == "lw-3"  # from developer 2's data
+
+
+def test_private_search_with_sketches_sends_only_candidate_ids(make_market, monkeypatch):
+    """Sketch mode fetches exact specs of its candidates: the requests name learnwares, never
+    a requirement value or a row."""
+    from market_server.search import IslandIndex
+    monkeypatch.setattr(IslandIndex, "COARSE_MIN", 2)
+    env = make_market()
+    rng = np.random.default_rng(77)
+    for shift, w in zip(SHIFTS, WEIGHTS):
+        X = distinctive(rng, 120, shift)
+        env.client().publish(fitted_ridge(X, labels(rng, X, w)), X, SEM)
+    rec = RecordingTransport(env.transport)
+    X = distinctive(rng, 200, SHIFTS[0])
+    res = env.client(transport=rec).search(X, SEM, private=True)
+    assert res.single[0].learnware_id == "lw-1"
+    paths = [httpx.URL(r.url).path for r in rec.requests]
+    assert any(p.endswith("/specs") for p in paths) and "/v1/search" not in paths
+    assert all(r.method == "GET" and not r.body for r in rec.requests)
+    n = _requirement_needles(env, X)
+    n.add(X, "user feature")
+    assert scan_requests(rec.requests, n) == []
 
 
 def test_scanner_finds_injected_values(audit):
