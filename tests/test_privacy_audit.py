@@ -272,6 +272,8 @@ def audit(make_module_market):
     start = len(rec.requests)
     private_result = user.search(X_private, SEM, private=True)
     phases["private"] = rec.requests[start:]
+    # what the private requirement would have been, computed before the key rotation below
+    private_needles = _requirement_needles(env, X_private)
     # the market key is rotated (docs/DEPLOY.md): the user's next search meets the new key,
     # follows the rotation and resends; those requests are audited too
     from protocol.rotation import sign_rotation
@@ -288,6 +290,7 @@ def audit(make_module_market):
             "y_user": y_user, "X_small": X_small, "y_small": y_small, "result": result,
             "loc_result": loc_result, "loc_error": loc_error, "phases": phases,
             "X_private": X_private, "private_result": private_result,
+            "private_needles": private_needles,
             "rotated_result": rotated_result}
 
 
@@ -406,7 +409,7 @@ def test_private_search_sends_no_requirement(audit):
     assert reqs and all(r.method == "GET" and not r.body for r in reqs)
     paths = [httpx.URL(r.url).path for r in reqs]
     assert "/v1/search" not in paths and any(p.endswith("/digest") for p in paths)
-    n = _requirement_needles(audit["env"], audit["X_private"])
+    n = audit["private_needles"]
     n.add(audit["X_private"], "user (private search) feature")
     assert scan_requests(reqs, n) == []
     assert audit["private_result"].single[0].learnware_id == "lw-3"  # from developer 2's data
