@@ -55,14 +55,15 @@ def spec_median_fill(z, beta, missing, n_rows: int) -> np.ndarray:
 
 
 def conditional_fill(z, beta, shared, missing, X_shared, scales_shared,
-                     bandwidth: float = 1.0) -> np.ndarray:
+                     bandwidth: float = 0.3) -> np.ndarray:
     """Kernel-weighted conditional mean of the missing coordinates given the shared ones.
 
     The reduced points ``(z, beta)`` are a weighted sample of the developer's inputs; for each
     row ``x`` of ``X_shared`` (the user's values of the shared features, columns in the order of
     ``shared``), ``E[z_missing | z_shared ~ x]`` is estimated with weights
     ``beta_i k_S(x, z_i[shared])`` (Nadaraya-Watson on the spec). ``bandwidth`` multiplies the
-    marginal kernel's width. Rows far from every reduced point get the nearest points' values
+    marginal kernel's width (0.3: a spec holds few points and a conditional relation is local;
+    at the search kernel's width the mean is smoothed toward the spec's overall mean). Rows far from every reduced point get the nearest points' values
     (the weights are normalised in log space, so they never all vanish)."""
     z = np.asarray(z, dtype=np.float64)
     beta = np.clip(np.asarray(beta, dtype=np.float64), 0.0, None)
