@@ -86,6 +86,7 @@ class Match:
     island_id: str | None = None
     covered: dict[str, str] | None = None
     fill: list[str] | None = None
+    baseline_mmd: float | None = None  # the typical MMD on the same marginal (``mmd`` / it)
 
 
 @dataclass
@@ -139,7 +140,8 @@ class SearchResult:
         mix = body.get("mixture")
         single = [Match(m["learnware_id"], m["score"], m["mmd"], m["fit"], name=m.get("name"),
                         island_id=m["island_id"], covered=dict(m["covered"]),
-                        fill=list(m["fill"])) for m in body["single"]]
+                        fill=list(m["fill"]), baseline_mmd=m.get("baseline_mmd"))
+                  for m in body["single"]]
         return cls(island_id=single[0].island_id if single else None, single=single,
                    mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
                                                         mix["score"], mix.get("mmd", 0.0)),

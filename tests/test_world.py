@@ -178,3 +178,21 @@ def test_world_search_refuses_a_requirement_of_the_wrong_width(market):
                            {"semantic": q, "requirement": req, "max_results": 3}, to=market)
     resp = market.http().post("/v1/search/world", content=data)
     assert error_body(market, resp)["field"] == "requirement.z"
+
+
+def test_world_follows_publish_and_withdraw_and_is_rebuilt_from_storage(market):
+    rng = np.random.default_rng(6)
+    dev = market.client()
+    X = rng.normal(size=(200, 3))
+    a = dev.publish(fitted_ridge(X, X.sum(1)), X, semantic("t", features=("a", "b", "c")), k=10)
+    user = market.client()
+    assert [len(c["islands"]) for c in user.world()["components"]] == [1]
+    X2 = rng.normal(size=(200, 2))
+    b = dev.publish(fitted_ridge(X2, X2.sum(1)), X2, semantic("t", features=("c", "d")), k=10)
+    [comp] = user.world()["components"]                      # publishing connected it
+    assert len(comp["islands"]) == 2 and comp["connecting_features"] == ["c"]
+    # another worker (a fresh Market on the same store) builds the same world from storage
+    assert market.sibling().client().world()["components"] == [comp]
+    dev.delete(a)
+    [comp] = user.world()["components"]                      # the emptied island drops out
+    assert comp["islands"] == [user.manifest(b).island_id] and comp["learnware_count"] == 1
