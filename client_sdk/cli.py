@@ -244,7 +244,8 @@ def cmd_demo(args) -> int:
     if args.hetero:  # issue #15: developers and users with different feature sets
         from client_sdk.demo.hetero import hetero_report
         hetero_report(Path(args.out), args.island, quick=args.quick, seed=args.seed,
-                      progress=not args.json)
+                      progress=not args.json,
+                      reference=Path(args.reference) if args.reference else None)
         return EXIT_OK
     from client_sdk.demo.run import run_demo
     run_demo(out=Path(args.out), islands=args.island, quick=args.quick, seed=args.seed,
@@ -404,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="heterogeneous scenario: developers and users hold different feature "
                     "sets; islands connect through shared features (with the homogeneous "
                     "market for the same users side by side)")
+    sp.add_argument("--reference", default=None,
+                    help="with --hetero: results.csv of a homogeneous demo run (same seed) to "
+                    "compare with, instead of running the homogeneous market again")
     sp.set_defaults(func=cmd_demo)
     return p
 

@@ -114,6 +114,7 @@ class Market:
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._world = None  # (signature, World): rebuilt when an island's version moved
+        self._world_baselines: dict = {}  # marginal -> typical MMD, for the current world
         self._feature_info: dict[str, dict] = {}  # island key -> feature -> declared info
         self._feature_info_top = 0
         self._refining: dict[int, threading.Lock] = {}
@@ -511,18 +512,19 @@ class Market:
                  for r in rows if r.learnware_count]
         world = World(nodes)
         self._world = (sig, world)
+        self._world_baselines = {}
         return world
 
     def world_info(self) -> dict:
         return self.world().wire()
 
-    #: most learnwares a search across islands evaluates (islands sharing most features first)
-    WORLD_MAX_LEARNWARES = 5000
+    #: most islands a search across islands visits (those sharing most features first)
+    WORLD_MAX_ISLANDS = 64
 
     def world_search(self, body: dict) -> dict:
         """Search every island of the component the user's columns reach, by the marginal MMD
         on the features each island shares with the user (market_server/world_search.py)."""
-        from .world_search import Candidate, WorldSearch
+        from .world_search import WORK_BUDGET, Candidate, WorldSearch
         semantic, req, max_results = body["semantic"], body["requirement"], body["max_results"]
         world = self.world()
         comp, cols, matches = world.resolve_user(semantic)
@@ -554,22 +556,35 @@ class Market:
                        / np.array([widths[f] for f in user_canon if f])) <= MAX_SCALED_COORD).all():
             raise LearnwareError("requirement.z has coordinates far outside any data set",
                                  code="bad_spec", status=422, field="requirement.z")
-        ws = WorldSearch(z, b, user_canon, widths)
+        ws = WorldSearch(z, b, user_canon, widths,
+                         self._world_baselines.setdefault(comp.component_id, {}))
         islands = sorted(comp.islands, key=lambda n: -len(set(world.canonical(n.island_id))
                                                           & set(ws.ucol)))
         pool: list[Candidate] = []
-        for node in islands:
+        work, left_out = 0, 0
+        for node in islands[:self.WORLD_MAX_ISLANDS]:
             island = self._island_of_key(island_key(node.semantic))
             if island is None:
                 continue
             idx = self.index(island)
             canon = world.canonical(node.island_id)
+            taken = 0
             for lw_id, pk in zip(idx.ids, idx.pks):
-                if len(pool) >= self.WORLD_MAX_LEARNWARES:
-                    break
                 zz, bb = idx.points[pk]
-                pool.append(Candidate(lw_id, node.island_id, pk, zz, bb, node.features, canon))
-            out["islands"].append(node.island_id)
+                cand = Candidate(lw_id, node.island_id, pk, zz, bb, node.features, canon)
+                work += ws.cost(len(b), cand)
+                if work > WORK_BUDGET:
+                    left_out += 1
+                    continue
+                pool.append(cand)
+                taken += 1
+            if taken:
+                out["islands"].append(node.island_id)
+        left_out += sum(n.learnware_count for n in islands[self.WORLD_MAX_ISLANDS:])
+        if left_out:
+            out["message"] = (f"{left_out} learnware(s) of the component were not evaluated "
+                              f"(the search's work bound); the islands sharing most features "
+                              f"with these columns came first")
         out["component_id"] = comp.component_id
         ranked = ws.rank(pool)
         if not np.isfinite([r["mmd"] for r in ranked]).all():

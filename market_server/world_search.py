@@ -12,8 +12,11 @@ hash-chosen sample of the component's learnwares that cover ``S``), like an isla
 The mixture: the simplex QP over the best candidates on the features that all of them share with
 the user (so it may combine learnwares of several islands).
 
-Bounded work: at most ``max_learnwares`` learnwares are evaluated per search (those of the
-islands with most shared features first), each MMD is ``k_q x k`` kernel values.
+Bounded work: the market adds learnwares to a search (those of the islands sharing most
+features first) while their kernel values (``k_q x k`` cross terms plus ``k x k`` self terms)
+fit ``WORK_BUDGET``; a baseline takes sample learnwares while their pairs fit
+``BASELINE_BUDGET`` and is cached by the market per marginal until the world changes; the
+requirement's self term is computed once per marginal.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ from learnware_core.marginal import marginal_kernel, marginal_mmd2
 from learnware_core.simplex import simplex_qp
 
 BASELINE_SAMPLE = 30
+#: kernel values one search may spend on learnwares (cross + self terms), and on a baseline
+WORK_BUDGET = 50_000_000
+BASELINE_BUDGET = 20_000_000
 MIXTURE_CANDIDATES = 12
 MIXTURE_MIN_WEIGHT = 0.05
 
@@ -57,10 +63,12 @@ class WorldSearch:
     ``widths`` the component's width per canonical feature."""
 
     def __init__(self, zq: np.ndarray, bq: np.ndarray, user_canon: list[str | None],
-                 widths: dict[str, float]):
+                 widths: dict[str, float], baselines: dict | None = None):
         self.zq, self.bq, self.widths = zq, bq, widths
         self.ucol = {f: j for j, f in enumerate(user_canon) if f is not None}
-        self._baselines: dict[tuple, float | None] = {}
+        # marginal -> typical MMD; the market passes a cache that lives until the world changes
+        self._baselines: dict[tuple, float | None] = {} if baselines is None else baselines
+        self._q_self: dict[tuple, float] = {}
 
     def shared(self, cand: Candidate) -> list[str]:
         return [f for f in cand.canonical if f in self.ucol]
@@ -70,8 +78,20 @@ class WorldSearch:
 
     def mmd(self, cand: Candidate, shared: list[str]) -> float:
         g, s = self.kernel(shared)
-        return marginal_mmd2(self.zq, self.bq, [self.ucol[f] for f in shared], cand.z, cand.beta,
-                             _cols(cand, shared), g, s)
+        key = tuple(shared)
+        zq = self.zq[:, [self.ucol[f] for f in shared]]
+        if key not in self._q_self:
+            self._q_self[key] = embedding_inner(zq, self.bq, zq, self.bq, g, s)
+        zc = cand.z[:, _cols(cand, shared)]
+        v = (self._q_self[key] + embedding_inner(zc, cand.beta, zc, cand.beta, g, s)
+             - 2.0 * embedding_inner(zq, self.bq, zc, cand.beta, g, s))
+        return max(v, 0.0)
+
+    @staticmethod
+    def cost(k_q: int, cand: Candidate) -> int:
+        """Kernel values :meth:`mmd` spends on a candidate."""
+        k = len(cand.beta)
+        return k_q * k + k * k
 
     def baseline(self, shared: list[str], pool: list[Candidate]) -> float | None:
         """The typical MMD between learnwares on this marginal (None with fewer than 2)."""
@@ -79,7 +99,14 @@ class WorldSearch:
         if key in self._baselines:
             return self._baselines[key]
         cover = [c for c in pool if set(shared) <= set(c.canonical)]
-        cover = sorted(cover, key=lambda c: _hash_rank(c.pk))[:BASELINE_SAMPLE]
+        sample, work = [], 0
+        for c in sorted(cover, key=lambda c: _hash_rank(c.pk)):
+            extra = len(c.beta) * (len(c.beta) + sum(len(o.beta) for o in sample))
+            if len(sample) >= BASELINE_SAMPLE or work + extra > BASELINE_BUDGET:
+                break
+            sample.append(c)
+            work += extra
+        cover = sample
         val = None
         if len(cover) >= 2:
             g, s = self.kernel(shared)

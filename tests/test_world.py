@@ -196,3 +196,18 @@ def test_world_follows_publish_and_withdraw_and_is_rebuilt_from_storage(market):
     dev.delete(a)
     [comp] = user.world()["components"]                      # the emptied island drops out
     assert comp["islands"] == [user.manifest(b).island_id] and comp["learnware_count"] == 1
+
+
+def test_world_search_work_is_bounded_and_says_so(market, monkeypatch):
+    from market_server import world_search
+    rng = np.random.default_rng(7)
+    _publish_sets(market, rng, [("a", "b", "c"), ("b", "c", "d")], n_per=3)
+    user = market.client()
+    sem = semantic("user", features=("a", "b", "d"))
+    X = rng.normal(size=(200, 3))
+    full = user.search(X, sem, max_results=10)
+    assert len(full.single) == 6 and not full.message
+    # room for about two learnwares: the island sharing most features comes first
+    monkeypatch.setattr(world_search, "WORK_BUDGET", 2 * (20 * 10 + 100) + 50)
+    res = user.search(X, sem, max_results=10)
+    assert 1 <= len(res.single) < 6 and "not evaluated" in res.message

@@ -203,9 +203,12 @@ def hetero_headline(het, hom, isl_name: str) -> list[str]:
 
 
 def hetero_report(out: Path, islands: str = "all", *, quick: bool = False, seed: int = 0,
-                  progress: bool = True, homogeneous: bool = True):
+                  progress: bool = True, homogeneous: bool = True,
+                  reference: Path | None = None):
     """Run the heterogeneous scenario (and the homogeneous reference for the same users), write
-    ``hetero_results.csv`` and print the tables and the issue's figures."""
+    ``hetero_results.csv`` and print the tables and the issue's figures. ``reference``: the
+    ``results.csv`` of a homogeneous ``lwm demo`` run with the same seed (and ``--quick``), read
+    instead of running the homogeneous market again."""
     import tempfile
     import warnings
     from .run import run_island
@@ -215,6 +218,10 @@ def hetero_report(out: Path, islands: str = "all", *, quick: bool = False, seed:
     out.mkdir(parents=True, exist_ok=True)
     names = ["txhousing", "vote"] if islands == "all" else [islands]
     het_rows, hom_rows = [], []
+    ref = None
+    if reference is not None and Path(reference).exists():
+        ref = pd.read_csv(reference)
+        homogeneous = False
     with tempfile.TemporaryDirectory(prefix="lwm-hetero-") as tmp:
         for name in names:
             het_rows.extend(run_hetero_island(name, Path(tmp), seed=seed, quick=quick,
@@ -223,7 +230,7 @@ def hetero_report(out: Path, islands: str = "all", *, quick: bool = False, seed:
                 hom_rows.extend(run_island(ISLANDS[name], Path(tmp), seed=seed, quick=quick,
                                            progress=progress))
     het = pd.DataFrame(het_rows)
-    hom = pd.DataFrame(hom_rows) if hom_rows else None
+    hom = pd.DataFrame(hom_rows) if hom_rows else ref
     het.to_csv(out / "hetero_results.csv", index=False, float_format="%.6f")
     pd.set_option("display.width", 160)
     for isl in het["island"].unique():
