@@ -145,6 +145,7 @@ def run_hetero_user(market: MarketClient, lws: dict, island, sp, feats: list[str
             add(n, "rkme_top1", top1, rule)
             add(n, "averaging", avg, rule)
     filled, scores, mix, mix_w = per_rule["auto"]
+    job = score(JobSelector(mix, random_state=seed).fit(X_all).predict(X_test))
     top = [filled[m.learnware_id] for m in res.single[:5]]
     rng = np.random.default_rng(seed)
     for n in (N_GRID if not quick else (0, 10, 50)):
