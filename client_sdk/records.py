@@ -57,6 +57,7 @@ class IslandInfo(_Record):
     learnware_count: int
     anchor_count: int | None = None
     created_at: int | None = None
+    component_id: str | None = None  # its component of the world (``islands()`` only)
 
 
 @dataclass(frozen=True)
