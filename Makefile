@@ -22,7 +22,6 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/lwm demo --out $(DEMO_OUT)
-	$(VENV)/bin/lwm demo --hetero --out $(DEMO_OUT) --reference $(DEMO_OUT)/results.csv
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -197,9 +197,13 @@ def hetero_headline(het, hom, isl_name: str) -> list[str]:
                     continue
                 gain_het = sign * (t.loc[m, n] - t.loc["market_mean", n])
                 gain_hom = sign * (h.loc[m, n] - h.loc["market_mean", n])
-                lines.append(f"  {m} n={n}: improvement over market_mean hetero "
-                             f"{gain_het:+.4f} vs homogeneous {gain_hom:+.4f} "
-                             f"({100 * gain_het / gain_hom:.0f}% kept)")
+                # the same users' homogeneous market_mean as the common reference
+                gain_ref = sign * (t.loc[m, n] - h.loc["market_mean", n])
+                lines.append(f"  {m} n={n}: {t.loc[m, n]:.4f} hetero vs {h.loc[m, n]:.4f} "
+                             f"homogeneous; improvement over each market's own market_mean "
+                             f"{gain_het:+.4f} vs {gain_hom:+.4f} "
+                             f"({100 * gain_het / gain_hom:.0f}% kept), over the homogeneous "
+                             f"market_mean {gain_ref:+.4f} ({100 * gain_ref / gain_hom:.0f}%)")
     return lines
 
 
