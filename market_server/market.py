@@ -115,6 +115,7 @@ class Market:
         self._refreshes = 0
         self._world = None  # (signature, World): rebuilt when an island's version moved
         self._world_baselines: dict = {}  # marginal -> typical MMD, for the current world
+        self._world_lock = threading.Lock()
         self._feature_info: dict[str, dict] = {}  # island key -> feature -> declared info
         self._feature_info_top = 0
         self._refining: dict[int, threading.Lock] = {}
@@ -491,9 +492,16 @@ class Market:
     def world(self):
         """The world of the market's islands, rebuilt whenever any island's version moved
         (publish, withdraw, kernel change; on start it is built on first use)."""
-        from .world import IslandNode, World
         rows = self.store.list_islands()
         sig = tuple((r.pk, r.version, r.kernel_version) for r in rows)
+        cached = self._world
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        with self._world_lock:  # one rebuild at a time (threaded workers)
+            return self._build_world(rows, sig)
+
+    def _build_world(self, rows, sig):
+        from .world import IslandNode, World
         cached = self._world
         if cached is not None and cached[0] == sig:
             return cached[1]
