@@ -9,7 +9,7 @@ written when these were dicts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,7 +57,8 @@ class IslandInfo(_Record):
     learnware_count: int
     anchor_count: int | None = None
     created_at: int | None = None
-    component_id: str | None = None  # its component of the world (``islands()`` only)
+    # its component of the world (``islands()`` only; not part of the island's identity)
+    component_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
