@@ -9,7 +9,7 @@ written when these were dicts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,8 +57,6 @@ class IslandInfo(_Record):
     learnware_count: int
     anchor_count: int | None = None
     created_at: int | None = None
-    # its component of the world (``islands()`` only; not part of the island's identity)
-    component_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -110,13 +110,8 @@ def text_search():
 @islands.get("/islands")
 def list_islands():
     m = market().market
-    world = m.world()
-    infos = [m.island_info(i, i.learnware_count) for i in m.store.list_islands()]
-    for info in infos:  # which component of the world each island is in (none when empty)
-        comp = world.component_of(info["island_id"])
-        if comp is not None:
-            info["component_id"] = comp.component_id
-    return signed("island_list", {"islands": infos})
+    return signed("island_list", {"islands": [m.island_info(i, i.learnware_count)
+                                              for i in m.store.list_islands()]})
 
 
 @islands.get("/islands/<island_id>")

@@ -266,9 +266,7 @@ KERNEL = Obj(required={"gamma": GAMMA, "scales": Array(ndim=1, max_elements=MAX_
 ISLAND_INFO = Obj(required={"island_id": ID, "semantic_key": HEX64,
                             "semantic": SEMANTIC_QUERY, "kernel": KERNEL,
                             "n_features": Int(lo=1, hi=MAX_FEATURES), "learnware_count": COUNT},
-                  optional={"anchor_count": COUNT, "created_at": TIMESTAMP,
-                            # the world's component the island belongs to (GET /v1/world)
-                            "component_id": ID})
+                  optional={"anchor_count": COUNT, "created_at": TIMESTAMP})
 
 ARTEFACT = Obj(required={"semantic_sha256": HEX64, "spec_sha256": HEX64,
                          "model_sha256": HEX64, "signature": SIG_B64})
