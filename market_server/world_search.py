@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learnware_core.kernels import embedding_inner
-from learnware_core.marginal import marginal_kernel, marginal_mmd2
+from learnware_core.marginal import marginal_kernel
 from learnware_core.simplex import simplex_qp
 
 BASELINE_SAMPLE = 30
@@ -110,8 +110,11 @@ class WorldSearch:
         val = None
         if len(cover) >= 2:
             g, s = self.kernel(shared)
-            v = [marginal_mmd2(a.z, a.beta, _cols(a, shared), b.z, b.beta, _cols(b, shared), g, s)
-                 for i, a in enumerate(cover) for b in cover[i + 1:]]
+            zs = [c.z[:, _cols(c, shared)] for c in cover]
+            own = [embedding_inner(z, c.beta, z, c.beta, g, s) for z, c in zip(zs, cover)]
+            v = [max(own[i] + own[j] - 2.0 * embedding_inner(zs[i], cover[i].beta, zs[j],
+                                                            cover[j].beta, g, s), 0.0)
+                 for i in range(len(cover)) for j in range(i + 1, len(cover))]
             val = float(np.median(v)) if np.median(v) > 0 else None
         self._baselines[key] = val
         return val
