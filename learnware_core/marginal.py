@@ -63,8 +63,9 @@ def conditional_fill(z, beta, shared, missing, X_shared, scales_shared,
     ``shared``), ``E[z_missing | z_shared ~ x]`` is estimated with weights
     ``beta_i k_S(x, z_i[shared])`` (Nadaraya-Watson on the spec). ``bandwidth`` multiplies the
     marginal kernel's width (0.3: a spec holds few points and a conditional relation is local;
-    at the search kernel's width the mean is smoothed toward the spec's overall mean). Rows far from every reduced point get the nearest points' values
-    (the weights are normalised in log space, so they never all vanish)."""
+    at the search kernel's width the mean is smoothed toward the spec's overall mean). Rows far
+    from every reduced point get the nearest points' values (the weights are normalised in log
+    space, so they never all vanish)."""
     z = np.asarray(z, dtype=np.float64)
     beta = np.clip(np.asarray(beta, dtype=np.float64), 0.0, None)
     X_shared = np.asarray(X_shared, dtype=np.float64)

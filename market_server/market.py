@@ -515,8 +515,8 @@ class Market:
                     slot.setdefault(f, v)
             self._feature_info_top = max(self._feature_info_top, lw.pk)
         nodes = [IslandNode(r.island_id, r.semantic, float(r.kernel["gamma"]),
-                            tuple(float(x) for x in r.kernel["scales"]), int(r.learnware_count or 0),
-                            self._feature_info.get(r.island_key, {}))
+                            tuple(float(x) for x in r.kernel["scales"]),
+                            int(r.learnware_count or 0), self._feature_info.get(r.island_key, {}))
                  for r in rows if r.learnware_count]
         world = World(nodes)
         self._world = (sig, world)
