@@ -205,6 +205,25 @@ def cmd_search(args) -> int:
     return EXIT_OK
 
 
+def cmd_world(args) -> int:
+    """The specification world: components of islands and the features that connect them."""
+    with _client(args) as c:
+        world = c.world()
+    lines = []
+    for comp in world["components"]:
+        lines.append(f"{comp['component_id']}: {comp['task_type']} {comp['target']!r} "
+                     f"({comp['objective']}), {len(comp['islands'])} island(s), "
+                     f"{comp['learnware_count']} learnware(s)")
+        for isl in comp["islands"]:
+            lines.append(f"  {isl}: {', '.join(world['island_features'].get(isl, []))}")
+        if comp["connecting_features"]:
+            lines.append(f"  connected by: {', '.join(comp['connecting_features'])}")
+    for m in world["matches"]:
+        lines.append(f"match: {m['feature']} = {m['matched']} (by {m['by']})")
+    _emit(args, "\n".join(lines) or "no islands yet", world)
+    return EXIT_OK
+
+
 def cmd_download(args) -> int:
     from learnware_core.modelfile import dump_model
     with _client(args) as c:
@@ -247,6 +266,12 @@ def cmd_localize(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.hetero:  # issue #15: developers and users with different feature sets
+        from client_sdk.demo.hetero import hetero_report
+        hetero_report(Path(args.out), args.island, quick=args.quick, seed=args.seed,
+                      progress=not args.json,
+                      reference=Path(args.reference) if args.reference else None)
+        return EXIT_OK
     from client_sdk.demo.run import run_demo
     run_demo(out=Path(args.out), islands=args.island, quick=args.quick, seed=args.seed,
              progress=not args.json, refine=not args.no_kernel_refinement)
@@ -358,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "only changes are downloaded again) and rank on this machine")
     sp.set_defaults(func=cmd_search)
 
+    sp = sub.add_parser("world", help="islands connected by shared features (the world)")
+    common(sp)
+    sp.set_defaults(func=cmd_world)
+
     sp = sub.add_parser("download", help="download and verify a learnware")
     common(sp)
     sp.add_argument("learnware_id")
@@ -410,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-kernel-refinement", action="store_true",
                     help="ablation: islands keep their base kernel (declared feature scales)")
+    sp.add_argument("--hetero", action="store_true",
+                    help="heterogeneous scenario: developers and users hold different feature "
+                    "sets; islands connect through shared features (with the homogeneous "
+                    "market for the same users side by side)")
+    sp.add_argument("--reference", default=None,
+                    help="with --hetero: results.csv of a homogeneous demo run (same seed) to "
+                    "compare with, instead of running the homogeneous market again")
     sp.set_defaults(func=cmd_demo)
     return p
 

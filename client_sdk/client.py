@@ -82,6 +82,12 @@ class Match:
     estimate: float | None = None
     uncertainty: float | None = None
     name: str | None = None  # the learnware's name, when the market sends it
+    # search across islands: the learnware's island, its inputs the user's columns cover
+    # ({its feature: user column}) and those the user lacks (to fill: client_sdk/fill.py)
+    island_id: str | None = None
+    covered: dict[str, str] | None = None
+    fill: list[str] | None = None
+    baseline_mmd: float | None = None  # the typical MMD on the same marginal (``mmd`` / it)
 
 
 @dataclass
@@ -108,6 +114,12 @@ class SearchResult:
     sent_metrics: dict[str, float] = field(default_factory=dict)
     anchors_ignored: int = 0
     n_rows_sent: int | None = None
+    # search across islands (the specification world): the component searched, its islands,
+    # the feature matches the market made and the user columns the mixture was weighed on
+    component_id: str | None = None
+    islands: list[str] = field(default_factory=list)
+    matches: list[dict] = field(default_factory=list)
+    mixture_features: list[str] = field(default_factory=list)
 
     @classmethod
     def from_body(cls, body: dict) -> "SearchResult":
@@ -122,6 +134,22 @@ class SearchResult:
                    message=body.get("message"), objective=body.get("objective"),
                    baseline_mmd=body.get("baseline_mmd"),
                    text_matches=list(body.get("text_matches", [])))
+
+    @classmethod
+    def from_world_body(cls, body: dict) -> "SearchResult":
+        """The answer of a search across the islands of a component (``world_search_result``)."""
+        mix = body.get("mixture")
+        single = [Match(m["learnware_id"], m["score"], m["mmd"], m["fit"], name=m.get("name"),
+                        island_id=m["island_id"], covered=dict(m["covered"]),
+                        fill=list(m["fill"]), baseline_mmd=m.get("baseline_mmd"))
+                  for m in body["single"]]
+        return cls(island_id=single[0].island_id if single else None, single=single,
+                   mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
+                                                        mix["score"], mix.get("mmd", 0.0)),
+                   message=body.get("message"), objective=body.get("objective"),
+                   component_id=body.get("component_id"), islands=list(body["islands"]),
+                   matches=list(body["matches"]),
+                   mixture_features=list(body.get("mixture_features", [])))
 
 
 class MarketClient:
@@ -147,6 +175,7 @@ class MarketClient:
         self.model_transfers = 0  # how many model files this client fetched over the network
         self._parsed: dict[str, Any] = {}  # sha256 -> model parsed from verified bytes
         self._islands: dict[str, tuple[float, IslandInfo]] = {}  # key -> (fetched at, info)
+        self._world_cache: tuple[float, dict] | None = None  # (fetched at, world body)
 
     def close(self) -> None:
         self._http.close()
@@ -322,6 +351,18 @@ class MarketClient:
         return [IslandInfo.from_body(i)
                 for i in self._get("/v1/islands", "island_list")["islands"]]
 
+    def world(self, *, max_age_s: float = 0.0) -> dict:
+        """The specification world: ``components`` (islands of one data type, task, target and
+        objective connected by shared features, with the features that connect them and one
+        kernel width per feature), ``island_features`` (each island's inputs as canonical
+        features) and the feature ``matches`` the market made (by name, alias, description)."""
+        hit = self._world_cache
+        if hit is not None and time.monotonic() - hit[0] <= max_age_s:
+            return hit[1]
+        body = self._get("/v1/world", "world")
+        self._world_cache = (time.monotonic(), body)
+        return body
+
     def island(self, semantic: dict, *, max_age_s: float = 0.0) -> IslandInfo | None:
         """The island of this semantic specification, or None when none exists yet.
 
@@ -485,6 +526,10 @@ class MarketClient:
             return SearchResult.from_body(
                 self._signed("POST", "/v1/search", "search", body, "search_result"))
         X = as_matrix(X_user, semantic["input_features"], name="X_user")
+        plan = self._world_plan(semantic)
+        if plan is not None:  # other islands share the user's features: search them all
+            return self._world_search(X, semantic, plan, int(max_results), k=k,
+                                      random_state=random_state)
         # One round trip: the requirement is fitted under the cached island's kernel and says
         # which version that is; the market answers kernel_changed (with its current kernel)
         # when it is stale, and the requirement is refitted once under that kernel.
@@ -506,6 +551,38 @@ class MarketClient:
                 island = self._island_to_search(semantic, max_age_s=0.0)
         self._same("island_id", body["island_id"], res["island_id"])
         return SearchResult.from_body(res)
+
+    #: how long a fetched world is reused by search (a publish elsewhere shows up after this)
+    WORLD_MAX_AGE_S = 10.0
+
+    def _world_plan(self, semantic: dict):
+        """``(component, {column: canonical feature})`` when the user's columns reach islands
+        other than exactly their own (or no exact island exists), else None (the one-island
+        search)."""
+        from .world_view import plan_for
+        return plan_for(self.world(max_age_s=self.WORLD_MAX_AGE_S), semantic)
+
+    def _world_search(self, X: np.ndarray, semantic: dict, plan, max_results: int, *, k: int,
+                      random_state: int) -> SearchResult:
+        """The requirement fitted on the user's columns that match a feature of the component,
+        under the component's kernel on them (only names cross the wire for the others)."""
+        from .world_view import requirement_kernel
+        comp, cols = plan
+        used = [c for c in semantic["input_features"] if c in cols]
+        idx = [list(semantic["input_features"]).index(c) for c in used]
+        gamma, scales = requirement_kernel(comp, [cols[c] for c in used])
+        spec = RKMESpec.fit_checked(X[:, idx], k=k, gamma=gamma, scales=scales,
+                                    random_state=random_state)
+        query = {f: semantic[f] for f in ISLAND_FIELDS}
+        query["input_features"] = used
+        for f in ("feature_info", "feature_map"):
+            if semantic.get(f):
+                query[f] = {c: v for c, v in semantic[f].items() if c in cols}
+        validate_semantic(query, query=True)
+        body = {"semantic": query, "requirement": spec.to_dict(), "max_results": max_results}
+        res = self._signed("POST", "/v1/search/world", "world_search", body,
+                           "world_search_result")
+        return SearchResult.from_world_body(res)
 
     def text_search(self, query: str, limit: int = 20) -> list[dict]:
         return self._get("/v1/learnwares", "search_result",

@@ -141,11 +141,24 @@ def get_island_by_key(key: str):
     return signed("island_info", m.island_info(island))
 
 
+@islands.get("/world")
+def world():
+    """The specification world: connected components of islands and their shared features."""
+    return signed("world", market().market.world_info())
+
+
 # --- search and anchors ----------------------------------------------------------------------
 @search.post("/search")
 def rkme_search():
     env = _envelope("search", "search")
     return signed("search_result", market().market.search(env.body), reply_to=env.nonce)
+
+
+@search.post("/search/world")
+def world_search():
+    env = _envelope("world_search", "search")
+    return signed("world_search_result", market().market.world_search(env.body),
+                  reply_to=env.nonce)
 
 
 @search.post("/anchors")

@@ -422,15 +422,14 @@ class Catalogue:
 
     # --- how islands connect (issue #15) --------------------------------------------------
     def connections(self) -> list[dict] | None:
-        """How islands connect, when the market exposes it: ``Market.island_connections()``
-        returning a list of components ``{"islands": [island ids], "features": [names]}``.
-        None when the market has no such method (the home page then leaves the section
-        out); a failure there is logged and hides only that section."""
-        fn = getattr(self.market, "island_connections", None)
-        if not callable(fn):
-            return None
+        """How islands connect (the specification world, market_server/world.py): each
+        component of two or more islands, ``{"islands": [island ids], "features": [the features
+        that connect them]}``. None when it cannot be read (logged; only that section of the
+        home page is left out)."""
         try:
-            return list(fn())
-        except (LearnwareError, ValueError, TypeError, RuntimeError):
+            components = self.market.world_info().get("components", [])
+        except (LearnwareError, ValueError, TypeError, RuntimeError, KeyError):
             log.exception("island connections unavailable")
             return None
+        return [{"islands": list(c["islands"]), "features": list(c.get("connecting_features", []))}
+                for c in components if len(c.get("islands", [])) > 1]

@@ -113,6 +113,11 @@ class Market:
         self.text = TextIndex()
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
+        self._world = None  # (signature, World): rebuilt when an island's version moved
+        self._world_baselines: dict = {}  # marginal -> typical MMD, for the current world
+        self._world_lock = threading.Lock()
+        self._feature_info: dict[str, dict] = {}  # island key -> feature -> declared info
+        self._feature_info_top = 0
         self._refining: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -482,6 +487,140 @@ class Market:
         """Bounded work whatever the market holds (see textindex.py)."""
         self.text.refresh(self.store)
         return self.text.search(query, limit)
+
+    # --- the specification world (market_server/world.py) -------------------------------
+    def world(self):
+        """The world of the market's islands, rebuilt whenever any island's version moved
+        (publish, withdraw, kernel change; on start it is built on first use)."""
+        rows = self.store.list_islands()
+        sig = tuple((r.pk, r.version, r.kernel_version) for r in rows)
+        cached = self._world
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        with self._world_lock:  # one rebuild at a time (threaded workers)
+            return self._build_world(rows, sig)
+
+    def _build_world(self, rows, sig):
+        from .world import IslandNode, World
+        cached = self._world
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        # feature descriptions: read only the learnwares published since the last build
+        _, new = self.store.live_text_since(self._feature_info_top)
+        for lw in new:
+            info = lw.semantic.get("feature_info") if isinstance(lw.semantic, dict) else None
+            if info:
+                slot = self._feature_info.setdefault(island_key(lw.semantic), {})
+                for f, v in info.items():
+                    slot.setdefault(f, v)
+            self._feature_info_top = max(self._feature_info_top, lw.pk)
+        nodes = [IslandNode(r.island_id, r.semantic, float(r.kernel["gamma"]),
+                            tuple(float(x) for x in r.kernel["scales"]),
+                            int(r.learnware_count or 0), self._feature_info.get(r.island_key, {}))
+                 for r in rows if r.learnware_count]
+        world = World(nodes)
+        self._world = (sig, world)
+        self._world_baselines = {}
+        return world
+
+    def world_info(self) -> dict:
+        return self.world().wire()
+
+    #: most islands a search across islands visits (those sharing most features first)
+    WORLD_MAX_ISLANDS = 64
+
+    def world_search(self, body: dict) -> dict:
+        """Search every island of the component the user's columns reach, by the marginal MMD
+        on the features each island shares with the user (market_server/world_search.py)."""
+        from .world_search import WORK_BUDGET, Candidate, WorldSearch
+        semantic, req, max_results = body["semantic"], body["requirement"], body["max_results"]
+        world = self.world()
+        comp, cols, matches = world.resolve_user(semantic)
+        out: dict[str, Any] = {"component_id": None, "single": [], "mixture": None,
+                               "islands": [], "matches": matches,
+                               "objective": semantic["objective"]}
+        if comp is None:
+            out["message"] = ("no island of this data type, task, target and objective shares "
+                              "an input feature with these columns")
+            return out
+        z, b = decode_points(req, "requirement")
+        user_cols = semantic["input_features"]
+        if z.shape[1] != len(user_cols) or z.shape[0] != len(b) or len(b) < 1:
+            raise LearnwareError(f"requirement has {z.shape[1]} features and {len(b)} weights "
+                                 f"for {z.shape[0]} points; it needs one column per input "
+                                 f"feature ({len(user_cols)}) and one weight per point",
+                                 code="spec_dimension", status=422, field="requirement.z")
+        if not on_simplex(b):
+            raise LearnwareError("requirement.beta must be non-negative and sum to 1",
+                                 code="spec_weights", status=422, field="requirement.beta")
+        seen: set[str] = set()
+        user_canon = []
+        for c in user_cols:  # a feature two columns map to counts once (the first column)
+            f = cols.get(c)
+            user_canon.append(f if f is not None and f not in seen else None)
+            seen.add(f)
+        widths = comp.widths
+        if not (np.abs(z[:, [j for j, f in enumerate(user_canon) if f]]
+                       / np.array([widths[f] for f in user_canon if f])) <= MAX_SCALED_COORD).all():
+            raise LearnwareError("requirement.z has coordinates far outside any data set",
+                                 code="bad_spec", status=422, field="requirement.z")
+        ws = WorldSearch(z, b, user_canon, widths,
+                         self._world_baselines.setdefault(comp.component_id, {}))
+        islands = sorted(comp.islands, key=lambda n: -len(set(world.canonical(n.island_id))
+                                                          & set(ws.ucol)))
+        pool: list[Candidate] = []
+        work, left_out = 0, 0
+        for node in islands[:self.WORLD_MAX_ISLANDS]:
+            island = self._island_of_key(island_key(node.semantic))
+            if island is None:
+                continue
+            idx = self.index(island)
+            canon = world.canonical(node.island_id)
+            taken = 0
+            for lw_id, pk in zip(idx.ids, idx.pks):
+                zz, bb = idx.points[pk]
+                cand = Candidate(lw_id, node.island_id, pk, zz, bb, node.features, canon)
+                work += ws.cost(len(b), cand)
+                if work > WORK_BUDGET:
+                    left_out += 1
+                    continue
+                pool.append(cand)
+                taken += 1
+            if taken:
+                out["islands"].append(node.island_id)
+        left_out += sum(n.learnware_count for n in islands[self.WORLD_MAX_ISLANDS:])
+        if left_out:
+            out["message"] = (f"{left_out} learnware(s) of the component were not evaluated "
+                              f"(the search's work bound); the islands sharing most features "
+                              f"with these columns came first")
+        out["component_id"] = comp.component_id
+        ranked = ws.rank(pool)
+        if not np.isfinite([r["mmd"] for r in ranked]).all():
+            raise LearnwareError("the requirement gives non-finite distances", code="bad_spec",
+                                 status=422, field="requirement")
+        inv = {f: c for c, f in zip(user_cols, user_canon) if f is not None}
+        for r in ranked[:max_results]:
+            cand = r["cand"]
+            ratio = r["ratio"]
+            score = float(max(0.0, 1.0 - ratio)) if ratio is not None else 0.0
+            fit = ("unknown" if ratio is None else "good" if ratio < 0.3 else "fair"
+                   if ratio < 0.7 else "poor")
+            covered = {cand.features[i]: inv[f] for i, f in enumerate(cand.canonical) if f in inv}
+            out["single"].append({"learnware_id": cand.learnware_id, "island_id": cand.island_id,
+                                  "mmd": float(r["mmd"]), "score": score, "fit": fit,
+                                  "covered": covered,
+                                  "fill": [f for f in cand.features if f not in covered],
+                                  "baseline_mmd": r["baseline"]})
+        self._name_matches(out["single"], None)
+        mix = ws.mixture(ranked, max_size=min(5, max_results))
+        if mix is not None:
+            chosen, w, v, common = mix
+            base = ws.baseline(common, pool)
+            out["mixture"] = {"learnware_ids": [r["cand"].learnware_id for r in chosen],
+                              "weights": [float(x) for x in w], "mmd": float(v),
+                              "score": float(max(0.0, 1.0 - v / base)) if base else 0.0}
+            out["mixture_features"] = [inv[f] for f in common]
+        return out
 
     # --- anchors --------------------------------------------------------------------------
     def profile(self, island: IslandRow):

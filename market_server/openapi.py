@@ -120,6 +120,11 @@ def openapi_document() -> dict:
                                 "schema": {"type": "string"}}, GET_NONCE]}},
             "/v1/search": {"post": _op("RKME search: ranked matches and a mixture",
                                        body="search")},
+            "/v1/world": {"get": _op("the specification world: components of islands that "
+                                     "share features, the features that connect them")},
+            "/v1/search/world": {"post": _op("search across the islands of a component: "
+                                             "marginal MMD on the features the user shares",
+                                             body="world_search")},
             "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},
             "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
                                          body="metrics_report")},

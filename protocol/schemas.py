@@ -215,6 +215,15 @@ FEATURE = Str(max_len=200, min_len=1)
 CLASS_LABEL = AnyOf(Int(lo=-MAX_LABEL_INT, hi=MAX_LABEL_INT), Str(max_len=200, min_len=1), what="an integer or a string label")
 METRIC = Str(choices=OBJECTIVES)
 
+# Per input feature: an optional description, unit and aliases (features as identities; matched
+# across islands by learnware_core/features.py). Not part of the island key.
+FEATURE_INFO = Map(FEATURE, Obj(required={}, optional={
+    "description": Str(max_len=500), "unit": Str(max_len=100),
+    "aliases": List(Str(max_len=200, min_len=1), max_items=8, unique=True)}),
+    max_items=MAX_FEATURES)
+# A user's columns mapped to known feature names (column -> feature).
+FEATURE_MAP = Map(FEATURE, FEATURE, max_items=MAX_FEATURES)
+
 SEMANTIC = Obj(
     required={"name": NAME, "description": Str(max_len=10_000),
               "data_type": Str(choices=DATA_TYPES), "task_type": Str(choices=TASK_TYPES),
@@ -223,7 +232,8 @@ SEMANTIC = Obj(
     optional={"tags": List(Str(max_len=100, min_len=1), max_items=100),
               "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000, min_items=2, unique=True),
-              "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES)})
+              "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES),
+              "feature_info": FEATURE_INFO})
 
 # What a user states about their task: the island-defining part, with free text optional.
 SEMANTIC_QUERY = Obj(
@@ -233,7 +243,8 @@ SEMANTIC_QUERY = Obj(
     optional={"name": Str(max_len=200), "description": Str(max_len=10_000),
               "tags": List(Str(max_len=100), max_items=100), "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000), "feature_scales":
-              Array(ndim=1, max_elements=MAX_FEATURES)})
+              Array(ndim=1, max_elements=MAX_FEATURES), "feature_info": FEATURE_INFO,
+              "feature_map": FEATURE_MAP})
 
 COUNT = Int(lo=0, hi=MAX_COUNT)
 TIMESTAMP = Int(lo=0, hi=MAX_TIMESTAMP)
@@ -320,6 +331,35 @@ METRICS_REPORT = Obj(required={"island_id": ID, "metric": METRIC,
                      optional={"more_anchors": Int(lo=0, hi=64),
                                "max_results": Int(lo=1, hi=100)})
 
+# --- the specification world (islands connected by shared features) ---------------------------
+FEATURE_MATCH = Obj(required={"feature": FEATURE, "matched": FEATURE,
+                              "by": Str(choices=("name", "alias", "description", "map"))})
+COMPONENT = Obj(required={"component_id": ID, "data_type": Str(choices=DATA_TYPES),
+                          "task_type": Str(choices=TASK_TYPES), "target": Str(max_len=200),
+                          "objective": METRIC,
+                          "islands": List(ID, min_items=1, max_items=MAX_COUNT),
+                          "features": List(FEATURE, max_items=MAX_COUNT),
+                          "connecting_features": List(FEATURE, max_items=MAX_COUNT),
+                          "scales": Array(ndim=1, max_elements=MAX_COUNT),
+                          "learnware_count": COUNT},
+                optional={"feature_info": FEATURE_INFO})
+WORLD = Obj(required={"components": List(COMPONENT, max_items=MAX_COUNT),
+                      "island_features": Map(ID, List(FEATURE, max_items=MAX_FEATURES),
+                                             max_items=MAX_COUNT),
+                      "matches": List(FEATURE_MATCH, max_items=MAX_COUNT)})
+WORLD_SEARCH = Obj(required={"semantic": SEMANTIC_QUERY, "requirement": RKME,
+                             "max_results": Int(lo=1, hi=100)})
+WORLD_MATCH = Obj(required={"learnware_id": ID, "island_id": ID, "mmd": NONNEG, "score": REAL,
+                            "fit": Str(choices=("good", "fair", "poor", "unknown")),
+                            "covered": FEATURE_MAP, "fill": List(FEATURE, max_items=MAX_FEATURES)},
+                  optional={"name": Str(max_len=200), "baseline_mmd": Nullable(NONNEG)})
+WORLD_SEARCH_RESULT = Obj(
+    required={"component_id": Nullable(ID), "single": List(WORLD_MATCH, max_items=100),
+              "mixture": Nullable(MIXTURE), "islands": List(ID, max_items=MAX_COUNT),
+              "matches": List(FEATURE_MATCH, max_items=MAX_FEATURES)},
+    optional={"message": Str(max_len=2000), "objective": Nullable(METRIC),
+              "mixture_features": List(FEATURE, max_items=MAX_FEATURES)})
+
 REASON = Str(max_len=MAX_REASON_CHARS)
 #: who withdrew a learnware (its developer or the market's operator), why and when.
 WITHDRAWAL = Obj(required={"reason": REASON, "by": Str(choices=("developer", "operator")),
@@ -383,6 +423,7 @@ MESSAGE_TYPES: dict[str, Node] = {
     "delete": DELETE, "delete_result": DELETE_RESULT, "error": ERROR,
     "market_keys": MARKET_KEYS,
     "island_digest": ISLAND_DIGEST, "spec_batch": SPEC_BATCH,
+    "world": WORLD, "world_search": WORLD_SEARCH, "world_search_result": WORLD_SEARCH_RESULT,
 }
 
 

@@ -88,4 +88,23 @@ def bodies():
                        "counts": encode_array(np.array([2])),
                        "z": encode_array(np.zeros((2, 3))),
                        "beta": encode_array(np.array([0.5, 0.5]))},
+        "world": {"components": [{
+            "component_id": "cmp_0123456789abcdef", "data_type": "table",
+            "task_type": "regression", "target": "y", "objective": "rmse",
+            "islands": ["isl-1", "isl-2"], "features": ["a", "b", "c", "d"],
+            "connecting_features": ["b", "c"], "scales": encode_array(np.ones(4)),
+            "learnware_count": 3,
+            "feature_info": {"b": {"description": "the b", "unit": "m", "aliases": ["B"]}}}],
+            "island_features": {"isl-1": ["a", "b", "c"], "isl-2": ["b", "c", "d"]},
+            "matches": [{"feature": "B", "matched": "b", "by": "name"}]},
+        "world_search": {"semantic": {**query(), "feature_map": {"a": "b"},
+                                      "feature_info": {"a": {"description": "x"}}},
+                         "requirement": rkme(), "max_results": 5},
+        "world_search_result": {
+            "component_id": "cmp_0123456789abcdef", "islands": ["isl-1", "isl-2"],
+            "single": [{"learnware_id": "lw-1", "island_id": "isl-2", "mmd": 0.1, "score": 0.5,
+                        "fit": "fair", "covered": {"b": "b"}, "fill": ["d"],
+                        "baseline_mmd": 0.2}],
+            "mixture": {"learnware_ids": ["lw-1"], "weights": [1.0], "mmd": 0.1, "score": 0.5},
+            "matches": [], "objective": "rmse", "mixture_features": ["b"]},
     }

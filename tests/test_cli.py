@@ -72,6 +72,10 @@ def test_cli_round_trip(world):
     res = json.loads(run(["localize", *m, "--semantic", str(tmp / "sem.json"), "--data",
                           str(tmp / "labelled.csv"), "--target", "y", "--json"], env).stdout)
     assert res["single"] and set(res["anchor_metrics"]) <= set(ids)
+    world = json.loads(run(["world", *m, "--json"], env).stdout)
+    assert len(world["components"]) == 1 and world["components"][0]["learnware_count"] >= 2
+    human = run(["world", *m], env).stdout
+    assert world["components"][0]["component_id"] in human and "island" in human
 
 
 def _has_parquet():

@@ -476,3 +476,41 @@ def test_scanner_finds_injected_values(audit):
     assert any("float64 <d" in f for f in found(leak))
     # (8) raw bytes in a non-JSON body
     assert any("float64" in f for f in found(b"\x00\x01" + struct.pack("<d", y[0])))
+
+
+# --------------------------------------------------------------------------------------------
+# search across islands (issue #15): only names and a requirement on the matched columns
+# --------------------------------------------------------------------------------------------
+def test_search_across_islands_sends_no_raw_value_and_no_unmatched_column(make_module_market):
+    from client_sdk.fill import fill_for
+    env = make_module_market()
+    rng = np.random.default_rng(15)
+    dev_X = []
+    for feats, shift in ((("a", "b", "c"), (0, 0, 0)), (("b", "c", "d"), (6, 0, 0))):
+        X = distinctive(rng, 200, shift)
+        dev_X.append(X)
+        env.client().publish(fitted_ridge(X, labels(rng, X, WEIGHTS[0])), X,
+                             semantic("hetero audit", features=feats))
+    rec = RecordingTransport(env.transport)
+    user = env.client(transport=rec)
+    X_user = np.column_stack([distinctive(rng, 300, SHIFTS[1]), rng.normal(size=300) * 7.3 + 11])
+    sem = semantic("hetero user", features=("a", "b", "d", "secret_column"))
+    res = user.search(X_user, sem)
+    assert res.component_id is not None and len(res.islands) == 2
+    paths = [httpx.URL(r.url).path for r in rec.requests]
+    assert "/v1/search/world" in paths and "/v1/search" not in paths
+    needles = Needles.of(X_user, "user feature")
+    for i, X in enumerate(dev_X):
+        needles.add(X, f"developer {i} feature")
+    assert scan_requests(rec.requests, needles) == []
+    [req] = [json.loads(r.body)["body"] for r in rec.requests if r.url.endswith("/search/world")]
+    assert req["semantic"]["input_features"] == ["a", "b", "d"]     # the unmatched column stays
+    z = decode_array(req["requirement"]["z"], field="z", ndim=2)
+    assert z.shape[1] == 3
+    # filling the missing inputs needs no request: only the downloads
+    lws = {m.learnware_id: user.download(m.learnware_id) for m in res.single}
+    before = len(rec.requests)
+    filled = fill_for(lws, res, sem["input_features"], X_user=X_user)
+    for f in filled:
+        assert f.model.predict(X_user).shape == (300,)
+    assert len(rec.requests) == before

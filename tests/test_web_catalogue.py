@@ -50,18 +50,21 @@ def test_home_lists_islands_with_counts_and_a_search_box(cat):
     assert '<strong class="count">9</strong>' in card and "(1 withdrawn)" in card
     assert "last publish 20" in card and "UTC" in card
     assert "&lt;/title&gt;&lt;script&gt;" in html  # the hostile island's target, escaped
-    assert 'id="island-connections"' not in html  # the market has no connections (issue #15)
+    assert 'id="island-connections"' not in html  # no two islands share features here
 
 
-def test_home_shows_island_connections_when_the_market_has_them(cat, monkeypatch):
+def test_home_shows_how_islands_connect(cat, monkeypatch):
+    """Components of the specification world with two or more islands, escaped; a lone
+    island's component is not a connection."""
     env, _ = cat
     market = env.state.market
-    monkeypatch.setattr(market, "island_connections", lambda: [
-        {"islands": ["isl-1", "isl-2"], "features": ["a", "<script>x</script>"]}],
-                        raising=False)
+    monkeypatch.setattr(market, "world_info", lambda: {"components": [
+        {"islands": ["isl-1", "isl-2"], "connecting_features": ["a", "<script>x</script>"]},
+        {"islands": ["isl-3"], "connecting_features": []}]})
     html = get(env, "/").text
     section = html.split('id="island-connections"', 1)[1].split("</section>", 1)[0]
     assert 'href="/islands/isl-2"' in section and "&lt;script&gt;x" in section
+    assert 'href="/islands/isl-3"' not in section
 
 
 def test_island_page_kernel_map_and_table(cat):
