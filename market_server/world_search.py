@@ -4,10 +4,11 @@ For each island of the component, ``S`` = the island's features the user holds. 
 learnware's reduced points restricted to ``S`` embed its marginal on ``S``
 (:mod:`learnware_core.marginal`), and so do the user's; their MMD under the component's kernel
 on ``S`` (one width per feature, ``market_server/world.py``) needs nothing but the specs the
-market holds and the requirement. Scores are comparable across islands: each MMD is divided by
-the typical MMD between learnwares on the *same* marginal (the median over pairs of a
-hash-chosen sample of the component's learnwares that cover ``S``), like an island's baseline in
-``search.py``.
+market holds and the requirement. Learnwares are ranked by that MMD; each result's fit figure
+(score, fit) divides it by the typical MMD between learnwares on the *same* marginal (the median
+over pairs of a hash-chosen sample of the component's learnwares that cover ``S``), like an
+island's baseline in ``search.py``. Ranking by the ratio erased, on txhousing, the discrepancy on
+the level features that predicts transfer (``benchmarks/hetero_diag.py``).
 
 The mixture: the simplex QP over the best candidates on the features that all of them share with
 the user (so it may combine learnwares of several islands).
