@@ -5,8 +5,9 @@
 
 Runs the heterogeneous scenario's market (``client_sdk/demo/hetero.py``: same developers, feature
 sets, users and seed), and for every user scores *every* reachable learnware by several rules:
-- ``market``: what ``POST /v1/search/world`` ranks by (marginal MMD / the marginal's baseline);
-- ``raw``: the same marginal MMD, not normalised;
+- ``ratio``: the marginal MMD of the reduced specs over the marginal's baseline (what
+  ``POST /v1/search/world`` ranked by before this diagnosis; now its fit figure);
+- ``raw``: the same marginal MMD, not normalised (what the market ranks by now);
 - ``island``: the spec-vs-requirement marginal MMD under the learnware's own island kernel
   restricted to the shared features (its gamma and scales, not the component's);
 - ``full``: the crude check -- marginal MMD on full samples (the user's rows against the
@@ -125,7 +126,7 @@ def _marginal(Xa, Xb, gamma, scales, cap=400, seed=0):
 
 def analyse(data: dict) -> None:
     widths, lw = data["widths"], data["lw"]
-    rules = ["market", "raw", "island", "full", "full_norm", "full_island"]
+    rules = ["ratio", "raw", "island", "full", "full_norm", "full_island"]
     per_rule = {r: {"rho": [], "top1": [], "set": []} for r in rules}
     summary = {"mean": [], "oracle": []}
     for u in data["users"]:
@@ -141,7 +142,7 @@ def analyse(data: dict) -> None:
             li, ui = [j for j, _ in pairs], [c for _, c in pairs]
             g = 1.0 / (2 * len(shared))
             s = np.array([widths[f] for f in shared])
-            keys["market"].append(m["mmd"] / m["baseline"] if m["baseline"] else np.inf)
+            keys["ratio"].append(m["mmd"] / m["baseline"] if m["baseline"] else np.inf)
             keys["raw"].append(m["mmd"])
             # learnware's own island kernel on the shared coordinates (the exact marginal)
             gi, si = info["gamma"], info["scales"][li]
