@@ -7,7 +7,9 @@ machine, from the workbench's own pages.
 * Host must be ``127.0.0.1:PORT`` or ``localhost:PORT``: a DNS-rebinding page (evil.example
   resolving to 127.0.0.1) sends its own Host and is refused.
 * every POST needs Origin = the workbench's own origin and the form's CSRF token.
-* every answer carries a Content-Security-Policy without scripts, framing or other origins.
+* every answer carries a Content-Security-Policy without scripts, framing or other origins,
+  and Referrer-Policy same-origin (not no-referrer: Chromium then sends ``Origin: null`` with
+  the workbench's own forms; links to the market carry no referrer either way).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ __all__ = ["install_guard", "csrf_token", "cookie_name", "CSP"]
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+           "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
            "Cross-Origin-Opener-Policy": "same-origin",
            "Cross-Origin-Resource-Policy": "same-origin", "Cache-Control": "no-store"}
 
