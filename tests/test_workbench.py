@@ -152,6 +152,10 @@ def test_data_owner_flow_by_path(user, env, island, tmp_path, app):
     # the panel: every request, decoded, and the audit passes
     sent = user.get("/sent").get_data(as_text=True)
     assert "/v1/search" in sent and "metrics_report" in sent and "search" in sent
+    # nor the file's name or folder
+    for rec in app.extensions["lwm_workbench"].recorder.sent():
+        blob = rec.url.encode() + rec.body + b"".join(v for _, v in rec.headers)
+        assert b"san_antonio" not in blob and str(tmp_path).encode() not in blob
     report = app.extensions["lwm_workbench"].audit()
     assert report.clean, [(f.value, f.how, f.where) for f in report.findings[:10]]
     assert "0 of " in sent and 'class="audit pass"' in sent

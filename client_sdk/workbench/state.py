@@ -142,8 +142,8 @@ class Workbench:
             raise WorkbenchError(f"the objective {objective!r} does not measure a "
                                  f"{task_type} task", "choose an objective of that task type")
         sem = {"data_type": "table", "task_type": task_type, "input_features": list(features),
-               "target": target_name or target or "target", "objective": objective,
-               "name": f"requirement from {o.source}"[:200]}
+               "target": target_name or target or "target", "objective": objective}
+        # no name: a search sends the semantic's name, and the file's would reveal a local path
         feats = df[features]
         complete = feats.notna().all(axis=1).to_numpy()
         X = as_matrix(feats[complete], features, name="the table")
