@@ -135,8 +135,8 @@ def describe(method: str, path: str, body: bytes, headers: dict) -> tuple[str, l
         return "unreadable body", [("(body)", f"{len(body):,} bytes")]
     if not isinstance(env, dict):
         return "JSON", [("(body)", _summary(env))]
+    _flatten("body", env.get("body"), fields)  # what the message says first, then who signs
     for k in ("sender", "aud", "ts", "nonce"):
         if k in env:
             fields.append((f"envelope.{k}", _summary(env[k])))
-    _flatten("body", env.get("body"), fields)
     return str(env.get("type", "JSON")), fields

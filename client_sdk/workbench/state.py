@@ -346,5 +346,10 @@ class Workbench:
             self._audit_cache = (key, report)
             return report
 
+    def forget_audit(self) -> None:
+        """Drop the cached audit (the next one is computed anew)."""
+        with self._lock:
+            self._audit_cache = None
+
     def close(self) -> None:
         self.client.close()
