@@ -3,6 +3,7 @@
 refreshes itself."""
 from __future__ import annotations
 
+import json
 import re
 
 from flask import (Blueprint, Response, current_app, redirect, render_template, request,
@@ -42,6 +43,18 @@ def _visible(text) -> str:
 @bench.app_template_filter("num")
 def _num(v, digits: int = 4) -> str:
     return "-" if v is None else f"{float(v):.{digits}g}"
+
+
+@bench.app_template_filter("cell")
+def _cell(v) -> str:
+    """A table cell of the local preview: floats to 6 significant digits."""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+@bench.app_template_filter("pretty")
+def _pretty(obj) -> str:
+    """JSON for reading (autoescaped by the template, invisible controls shown)."""
+    return _visible(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True))
 
 
 @bench.context_processor
