@@ -4,6 +4,7 @@ the "What left this machine" panel and its audit, and errors that say what to do
 from __future__ import annotations
 
 import csv
+import html as html_mod
 import re
 import io
 
@@ -127,7 +128,8 @@ def test_data_owner_flow_by_path(user, env, island, tmp_path, app):
     html = spec_page.get_data(as_text=True)
     assert spec_page.status_code == 200, html[:2000]
     assert 'id="spec-picture"' in html and html.count('class="reduced"') >= 5
-    assert '"input_features"' in html and "log_median" in html
+    shown = html_mod.unescape(html)
+    assert '"input_features": [' in shown and '"target": "yoy"' in shown
     results = follow_job(user, post(user, "/data/search", {}, csrf))
     html = results.get_data(as_text=True)
     assert results.status_code == 200, html[:2000]
