@@ -7,6 +7,7 @@ import csv
 import html as html_mod
 import re
 import io
+import time
 
 import numpy as np
 import pytest
@@ -29,13 +30,13 @@ def island():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, island):
-    import os
-    os.environ["LWM_CONFIG_DIR"] = str(tmp_path_factory.mktemp("wb-config"))
-    factory = MarketFactory("sqlite", tmp_path_factory.mktemp("wb-market"), None)
-    env = factory.make()
-    ids = publish_cities(lambda: env.client(), island, DEV_CITIES)
-    yield env, ids
-    factory.close()
+    with pytest.MonkeyPatch.context() as mp:  # pinned market keys: this module's own
+        mp.setenv("LWM_CONFIG_DIR", str(tmp_path_factory.mktemp("wb-config")))
+        factory = MarketFactory("sqlite", tmp_path_factory.mktemp("wb-market"), None)
+        env = factory.make()
+        ids = publish_cities(lambda: env.client(), island, DEV_CITIES)
+        yield env, ids
+        factory.close()
 
 
 @pytest.fixture
@@ -311,3 +312,31 @@ def test_an_unreachable_market_is_explained(tmp_path):
     html = c.get("/").get_data(as_text=True)
     assert "cannot reach the market" in html and "lwm serve" in html
     assert "What left this machine (1)" in html  # the failed request is in the panel
+
+
+def test_one_step_at_a_time(user, app):
+    import threading
+    wbench = app.extensions["lwm_workbench"]
+    gate = threading.Event()
+    job = wbench.runner.start("a long step", "/", lambda j: (j.stage("waiting"), gate.wait(30)))
+    page = user.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="1">' in page and "waiting" in page
+    csrf = csrf_of(user.get("/data").get_data(as_text=True))
+    busy = post(user, "/data/search", {}, csrf)
+    assert busy.status_code == 409 and "still running" in busy.get_data(as_text=True)
+    gate.set()
+    for _ in range(600):
+        if job.done:
+            break
+        time.sleep(0.05)
+    done = user.get(f"/jobs/{job.id}")
+    assert done.status_code == 303 and done.headers["Location"] == "/"
+    assert user.get("/jobs/nope").status_code == 404
+
+
+def test_the_ui_command_line():
+    from client_sdk.cli import build_parser
+    args = build_parser().parse_args(["ui", "--market", "http://m:1", "--port", "8123",
+                                      "--no-browser"])
+    assert (args.market, args.port, args.no_browser) == ("http://m:1", 8123, True)
+    assert args.func.__name__ == "cmd_ui"

@@ -16,6 +16,9 @@ log = logging.getLogger("lwm.workbench")
 
 __all__ = ["Job", "JobRunner", "BusyError"]
 
+#: finished steps whose page is kept
+MAX_JOBS = 100
+
 
 class BusyError(RuntimeError):
     """Another step is still running."""
@@ -47,6 +50,8 @@ class JobRunner:
                 raise BusyError(f"'{self.current.title}' is still running; wait for it to finish")
             job = Job(uuid.uuid4().hex[:12], title, then)
             self.jobs[job.id] = job
+            while len(self.jobs) > MAX_JOBS:  # the oldest (all done: one runs at a time)
+                self.jobs.pop(next(iter(self.jobs)))
             self.current = job
         threading.Thread(target=self._run, args=(job, fn), daemon=True,
                          name=f"workbench-{job.id}").start()
