@@ -340,3 +340,38 @@ def test_the_ui_command_line():
                                       "--no-browser"])
     assert (args.market, args.port, args.no_browser) == ("http://m:1", 8123, True)
     assert args.func.__name__ == "cmd_ui"
+
+
+def test_market_text_is_escaped_and_a_refused_signature_is_explained(user, env, tmp_path):
+    from tests.helpers import blob, fitted_ridge, linear_task, semantic
+    market, _ = env
+    rng = np.random.default_rng(3)
+    X = blob(rng, [1.5, 2.5, 3.5], n=120)
+    hostile = semantic("<script>alert('n')</script>\u202egpj.exe",
+                       description="<img src=x onerror=alert(1)> a hostile island",
+                       features=("hx1", "hx2", "hx3"), target="</td><script>alert(2)</script>")
+    market.client().publish(fitted_ridge(X, linear_task(rng, X, [1, 2, 3])), X, hostile)
+    table = tmp_path / "h.csv"
+    table.write_text("hx1,hx2,hx3\n" + "\n".join(f"{a:.4f},{b:.4f},{c:.4f}" for a, b, c in X))
+    csrf = csrf_of(user.get("/data").get_data(as_text=True))
+    post(user, "/data/load", {"path": str(table)}, csrf)
+    page = user.get("/data/setup").get_data(as_text=True)
+    assert "&lt;/td&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in page  # the island's target
+    assert "<script>" not in page
+    isl = re.search(r"/data/setup\?island=(isl-\d+)", page).group(1)
+    form = {"features": ["hx1", "hx2", "hx3"], "target": "",
+            "target_name": hostile["target"], "task_type": "regression"}
+    follow_job(user, post(user, "/data/task", form, csrf))
+    results = follow_job(user, post(user, "/data/search", {}, csrf)).get_data(as_text=True)
+    assert isl in results
+    assert "&lt;script&gt;alert(&#39;n&#39;)&lt;/script&gt;\u27e8U+202E\u27e9gpj.exe" in results
+    assert "<script>" not in results and "\u202e" not in results
+    # a market that signs with another key than the pinned one: refused, and said so
+    from client_sdk.workbench import create_app as make
+    app = make(market.url, Identity.generate(), port=PORT, token=TOKEN,
+               transport=market.transport, cache_dir=tmp_path / "c",
+               market_key=Identity.generate().public_key_b64)
+    c = workbench_client(app)
+    login(c, TOKEN)
+    home = c.get("/").get_data(as_text=True)
+    assert "now signs with another key" in home and "What to do" in home
