@@ -227,7 +227,7 @@ def test_a_developer_publishes(session, workbench, market, island, tmp_path):
     page.click("#nav-sent")  # any page: the header's links
     page.goto(workbench[0] + "/dev")
     page.fill("#model_path", str(model))
-    page.fill("#table_path", str(table))
+    page.set_input_files("#table_file", str(table))  # handed to the local app by the form
     page.click("#dev-load")
     page.wait_for_url(re.compile(r"/dev/setup$"))
     page.locator("a.use-island").first.click()
