@@ -278,6 +278,17 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def cmd_ui(args) -> int:
+    """The local workbench (client_sdk.workbench): a web app on 127.0.0.1 for this user."""
+    from client_sdk.workbench import serve
+    from protocol.identity import Identity
+    saved = Path(args.identity).expanduser().exists()
+    ident = _identity(args) if saved else Identity.generate()
+    serve(args.market, ident, port=args.port, open_browser=not args.no_browser,
+          market_key=args.market_key, identity_saved=saved)
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------
 def cmd_certify(args) -> int:
     """The operator (``--identity``) certifies a developer key to publish on its market."""
@@ -427,6 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clip", type=float, default=None,
                     help="largest absolute residual counted (with --epsilon for rmse/mae)")
     sp.set_defaults(func=cmd_localize)
+
+    sp = sub.add_parser("ui", help="the local workbench: use the market from a web page on "
+                        "this machine", description="Serve the workbench on 127.0.0.1 (only): "
+                        "load a table, search, reuse and export predictions, or publish a model, "
+                        "without writing code; see every request sent to the market. Prints "
+                        "(and opens) its address, which carries a random access token.")
+    common(sp)
+    sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
+    sp.add_argument("--no-browser", action="store_true", help="print the address only")
+    sp.set_defaults(func=cmd_ui)
 
     sp = sub.add_parser("demo", help="the main job: a market of sales models helps new users",
                         description="Starts a real market server on loopback, publishes one "
