@@ -326,6 +326,22 @@ DELETE = Obj(required={"learnware_id": ID}, optional={"reason": REASON})
 DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()},
                     optional={"withdrawn": Nullable(WITHDRAWAL)})
 
+# A requirement in words ranked (GET /v1/describe): learnwares and islands with scores and why.
+WORD_LIST = List(Str(max_len=64), max_items=64)
+DESCRIBE_RESULT = Obj(
+    required={"query": Str(max_len=500), "ranker": Str(choices=("lexical", "semantic", "hybrid")),
+              "learnwares": List(Obj(
+                  required={"learnware_id": ID, "island_id": ID, "name": Str(max_len=200),
+                            "score": REAL, "lexical": NONNEG, "cosine": Nullable(REAL),
+                            "matched_words": Map(Str(max_len=64), WORD_LIST, max_items=16),
+                            "best_passage": Nullable(Str(max_len=64))}), max_items=50),
+              "islands": List(Obj(
+                  required={"island_id": ID, "score": REAL, "best_learnware_id": ID,
+                            "matching_learnwares": COUNT,
+                            "task_type": Str(max_len=64), "target": Str(max_len=200),
+                            "n_features": Int(lo=0, hi=MAX_FEATURES)}), max_items=50),
+              "indexed": COUNT, "pending": COUNT, "embedding": Str(max_len=300)})
+
 ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_len=20_000)},
             optional={"field": Nullable(Str(max_len=1000)),
                       "details": Nullable(List(Obj(required={"code": Str(), "message": Str()},
@@ -341,6 +357,7 @@ MESSAGE_TYPES: dict[str, Node] = {
     "metrics_report": METRICS_REPORT, "localization_result": SEARCH_RESULT,
     "download_manifest": DOWNLOAD_MANIFEST,
     "delete": DELETE, "delete_result": DELETE_RESULT, "error": ERROR,
+    "describe_result": DESCRIBE_RESULT,
 }
 
 

@@ -71,4 +71,14 @@ def bodies():
         "delete": {"learnware_id": "lw-1"},
         "delete_result": {"learnware_id": "lw-1", "deleted": True},
         "error": {"code": "bad_message", "message": "nope", "field": "body.x"},
+        "describe_result": {
+            "query": "monthly home sales", "ranker": "hybrid",
+            "learnwares": [{"learnware_id": "lw-1", "island_id": "isl-1", "name": "tx",
+                            "score": 0.03, "lexical": 4.2, "cosine": 0.61,
+                            "matched_words": {"description": ["home", "sale"]},
+                            "best_passage": "description"}],
+            "islands": [{"island_id": "isl-1", "score": 0.03, "best_learnware_id": "lw-1",
+                         "matching_learnwares": 1, "task_type": "regression",
+                         "target": "yoy", "n_features": 9}],
+            "indexed": 1, "pending": 0, "embedding": "ready"},
     }
