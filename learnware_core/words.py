@@ -110,6 +110,10 @@ class BM25Ranker:
         self.k1, self.b = k1, b
 
     def fit(self, docs: list[dict[str, str]]) -> "BM25Ranker":
+        return self.fit_words([{f: words(t) for f, t in doc.items()} for doc in docs])
+
+    def fit_words(self, docs: list[dict[str, list[str]]]) -> "BM25Ranker":
+        """``fit`` on documents already split by :func:`words` (an index keeps them)."""
         weights = dict(FIELDS)
         vocab: dict[str, int] = {}
         rows, cols, vals = [], [], []
@@ -118,8 +122,7 @@ class BM25Ranker:
         for i, doc in enumerate(docs):
             counts: dict[int, float] = {}
             per_field: dict[str, set[str]] = {}
-            for field, text in doc.items():
-                ws = words(text)
+            for field, ws in doc.items():
                 per_field[field] = set(ws)
                 w = weights.get(field, 1)
                 for t in ws:

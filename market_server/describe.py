@@ -82,6 +82,7 @@ class _Doc:
     island_key: str
     texts: dict[str, str]
     passages: list[tuple[str, str]] = field(default_factory=list)
+    words: dict[str, list[str]] = field(default_factory=dict)
 
 
 class DescribeIndex:
@@ -110,7 +111,8 @@ class DescribeIndex:
             return
         texts = learnware_texts(semantic)
         doc = _Doc(pk, learnware_id, str(semantic.get("name", ""))[:200],
-                   island_key(semantic), texts, passages(texts))
+                   island_key(semantic), texts, passages(texts),
+                   {f: words(t) for f, t in texts.items()})
         self.docs[pk] = doc
         if self.embedder is not None:
             self._pending.extend(t for _, t in doc.passages if _hash(t) not in self._vectors)
@@ -191,7 +193,7 @@ class DescribeIndex:
         key = self._version
         if self._lexical is None or self._lexical[0] != key:
             pks = sorted(self.docs)
-            ranker = BM25Ranker().fit([self.docs[pk].texts for pk in pks])
+            ranker = BM25Ranker().fit_words([self.docs[pk].words for pk in pks])
             self._lexical = (key, pks, ranker)
         return self._lexical[1], self._lexical[2]
 
@@ -241,12 +243,10 @@ class DescribeIndex:
                 mat, owner, fields = self._passage_matrix(pks)
                 if len(owner):
                     sims = mat @ self.embedder.encode([text])[0]
-                    order = np.argsort(-sims, kind="stable")
-                    for p in order:  # best passage per document first
-                        d = int(owner[p])
-                        if d not in best_field:
-                            best_field[d] = fields[p]
-                            cos[d] = float(sims[p])
+                    np.maximum.at(cos, owner, sims.astype(np.float64))
+                    best = np.flatnonzero(sims >= cos[owner])  # each document's best passage
+                    for p in best[::-1]:  # the first of equal passages wins
+                        best_field[int(owner[p])] = fields[p]
             has_vec = np.isfinite(cos)
             if used == "lexical":
                 score = bm25

@@ -103,6 +103,15 @@ def openapi_document() -> dict:
                                                     params=["key"])},
             "/v1/search": {"post": _op("RKME search: ranked matches and a mixture",
                                        body="search")},
+            "/v1/describe": {"get": {**_op("a requirement in words: ranked islands and "
+                                           "learnwares with scores and the words matched "
+                                           "(describe_result)"), "parameters": [
+                {"name": "q", "in": "query", "required": True,
+                 "schema": {"type": "string", "maxLength": 500}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                {"name": "ranker", "in": "query", "schema": {
+                    "type": "string", "enum": ["auto", "lexical", "semantic", "hybrid"]}},
+                GET_NONCE]}},
             "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},
             "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
                                          body="metrics_report")},

