@@ -40,6 +40,9 @@ MAX_PASSAGES = 8
 #: RRF constant and the weight of each ranker in the hybrid (lexical, semantic)
 RRF_K = 60.0
 HYBRID_WEIGHTS = (1.0, 1.0)
+#: passages the background thread embeds at a time: a query's own embedding waits for the
+#: model at most this long (one batch, ~0.2 s on one core)
+EMBED_BATCH = 16
 
 
 class QueryTooLong(LearnwareError):
@@ -135,8 +138,12 @@ class DescribeIndex:
                     self.add(r.pk, r.learnware_id, r.semantic)
             else:
                 live = set(store.live_ids())
-                for pk in [pk for pk in self.docs if pk not in live]:
+                gone = [pk for pk in self.docs if pk not in live]
+                for pk in gone:
                     self.remove(pk)
+                if gone:  # the vectors of passages no live learnware holds any more
+                    keep = {_hash(t) for d in self.docs.values() for _, t in d.passages}
+                    self._vectors = {h: v for h, v in self._vectors.items() if h in keep}
                 for r in store.live_semantics(sorted(pk for pk in live
                                                      if pk not in self.docs)):
                     self.add(r.pk, r.learnware_id, r.semantic)
@@ -164,7 +171,8 @@ class DescribeIndex:
             return
         while True:
             with self._lock:
-                batch, self._pending = self._pending[:256], self._pending[256:]
+                batch = self._pending[:EMBED_BATCH]
+                self._pending = self._pending[EMBED_BATCH:]
             batch = list(dict.fromkeys(t for t in batch if _hash(t) not in self._vectors))
             if not batch:
                 with self._lock:

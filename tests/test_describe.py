@@ -233,3 +233,45 @@ def test_without_the_model_the_market_answers_lexically(words_market, monkeypatc
     res = env.client().describe("monthly home-sales growth for a small Texas town")
     assert res["ranker"] == "lexical" and res["embedding"] == "off"
     assert res["learnwares"][0]["learnware_id"] == ids["tx"]
+
+
+class _SlowEmbedder:
+    """Stands in for the model: ready, but each passage takes 50 ms to embed."""
+    status = "ready"
+    ready = True
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+
+    def start(self):
+        pass
+
+    def wait(self, timeout=None):
+        return True
+
+    def encode(self, texts):
+        import time
+        with self.lock:
+            time.sleep(0.05 * len(texts))
+        out = np.ones((len(texts), describe_mod.DIM), dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_queries_never_wait_for_the_embedding_of_the_market(make_market):
+    """A new learnware's passages are embedded in the background: a query at once answers with
+    what is embedded (pending counted), waiting at most one small batch, not the whole set."""
+    env = make_market(describe_embeddings="off")
+    dev = env.client()
+    X = blob(np.random.default_rng(0), (0, 0, 0), n=60)
+    long = " ".join(f"word{i}" for i in range(describe_mod.PASSAGE_WORDS * 7))
+    for i in range(3):
+        dev.publish(fitted_ridge(X, X.sum(axis=1)), X + 4 * i,
+                    semantic(f"river {i}", description=long, tags=[f"t{i}"]), k=10)
+    index = env.state.market.words
+    index.embedder = _SlowEmbedder()
+    res = env.client().describe("river")  # ~24 passages: 1.2 s if embedded on the request
+    assert res["ranker"] == "hybrid" and res["pending"] > 0 and len(res["learnwares"]) == 3
+    assert env.state.market.words.wait_embedded(timeout=30)
+    res = env.client().describe("river")
+    assert res["pending"] == 0 and all(m["cosine"] is not None for m in res["learnwares"])
