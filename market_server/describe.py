@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,8 @@ HYBRID_WEIGHTS = (1.0, 1.0)
 #: passages the background thread embeds at a time: a query's own embedding waits for the
 #: model at most this long (one batch, ~0.2 s on one core)
 EMBED_BATCH = 16
+#: query embeddings kept
+QUERY_CACHE = 256
 
 
 class QueryTooLong(LearnwareError):
@@ -104,6 +107,7 @@ class DescribeIndex:
         self._version = 0  # bumped when docs or vectors change
         self._lock = threading.RLock()
         self._worker: threading.Thread | None = None
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -220,6 +224,17 @@ class DescribeIndex:
             self._matrix = (self._version, mat, np.asarray(owner, dtype=np.int64), fields)
         return self._matrix[1], self._matrix[2], self._matrix[3]
 
+    def _query_vector(self, text: str) -> np.ndarray:
+        """The query's embedding; the last QUERY_CACHE ones are kept (a user refining a
+        search, the catalogue and the CLI asking the same words)."""
+        v = self._queries.pop(text, None)
+        if v is None:
+            v = self.embedder.encode([text])[0]
+        self._queries[text] = v
+        while len(self._queries) > QUERY_CACHE:
+            self._queries.popitem(last=False)
+        return v
+
     def query(self, text: str, limit: int = 10, ranker: str = "auto") -> dict:
         """Ranked islands and learnwares for ``text``; see the module docstring."""
         if len(text) > MAX_QUERY_CHARS:
@@ -250,7 +265,7 @@ class DescribeIndex:
             if used != "lexical":
                 mat, owner, fields = self._passage_matrix(pks)
                 if len(owner):
-                    sims = mat @ self.embedder.encode([text])[0]
+                    sims = mat @ self._query_vector(text)
                     np.maximum.at(cos, owner, sims.astype(np.float64))
                     best = np.flatnonzero(sims >= cos[owner])  # each document's best passage
                     for p in best[::-1]:  # the first of equal passages wins
