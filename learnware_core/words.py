@@ -2,8 +2,8 @@
 
 Pure numeric/text code (no I/O): the market indexes with it, and a client could rank a
 catalogue it holds with the same code. The lexical ranker is always available; the sentence
-embedding (market_server/embedder.py) is an optional extra, fused with it by
-:func:`reciprocal_rank_fusion`.
+embedding (market_server/embedder.py) is an optional extra, mixed with it by :func:`score_mix`
+(equal weights; reciprocal-rank fusion, also here, ranked a little worse: docs/RESULTS.md).
 
 Words are normalised (case, accents, width), split at anything that is not a letter or digit
 (``log_median`` -> ``log``, ``median``), English stop words dropped, and lightly stemmed so that
@@ -173,6 +173,14 @@ def ranks(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     if valid is not None:
         r[~valid] = np.inf
     return r
+
+
+def score_mix(lexical: np.ndarray, cosine: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """``weight`` x BM25 / (the query's best BM25) + (1 - weight) x cosine: both in about
+    [0, 1] for one query. A cosine that is not known yet (``nan``) counts 0."""
+    top = float(lexical.max()) if len(lexical) else 0.0
+    lex = lexical / top if top > 0 else np.zeros_like(lexical)
+    return weight * lex + (1 - weight) * np.nan_to_num(cosine, nan=0.0)
 
 
 def reciprocal_rank_fusion(rank_lists: list[np.ndarray], weights: list[float] | None = None,

@@ -9,7 +9,8 @@ descriptions and a model card). Two rankers over it:
   embedding with the best passage of each learnware (passages of at most PASSAGE_WORDS words,
   at most MAX_PASSAGES per learnware, cached by their text's hash).
 
-With both, the answer is their reciprocal-rank fusion ("hybrid"). Passages are embedded in a
+With both, the answer mixes their scores with equal weights ("hybrid": BM25 scaled by the
+query's best, plus the cosine). Passages are embedded in a
 background thread after the index learns of a learnware: a query never waits for them, and
 ranks the ones not yet embedded by their words alone (the answer counts them as ``pending``).
 An island scores as its best learnware. Every query is bounded (MAX_QUERY_CHARS, refused past
@@ -25,8 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from learnware_core.semantic import island_key
-from learnware_core.words import (BM25Ranker, ranks, reciprocal_rank_fusion, semantic_texts,
-                                  words)
+from learnware_core.words import BM25Ranker, score_mix, semantic_texts, words
 from protocol.errors import LearnwareError
 
 from .embedder import DIM, Embedder
@@ -38,9 +38,9 @@ MAX_RESULTS = 50
 MAX_DOCS = 100_000
 PASSAGE_WORDS = 100
 MAX_PASSAGES = 8
-#: RRF constant and the weight of each ranker in the hybrid (lexical, semantic)
-RRF_K = 60.0
-HYBRID_WEIGHTS = (1.0, 1.0)
+#: the lexical ranker's weight in the hybrid (its BM25 scaled by the query's best; the rest is
+#: the cosine): equal weights, not tuned (0.3 to 0.7 all rank within 0.01: docs/RESULTS.md)
+LEXICAL_WEIGHT = 0.5
 #: passages the background thread embeds at a time: a query's own embedding waits for the
 #: model at most this long (one batch, ~0.2 s on one core)
 EMBED_BATCH = 16
@@ -276,15 +276,13 @@ class DescribeIndex:
                 order = np.lexsort((np.arange(n), -bm25))
                 order = [i for i in order if bm25[i] > 0]
             else:
-                r_sem = ranks(np.where(has_vec, cos, -np.inf), has_vec)
                 if used == "semantic":
                     score = np.where(has_vec, cos, 0.0)
                     order = [i for i in np.argsort(-score, kind="stable") if has_vec[i]]
                 else:
-                    r_lex = ranks(bm25, bm25 > 0)
-                    score = reciprocal_rank_fusion([r_lex, r_sem], list(HYBRID_WEIGHTS),
-                                                   k=RRF_K)
-                    order = [i for i in np.argsort(-score, kind="stable") if score[i] > 0]
+                    score = score_mix(bm25, np.where(has_vec, cos, np.nan), LEXICAL_WEIGHT)
+                    order = [i for i in np.argsort(-score, kind="stable")
+                             if bm25[i] > 0 or has_vec[i]]
             hits = []
             for i in order:
                 doc = self.docs[pks[i]]

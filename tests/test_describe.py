@@ -275,3 +275,10 @@ def test_queries_never_wait_for_the_embedding_of_the_market(make_market):
     assert env.state.market.words.wait_embedded(timeout=30)
     res = env.client().describe("river")
     assert res["pending"] == 0 and all(m["cosine"] is not None for m in res["learnwares"])
+
+
+def test_score_mix_scales_bm25_and_counts_unknown_cosines_as_zero():
+    from learnware_core.words import score_mix
+    s = score_mix(np.array([4.0, 2.0, 0.0]), np.array([0.1, 0.9, np.nan]))
+    assert s == pytest.approx([0.5 + 0.05, 0.25 + 0.45, 0.0])
+    assert score_mix(np.zeros(2), np.array([0.3, 0.2])).tolist() == pytest.approx([0.15, 0.1])
