@@ -14,8 +14,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# WORDS=0 leaves out the words extra (torch + a sentence-embedding model, ~70 s and ~1 GB):
+# its tests then skip, saying so. torch==2.13.0 goes first: see pyproject.toml.
+WORDS ?= 1
+
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	if [ "$(WORDS)" = "1" ]; then $(PY) -m pip install --quiet torch==2.13.0 && \
+		$(PY) -m pip install --quiet -e '.[dev,words]'; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -221,6 +221,36 @@ def cmd_world(args) -> int:
     for m in world["matches"]:
         lines.append(f"match: {m['feature']} = {m['matched']} (by {m['by']})")
     _emit(args, "\n".join(lines) or "no islands yet", world)
+def _find_text(res: dict) -> str:
+    """Ranked islands and learnwares for a requirement in words, with the words that matched."""
+    lines = [f"ranker: {res['ranker']} over {res['indexed']} learnwares (embedding: "
+             f"{res['embedding']}" + (f", {res['pending']} passages pending" if res["pending"]
+                                      else "") + ")"]
+    if not res["learnwares"]:
+        lines.append("no learnware matches these words")
+        return "\n".join(lines)
+    lines.append("islands:")
+    for i, isl in enumerate(res["islands"], 1):
+        lines.append(f"{i:2d}. {isl['island_id']}  score {isl['score']:.4g}  "
+                     f"{isl['task_type']} of {isl['target']!r} from {isl['n_features']} "
+                     f"features; best {isl['best_learnware_id']} "
+                     f"({isl['matching_learnwares']} matching)")
+    lines.append("learnwares:")
+    for i, lw in enumerate(res["learnwares"], 1):
+        why = "; ".join(f"{f}: {', '.join(ws)}" for f, ws in lw["matched_words"].items())
+        cos = "" if lw["cosine"] is None else f"  cosine {lw['cosine']:.3f}"
+        passage = f"  best passage: {lw['best_passage']}" if lw["best_passage"] else ""
+        lines.append(f"{i:2d}. {_named(lw['learnware_id'], lw['name'])}  "
+                     f"score {lw['score']:.4g}  bm25 {lw['lexical']:.3g}{cos}")
+        if why or passage:
+            lines.append(f"      matched {why or 'no word'}{passage}")
+    return "\n".join(lines)
+
+
+def cmd_find(args) -> int:
+    with _client(args) as c:
+        res = c.describe(args.requirement, limit=args.limit, ranker=args.ranker)
+    _emit(args, _find_text(res), res)
     return EXIT_OK
 
 
@@ -397,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("world", help="islands connected by shared features (the world)")
     common(sp)
     sp.set_defaults(func=cmd_world)
+    sp = sub.add_parser("find", help="find islands and learnwares from your task in words",
+                        description="Sends only the words you give (GET /v1/describe): the "
+                        "market ranks its learnwares' public texts for them.")
+    common(sp)
+    sp.add_argument("requirement", help="your task in words (at most 500 characters)")
+    sp.add_argument("--limit", type=int, default=10)
+    sp.add_argument("--ranker", choices=["auto", "lexical", "semantic", "hybrid"],
+                    default="auto")
+    sp.set_defaults(func=cmd_find)
 
     sp = sub.add_parser("download", help="download and verify a learnware")
     common(sp)

@@ -152,6 +152,10 @@ class SearchResult:
                    mixture_features=list(body.get("mixture_features", [])))
 
 
+#: characters of a requirement in words (the market refuses longer ones: describe.py)
+MAX_DESCRIBE_CHARS = 500
+
+
 class MarketClient:
     """Talks to one market. ``transport`` swaps the HTTP transport (e.g. an in-process app)."""
 
@@ -587,6 +591,20 @@ class MarketClient:
     def text_search(self, query: str, limit: int = 20) -> list[dict]:
         return self._get("/v1/learnwares", "search_result",
                          params={"q": query, "limit": limit})["text_matches"]
+
+    def describe(self, requirement: str, limit: int = 10, *, ranker: str = "auto") -> dict:
+        """Islands and learnwares ranked for a requirement in words, with scores and the
+        words each matched (``ranker``: auto, lexical, semantic or hybrid). The text is sent
+        to the market as it is: it is what the user chose to tell (docs/SECURITY.md)."""
+        if not isinstance(requirement, str) or not requirement.strip():
+            raise ValueError("describe needs a non-empty requirement text")
+        if len(requirement) > MAX_DESCRIBE_CHARS:
+            raise ValueError(f"a requirement is at most {MAX_DESCRIBE_CHARS} characters "
+                             f"(this one has {len(requirement)})")
+        res = self._get("/v1/describe", "describe_result",
+                        params={"q": requirement, "limit": int(limit), "ranker": ranker})
+        self._same("query", requirement, res["query"])
+        return res
 
     # --- download ---------------------------------------------------------------------------
     def manifest(self, learnware_id: str, *, include_withdrawn: bool = False) -> Manifest:

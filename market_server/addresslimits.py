@@ -60,9 +60,9 @@ def install_address_limits(app: Flask, config: ServerConfig, prefix: str = "lwm"
                       strategy="sliding-window-counter", headers_enabled=False,
                       key_prefix=prefix, in_memory_fallback_enabled=True)
     views = app.view_functions
-    if text:  # the API's text search and the catalogue's search page share one budget
+    if text:  # the API's text searches and the catalogue's search page share one budget
         shared_text = limiter.shared_limit(text, scope="text")
-        for endpoint in ("learnwares.text_search", "web.search"):
+        for endpoint in ("learnwares.text_search", "web.search", "search.describe"):
             if endpoint in views:
                 views[endpoint] = shared_text(views[endpoint])
     if publish:  # publishes and deletes of one address share one budget

@@ -117,6 +117,18 @@ def text_search():
                                     "text_matches": matches})
 
 
+@search.get("/describe")
+def describe():
+    """A requirement in words (``q``) -> ranked islands and learnwares, with why."""
+    try:
+        limit = int(request.args.get("limit", "10"))
+    except ValueError:
+        raise LearnwareError("limit must be an integer", code="bad_query", field="limit")
+    body = market().market.describe(request.args.get("q", ""), limit,
+                                    request.args.get("ranker", "auto")[:20])
+    return signed("describe_result", body)
+
+
 # --- islands ----------------------------------------------------------------------------------
 @islands.get("/islands")
 def list_islands():

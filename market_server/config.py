@@ -70,6 +70,9 @@ class ServerConfig:
     #: the market operator's base64 Ed25519 public key (``lwm serve --operator-key``): a
     #: ``delete`` it signs withdraws any learnware. None: only developers withdraw their own.
     operator_key: str | None = None
+    #: the sentence-embedding ranker of requirements in words (market_server/describe.py):
+    #: "auto" (used when the ``words`` extra is installed) or "off" (lexical only).
+    describe_embeddings: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def resolved_db_url(self) -> str:

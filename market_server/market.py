@@ -31,6 +31,8 @@ from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex
 from .storage import NotFound, Store, learnware_public_id, parse_id
 from .textindex import TextIndex
+from .describe import DescribeIndex
+from .embedder import Embedder
 
 
 log = logging.getLogger("market_server")
@@ -111,6 +113,7 @@ class Market:
                                      config.max_profile_learnwares)
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self.text = TextIndex()
+        self.words = DescribeIndex(None if config.describe_embeddings == "off" else Embedder())
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._world = None  # (signature, World): rebuilt when an island's version moved
@@ -621,6 +624,10 @@ class Market:
                               "score": float(max(0.0, 1.0 - v / base)) if base else 0.0}
             out["mixture_features"] = [inv[f] for f in common]
         return out
+    def describe(self, query: str, limit: int = 10, ranker: str = "auto") -> dict:
+        """Islands and learnwares ranked for a requirement in words (describe.py)."""
+        self.words.refresh(self.store)
+        return self.words.query(query, limit, ranker)
 
     # --- anchors --------------------------------------------------------------------------
     def profile(self, island: IslandRow):

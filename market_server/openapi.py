@@ -125,6 +125,15 @@ def openapi_document() -> dict:
             "/v1/search/world": {"post": _op("search across the islands of a component: "
                                              "marginal MMD on the features the user shares",
                                              body="world_search")},
+            "/v1/describe": {"get": {**_op("a requirement in words: ranked islands and "
+                                           "learnwares with scores and the words matched "
+                                           "(describe_result)"), "parameters": [
+                {"name": "q", "in": "query", "required": True,
+                 "schema": {"type": "string", "maxLength": 500}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                {"name": "ranker", "in": "query", "schema": {
+                    "type": "string", "enum": ["auto", "lexical", "semantic", "hybrid"]}},
+                GET_NONCE]}},
             "/v1/anchors": {"post": _op("anchor learnwares of an island", body="anchor_request")},
             "/v1/localize": {"post": _op("locate learnwares from anchor metrics",
                                          body="metrics_report")},

@@ -398,6 +398,21 @@ SPEC_BATCH = Obj(required={"island_id": ID, "pks": Array(ndim=1, max_elements=MA
                            "counts": Array(ndim=1, max_elements=MAX_COUNT),
                            "z": Array(ndim=2, max_elements=MAX_ARRAY_ELEMENTS),
                            "beta": Array(ndim=1, max_elements=MAX_ARRAY_ELEMENTS)})
+# A requirement in words ranked (GET /v1/describe): learnwares and islands with scores and why.
+WORD_LIST = List(Str(max_len=64), max_items=64)
+DESCRIBE_RESULT = Obj(
+    required={"query": Str(max_len=500), "ranker": Str(choices=("lexical", "semantic", "hybrid")),
+              "learnwares": List(Obj(
+                  required={"learnware_id": ID, "island_id": ID, "name": Str(max_len=200),
+                            "score": REAL, "lexical": NONNEG, "cosine": Nullable(REAL),
+                            "matched_words": Map(Str(max_len=64), WORD_LIST, max_items=16),
+                            "best_passage": Nullable(Str(max_len=64))}), max_items=50),
+              "islands": List(Obj(
+                  required={"island_id": ID, "score": REAL, "best_learnware_id": ID,
+                            "matching_learnwares": COUNT,
+                            "task_type": Str(max_len=64), "target": Str(max_len=200),
+                            "n_features": Int(lo=0, hi=MAX_FEATURES)}), max_items=50),
+              "indexed": COUNT, "pending": COUNT, "embedding": Str(max_len=300)})
 
 ERROR = Obj(required={"code": Str(max_len=100, min_len=1), "message": Str(max_len=20_000)},
             optional={"field": Nullable(Str(max_len=1000)),
@@ -424,6 +439,7 @@ MESSAGE_TYPES: dict[str, Node] = {
     "market_keys": MARKET_KEYS,
     "island_digest": ISLAND_DIGEST, "spec_batch": SPEC_BATCH,
     "world": WORLD, "world_search": WORLD_SEARCH, "world_search_result": WORLD_SEARCH_RESULT,
+    "describe_result": DESCRIBE_RESULT,
 }
 
 

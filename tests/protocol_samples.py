@@ -107,4 +107,14 @@ def bodies():
                         "baseline_mmd": 0.2}],
             "mixture": {"learnware_ids": ["lw-1"], "weights": [1.0], "mmd": 0.1, "score": 0.5},
             "matches": [], "objective": "rmse", "mixture_features": ["b"]},
+        "describe_result": {
+            "query": "monthly home sales", "ranker": "hybrid",
+            "learnwares": [{"learnware_id": "lw-1", "island_id": "isl-1", "name": "tx",
+                            "score": 0.03, "lexical": 4.2, "cosine": 0.61,
+                            "matched_words": {"description": ["home", "sale"]},
+                            "best_passage": "description"}],
+            "islands": [{"island_id": "isl-1", "score": 0.03, "best_learnware_id": "lw-1",
+                         "matching_learnwares": 1, "task_type": "regression",
+                         "target": "yoy", "n_features": 9}],
+            "indexed": 1, "pending": 0, "embedding": "ready"},
     }

@@ -252,6 +252,9 @@ def audit(make_module_market):
     start = len(rec.requests)
     result = user.search(X_user, SEM)
     phases["search"] = rec.requests[start:]
+    start = len(rec.requests)
+    user.describe("monthly sales growth in a small town")
+    phases["describe"] = rec.requests[start:]
     X_small = distinctive(rng, 40, SHIFTS[2])
     y_small = labels(rng, X_small, WEIGHTS[2])
     start = len(rec.requests)
@@ -330,6 +333,16 @@ def test_the_session_really_happened(audit):
 def test_no_raw_value_in_any_request(audit):
     findings = scan_requests(audit["rec"].requests, _all_needles(audit))
     assert findings == [], "raw data left the client:\n" + "\n".join(findings[:20])
+
+
+def test_describe_sends_only_the_words_given(audit):
+    """A requirement in words is the user's own text, sent as they chose: one GET whose query
+    string holds exactly that text, the limit and the ranker, and no body."""
+    [req] = audit["phases"]["describe"]
+    url = httpx.URL(req.url)
+    assert req.method == "GET" and url.path == "/v1/describe" and not req.body
+    assert dict(url.params) == {"q": "monthly sales growth in a small town", "limit": "10",
+                                "ranker": "auto"}
 
 
 def test_model_files_hold_no_training_rows(audit):

