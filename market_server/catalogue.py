@@ -112,6 +112,7 @@ class SpecSummary:
     gamma: float
     under_current_kernel: bool
     features: list[tuple[str, float, float]]  # name, weighted mean, weighted sd of z
+    dp: dict | None = None  # the (epsilon, delta) budget the developer declared (issue #19)
 
 
 @dataclass(frozen=True)
@@ -392,7 +393,8 @@ class Catalogue:
         return SpecSummary(int(len(beta)), float(1.0 / float((b ** 2).sum())), float(b.max()),
                            norm, fitted,
                            bool(np.isclose(fitted, gamma, rtol=1e-9, atol=0)),
-                           [(str(n), float(m), float(s)) for n, m, s in zip(names, mean, sd)])
+                           [(str(n), float(m), float(s)) for n, m, s in zip(names, mean, sd)],
+                           dict(row.spec["dp"]) if isinstance(row.spec.get("dp"), dict) else None)
 
     def model_type(self, sha: str) -> str:
         """The type a model file holds (cached by sha256)."""

@@ -175,6 +175,10 @@ def test_dp_publish_of_30_rows_is_stored_and_returned(market, seeded_noise):
                       dp={"epsilon": 1.0, "delta": 1e-5, "bounds": BOUNDS})
     man = market.client().manifest(lid)
     assert man.spec["dp"]["epsilon"] == 1.0 and man.spec["dp"]["mechanism"] == "gaussian-rff"
+    with market.http() as http:  # the catalogue shows the declared budget
+        page = http.get(f"/learnwares/{lid}").text
+    budget = page.split('id="dp-budget"', 1)[1].split("</p>", 1)[0]
+    assert "ε = 1," in budget and "gaussian-rff" in budget
     # the new island's declared scales come from the bounds, not from the rows
     from protocol.encoding import decode_array
     sc = decode_array(man.semantic["feature_scales"], field="s", ndim=1)
