@@ -51,6 +51,14 @@ def _client(args, need_identity: bool = False):
                         certificate=getattr(args, "certificate", None))
 
 
+def _printable(text: str) -> str:
+    """Developer text for a terminal: control characters (escape sequences that could rewrite
+    the screen, bidi overrides) shown as ``<U+001B>``, newlines and tabs kept."""
+    import unicodedata
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf")
+                   else f"<U+{ord(c):04X}>" for c in text)
+
+
 def _emit(args, human: str, data: Any) -> None:
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True, default=str))
@@ -163,6 +171,13 @@ def cmd_spec(args) -> int:
 def cmd_publish(args) -> int:
     from learnware_core.modelfile import load_model
     sem = _read_semantic(args.semantic)
+    if args.model_card:
+        from protocol.errors import ArgumentError
+        try:
+            sem["model_card"] = Path(args.model_card).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArgumentError(f"cannot read the model card {args.model_card}: {exc}",
+                                field="model_card") from exc
     model = load_model(Path(args.model).read_bytes())
     df = _read_table(args.data)
     with _client(args, need_identity=True) as c:
@@ -189,8 +204,16 @@ def cmd_download(args) -> int:
     path = out / f"{lw.id}.skops"
     path.write_bytes(dump_model(lw.model))
     (out / f"{lw.id}.semantic.json").write_text(json.dumps(lw.semantic, indent=1))
-    _emit(args, f"{lw.id}: {type(lw.model).__name__}, verified developer signature -> {path}",
-          {"learnware_id": lw.id, "path": str(path), "model": type(lw.model).__name__})
+    human = f"{lw.id}: {type(lw.model).__name__}, verified developer signature -> {path}"
+    if lw.model_card:
+        card = out / f"{lw.id}.model_card.md"
+        card.write_text(lw.model_card, encoding="utf-8")
+        human += (f"\nmodel card (signed by the developer) -> {card}:\n\n"
+                  f"{_printable(lw.model_card)}")
+    else:
+        human += "\n(no model card)"
+    _emit(args, human, {"learnware_id": lw.id, "path": str(path), "model": type(lw.model).__name__,
+                        "model_card": lw.model_card})
     return EXIT_OK
 
 
@@ -296,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "semantic spec's input_features as columns")
     sp.add_argument("--semantic", required=True, help="semantic specification (JSON)")
     sp.add_argument("-k", type=int, default=100)
+    sp.add_argument("--model-card", default=None,
+                    help="markdown file: intended use, training data in words, limits, licence "
+                         "(signed with the semantic specification)")
     sp.add_argument("--certificate", default=None, help="the operator's publisher certificate "
                     "(JSON from lwm certify), for markets that admit only certified publishers")
     sp.set_defaults(func=cmd_publish)

@@ -30,3 +30,7 @@ MAX_MODEL_BYTES = 150_000_000
 #: characters of a withdrawal reason.
 MAX_REASON_CHARS = 1000
 
+#: characters of a learnware's model card (markdown in its semantic specification).
+MAX_MODEL_CARD_CHARS = 20_000
+#: characters of a usage report's comment.
+MAX_REPORT_COMMENT_CHARS = 500

@@ -19,7 +19,8 @@ from .encoding import decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .objectives import WIRE_OBJECTIVES
 from .limits import (MAX_COUNT, MAX_FEATURES, MAX_LABEL_INT, MAX_METRIC, MAX_MODEL_BYTES,
-                     MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
+                     MAX_MODEL_CARD_CHARS, MAX_REAL, MAX_REASON_CHARS, MAX_REPORT_COMMENT_CHARS,
+                     MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = WIRE_OBJECTIVES
 TASK_TYPES = ("classification", "regression")
@@ -222,7 +223,10 @@ SEMANTIC = Obj(
     optional={"tags": List(Str(max_len=100, min_len=1), max_items=100),
               "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000, min_items=2, unique=True),
-              "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES)})
+              "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES),
+              # markdown: intended use, training data in words, limits, licence. Signed with
+              # the rest of the semantic spec; not part of the island key.
+              "model_card": Str(max_len=MAX_MODEL_CARD_CHARS)})
 
 # What a user states about their task: the island-defining part, with free text optional.
 SEMANTIC_QUERY = Obj(
