@@ -51,7 +51,8 @@ GET_DOMAIN = b"learnware-market/get/v1\n"
 _FIELDS = {"v", "type", "sender", "ts", "nonce", "body", "sig"}
 _OPTIONAL = {"reply_to", "aud"}
 # Messages a client sends to a market: each names its market in ``aud``; answers never do.
-REQUEST_TYPES = frozenset({"publish", "delete", "search", "anchor_request", "metrics_report"})
+REQUEST_TYPES = frozenset({"publish", "delete", "search", "anchor_request", "metrics_report",
+                           "usage_report"})
 
 
 class NonceStore(Protocol):

@@ -267,7 +267,10 @@ def audit(make_module_market):
         loc_error = "market_server.anchors lacks " + ", ".join(
             f for f in needed if not hasattr(anchors, f))
     phases["localize"] = rec.requests[start:]
-    return {"env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
+    start = len(rec.requests)  # a signed usage report on the rows the user localised with
+    receipt = user.report("lw-3", X_small, y_small, reuse="averaging", comment="worked well")
+    phases["report"] = rec.requests[start:]
+    return {"receipt": receipt, "env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
             "y_user": y_user, "X_small": X_small, "y_small": y_small, "result": result,
             "loc_result": loc_result, "loc_error": loc_error, "phases": phases}
 
@@ -368,6 +371,23 @@ def test_localize_sends_metrics_never_labels(audit):
         assert not labels_set & {float(v) for v in rep["values"].values()}
     res = audit["loc_result"]
     assert res.single and res.anchors
+
+
+def test_usage_report_sends_one_metric_never_labels(audit):
+    reqs = audit["phases"]["report"]
+    posts = [r for r in reqs if r.method == "POST"]
+    assert [httpx.URL(r.url).path for r in posts] == ["/v1/learnwares/lw-3/reports"]
+    n = Needles.of(audit["y_small"], "user label")
+    n.add(audit["X_small"], "user feature")
+    assert scan_requests(reqs, n) == []
+    # GETs (manifest, model) carry nothing of the user's; the POST only these fields
+    assert all(not r.body for r in reqs if r.method == "GET")
+    body = json.loads(posts[0].body)["body"]
+    assert set(body) == {"learnware_id", "metric", "value", "n_rows", "reuse", "comment"}
+    assert body["n_rows"] == bucket_rows(len(audit["y_small"])) != len(audit["y_small"])
+    assert body["value"] == audit["receipt"].sent != audit["receipt"].value  # rounded, jittered
+    assert float(body["value"]) not in {float(v) for v in audit["y_small"]}
+    assert body["metric"] == "rmse" and body["reuse"] == "averaging"
 
 
 def test_scanner_finds_injected_values(audit):
