@@ -75,6 +75,14 @@ def _named(learnware_id: str, name: str | None) -> str:
     return f"{learnware_id:10s}" + (f" {name!r}" if name else "")
 
 
+def _reports_text(m) -> str:
+    r = getattr(m, "reports", None)
+    if not r or not r.get("count"):
+        return ""
+    return (f"  [{r['count']} user report(s): median {r['metric']} {r['median']:.4g}, "
+            f"middle half {r['q1']:.4g}-{r['q3']:.4g}]")
+
+
 def _result_text(res) -> str:
     """A search answer: the ranked learnwares (with names), then the mixture."""
     lines = [f"island {res.island_id or '-'}" + (f"  objective {res.objective}"
@@ -85,7 +93,7 @@ def _result_text(res) -> str:
         est = (f"  expected {res.objective} about {m.estimate:.4g}"
                if m.estimate is not None else "")
         lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  score {m.score:.3f}  "
-                     f"mmd {m.mmd:.4g}  fit {m.fit}{est}")
+                     f"mmd {m.mmd:.4g}  fit {m.fit}{est}{_reports_text(m)}")
     if res.mixture:
         parts = ", ".join(f"{i} x{w:.2f}" for i, w in zip(res.mixture.learnware_ids,
                                                           res.mixture.weights))
@@ -121,7 +129,7 @@ def _localize_text(res) -> str:
         est = ("expected unknown" if m.estimate is None else
                f"expected {m.estimate:.4g}" + (f" +/- {m.uncertainty:.2g}"
                                                if m.uncertainty is not None else ""))
-        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  {est}")
+        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  {est}{_reports_text(m)}")
     if res.anchor_metrics:
         lines.append(f"anchors measured here ({obj}: exact local value -> value sent):")
         for lid, value in res.anchor_metrics.items():
@@ -241,6 +249,24 @@ def cmd_localize(args) -> int:
     data = _result_dict(res)
     data["recommended"] = "mixture" if res.mixture else "single"
     _emit(args, _localize_text(res), data)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    df = _read_table(args.data)
+    if args.target not in df.columns:
+        from protocol.errors import ArgumentError
+        raise ArgumentError(f"{args.data} has no column {args.target!r}", field="target")
+    with _client(args, need_identity=True) as c:
+        r = c.report(args.learnware_id, df.drop(columns=[args.target]),
+                     df[args.target].to_numpy(), reuse=args.reuse, comment=args.comment)
+    s = r.summary
+    human = (f"reported on {r.learnware_id}: {r.metric} {r.value:.6g} measured here on "
+             f"{len(df)} rows; sent {r.sent:.6g} on {r.n_rows_sent} rows (rounded, jittered), "
+             f"reuse {r.reuse}" + (" (replaced your earlier report)" if r.replaced else "")
+             + f"\n{r.learnware_id} now has {s['count']} report(s): median {s['metric']} "
+             f"{s['median']:.4g} (middle half {s['q1']:.4g}-{s['q3']:.4g})")
+    _emit(args, human, _result_dict(r))
     return EXIT_OK
 
 
@@ -386,6 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clip", type=float, default=None,
                     help="largest absolute residual counted (with --epsilon for rmse/mae)")
     sp.set_defaults(func=cmd_localize)
+
+    sp = sub.add_parser("report", help="send a signed usage report on a learnware you reused",
+                        description="Runs the learnware here on your labelled rows and sends "
+                        "only the island objective's value (rounded, jittered), the row count "
+                        "(1-2-5 grid), how you reused it and an optional comment. One report "
+                        "per key and learnware: a new one replaces yours.")
+    common(sp)
+    sp.add_argument("learnware_id")
+    sp.add_argument("--data", required=True, help="your labelled rows (CSV/Parquet)")
+    sp.add_argument("--target", required=True, help="the label column of --data")
+    sp.add_argument("--reuse", default="direct",
+                    choices=["direct", "averaging", "ensemble_pruning", "job_selector",
+                             "feature_augment", "other"], help="how you reused it")
+    sp.add_argument("--comment", default=None, help="a short public comment (<= 500 chars)")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("demo", help="the main job: a market of sales models helps new users",
                         description="Starts a real market server on loopback, publishes one "

@@ -185,3 +185,61 @@ def test_schema_4_is_upgraded_to_5(market):
     assert versions == [4, SCHEMA_VERSION] == [4, 5] and "usage_reports" in tables
     assert store.reports(learnware_pks=[1]) == []
     store.dispose()
+
+
+def test_catalogue_page_shows_reports_escaped(island):
+    from tests.web_helpers import RLO, check_page_safe
+    env, dev, ids, data = island
+    with env.http() as http:
+        assert "No usage reports yet" in http.get(f"/learnwares/{ids[0]}").text
+    env.client().report(ids[0], *data[0], comment="<script>alert(1)</script>" + RLO + "x")
+    env.client().report(ids[0], *data[0], reuse="job_selector")
+    with env.http() as http:
+        r = http.get(f"/learnwares/{ids[0]}")
+    assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    head, rest = html.split('<div class="model-card" dir="auto">', 1)
+    check_page_safe(head + rest.split("</div>", 1)[1])
+    section = html.split('id="usage-reports"', 1)[1].split("</section>", 1)[0]
+    assert "<strong>2</strong> users reported rmse" in section
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\u27e8U+202E\u27e9x" in section
+    assert "job_selector" in section
+
+
+def test_cli_report_download_card_and_search_show_reports(island, tmp_path, monkeypatch,
+                                                          capsys):
+    import json
+
+    import pandas as pd
+
+    from client_sdk import cli
+    env, dev, ids, data = island
+    me = Identity.generate()
+    monkeypatch.setattr(cli, "_client", lambda args, need_identity=False: env.client(me))
+    X, y = data[0]
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    df["y"] = y
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    argv = ["report", ids[0], "--data", str(tmp_path / "rows.csv"), "--target", "y",
+            "--reuse", "averaging", "--comment", "fine \x1b[2J"]
+    assert cli.main(argv) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"reported on {ids[0]}: rmse" in out and "1 report(s)" in out
+    assert cli.main(argv + ["--json"]) == cli.EXIT_OK
+    res = json.loads(capsys.readouterr().out)
+    assert res["replaced"] is True and res["summary"]["count"] == 1
+    assert cli.main(["download", ids[0], "--out", str(tmp_path / "dl")]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "model card (signed by the developer)" in out and "for *tests*" in out
+    assert (tmp_path / "dl" / f"{ids[0]}.model_card.md").read_text() == SEM["model_card"]
+    df.drop(columns=["y"]).to_csv(tmp_path / "user.csv", index=False)
+    (tmp_path / "sem.json").write_text(json.dumps(SEM))
+    assert cli.main(["search", "--semantic", str(tmp_path / "sem.json"), "--data",
+                     str(tmp_path / "user.csv")]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "[1 user report(s): median rmse" in out
+
+
+def test_cli_prints_model_cards_without_obeying_control_characters():
+    from client_sdk.cli import _printable
+    assert _printable("a\x1b[2Jb\u202ec\nd\te") == "a<U+001B>[2Jb<U+202E>c\nd\te"

@@ -188,6 +188,7 @@ def learnware(learnware_id: str):
     others = cat.by_developer(row.developer_key_id, per_page=10)
     return render_template("web/learnware.html", lw=row, island=isl,
                            spec=cat.spec_summary(row, isl), others=others,
+                           reports=cat.usage_reports(row),
                            model_type=None if row.withdrawn else cat.model_type(row.model_sha256))
 
 
