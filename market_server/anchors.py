@@ -1023,8 +1023,10 @@ def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
     * the prior over tasks is ``(sum_r omega_r w_r + prior_strength / N) / (sum_r omega_r +
       prior_strength)``: tasks that real users resembled become likelier a priori;
     * each reported model's shift is the weighted mean of ``log(g_rj + phi) - log(mu_rj +
-      phi)`` (reported vs estimated loss for that reporter), over ``sum omega + shrink``:
-      the herded pseudo-data's systematic misjudgements of a model, corrected by real users.
+      phi)`` over ``sum omega + shrink``, where ``mu_rj`` is the profile's estimate of the
+      reporter's loss on model j from its *other* reported values (leave one out: its own value
+      would pull the estimate toward itself): the herded pseudo-data's systematic
+      misjudgements of a model, corrected by real users (reporters of one value add none).
     """
     N = profile.n
     phi = _floor(profile.loss)
@@ -1048,10 +1050,15 @@ def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
         total += omega
         used += 1
         g = np.maximum(np.asarray(to_loss(profile.objective, vals), dtype=float), 0.0)
-        for a, gj in zip(post.A, g):
-            resid[a] += omega * (math.log(gj + phi) - math.log(max(post.mean[a], 0.0) + phi))
+        counts[post.A] += 1
+        if len(ids) < 2:
+            continue  # nothing to predict its one value from
+        for k, (a, gj) in enumerate(zip(post.A, g)):
+            # the profile's prediction of this value from the reporter's *other* values
+            loo = _posterior(profile, ids[:k] + ids[k + 1:], vals[:k] + vals[k + 1:],
+                             int(n_rows))
+            resid[a] += omega * (math.log(gj + phi) - math.log(max(loo.mean[a], 0.0) + phi))
             rweight[a] += omega
-            counts[a] += 1
     prior = (acc + prior_strength / N) / (total + prior_strength)
     return ReportPrior(log_prior=np.log(np.maximum(prior, 1e-300)),
                        shift=resid / (rweight + shrink), counts=counts, reporters=used)
