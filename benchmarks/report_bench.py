@@ -163,9 +163,10 @@ def main(argv=None) -> int:
                     help="labelled rows a reporting user localised with")
     ap.add_argument("--report-rows", choices=("future", "past"), default="future")
     ap.add_argument("--budget", choices=("off", "default"), default="off")
-    ap.add_argument("--prior-strength", type=float, default=2.0,
-                    help="report_prior: weight of the uniform prior, in reporters")
-    ap.add_argument("--shrink", type=float, default=2.0,
+    ap.add_argument("--prior-strength", type=float, default=float("inf"),
+                    help="report_prior: weight of the uniform prior, in reporters (inf, the "
+                    "default: no task prior from reports)")
+    ap.add_argument("--shrink", type=float, default=20.0,
                     help="report_prior: pseudo-reports shrinking each model's shift to 0")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -1009,7 +1009,7 @@ class ReportPrior:
 
 
 def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
-                 prior_strength: float = 2.0, shrink: float = 2.0,
+                 prior_strength: float = math.inf, shrink: float = 20.0,
                  rows_half: float = 20.0) -> ReportPrior:
     """Fold usage reports into a prior for :func:`localize`.
 
@@ -1021,7 +1021,9 @@ def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
     claiming 10^9 rows counts as one user). Then
 
     * the prior over tasks is ``(sum_r omega_r w_r + prior_strength / N) / (sum_r omega_r +
-      prior_strength)``: tasks that real users resembled become likelier a priori;
+      prior_strength)``: tasks that real users resembled become likelier a priori. Off by
+      default (``prior_strength = inf``: uniform): on txhousing it moved new users' picks to
+      worse learnwares (docs/RESULTS.md, "Usage reports");
     * each reported model's shift is the weighted mean of ``log(g_rj + phi) - log(mu_rj +
       phi)`` over ``sum omega + shrink``, where ``mu_rj`` is the profile's estimate of the
       reporter's loss on model j from its *other* reported values (leave one out: its own value
@@ -1059,6 +1061,9 @@ def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
                              int(n_rows))
             resid[a] += omega * (math.log(gj + phi) - math.log(max(loo.mean[a], 0.0) + phi))
             rweight[a] += omega
-    prior = (acc + prior_strength / N) / (total + prior_strength)
+    if math.isinf(prior_strength):
+        prior = np.full(N, 1.0 / N)
+    else:
+        prior = (acc + prior_strength / N) / (total + prior_strength)
     return ReportPrior(log_prior=np.log(np.maximum(prior, 1e-300)),
                        shift=resid / (rweight + shrink), counts=counts, reporters=used)

@@ -31,7 +31,8 @@ def test_prior_moves_to_where_reporters_were(island):
     rng = np.random.default_rng(0)
     anchors = an.select_anchors(profile, 4)
     reports = [_reporter(profile, W, 2, rng, anchors) for _ in range(6)]
-    prior = an.report_prior(profile, reports)
+    assert np.all(an.report_prior(profile, reports).log_prior == -np.log(profile.n))  # default
+    prior = an.report_prior(profile, reports, prior_strength=2.0)
     p = np.exp(prior.log_prior)
     assert p.sum() == pytest.approx(1.0)
     in_regime = sum(p[i] for i, lw in enumerate(profile.ids) if regime[lw] == 2)
@@ -60,7 +61,7 @@ def test_models_reported_worse_than_predicted_are_shifted(island):
         vals, n = _reporter(profile, W, regime[bad], rng, used)
         vals[bad] *= 3.0  # real users found it far worse than its behaviour suggests
         reports.append((vals, n))
-    prior = an.report_prior(profile, reports)
+    prior = an.report_prior(profile, reports, shrink=2.0)
     j = profile.ids.index(bad)
     assert prior.shift[j] > 0.3  # log scale: the loss (rmse^2) is 9x what was predicted
     assert prior.shift[j] == prior.shift.max()
@@ -82,8 +83,8 @@ def test_one_reporter_weighs_at_most_one_user_whatever_it_claims(island):
     rng = np.random.default_rng(2)
     anchors = an.select_anchors(profile, 4)
     vals, _ = _reporter(profile, W, 0, rng, anchors)
-    big = an.report_prior(profile, [(vals, 10**9)])
-    fair = an.report_prior(profile, [(vals, 100)])
+    big = an.report_prior(profile, [(vals, 10**9)], prior_strength=2.0)
+    fair = an.report_prior(profile, [(vals, 100)], prior_strength=2.0)
     np.testing.assert_allclose(np.exp(big.log_prior), np.exp(fair.log_prior), atol=0.05)
     # and with the default strength, one reporter cannot take over the prior
     assert np.exp(big.log_prior).max() < 0.5
