@@ -71,4 +71,12 @@ def bodies():
         "delete": {"learnware_id": "lw-1"},
         "delete_result": {"learnware_id": "lw-1", "deleted": True},
         "error": {"code": "bad_message", "message": "nope", "field": "body.x"},
+        "usage_report": {"learnware_id": "lw-1", "metric": "rmse", "value": 0.25, "n_rows": 20,
+                         "reuse": "averaging", "comment": "fine"},
+        "usage_report_result": {"learnware_id": "lw-1", "replaced": False, "summary": {
+            "count": 1, "metric": "rmse", "median": 0.25, "q1": 0.25, "q3": 0.25, "rows": 20}},
+        "usage_reports": {"learnware_id": "lw-1", "summary": {"count": 0, "metric": "rmse",
+                                                              "median": None},
+                          "reports": [{"reporter": "ab" * 16, "value": 0.25, "n_rows": 20,
+                                       "reuse": "direct", "at": 1, "comment": "ok"}]},
     }
