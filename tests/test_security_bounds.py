@@ -325,7 +325,7 @@ def test_schema_3_databases_get_the_withdrawal_columns(market):
         with store.engine.connect() as conn:
             versions = sorted(r[0] for r in conn.execute(sa.text(
                 "SELECT version FROM schema_version")))
-        assert versions == [3, SCHEMA_VERSION] and SCHEMA_VERSION == 4
+        assert versions == [3, SCHEMA_VERSION] and SCHEMA_VERSION >= 4
         w = store.learnware(int(ids[0].split("-")[1])).withdrawn
         assert w["by"] == "developer" and w["reason"] == "no reason recorded"
         assert store.learnware(int(ids[1].split("-")[1])).withdrawn is None
