@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "MarketClient": "client_sdk.client", "SearchResult": "client_sdk.client",
     "Match": "client_sdk.client", "Mixture": "client_sdk.client",
     "IslandInfo": "client_sdk.records", "Manifest": "client_sdk.records",
-    "PreparedSpec": "client_sdk.records",
+    "PreparedSpec": "client_sdk.records", "ReportReceipt": "client_sdk.records",
     "Learnware": "client_sdk.learnware", "RKMESpec": "client_sdk.rkme",
     "MetricBudget": "client_sdk.disclosure",
     **{name: "protocol.errors" for name in _ERRORS},
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .client import MarketClient, Match, Mixture, SearchResult
     from .disclosure import MetricBudget
     from .learnware import Learnware
-    from .records import IslandInfo, Manifest, PreparedSpec
+    from .records import IslandInfo, Manifest, PreparedSpec, ReportReceipt
     from .rkme import RKMESpec
 
 

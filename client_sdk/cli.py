@@ -51,6 +51,14 @@ def _client(args, need_identity: bool = False):
                         certificate=getattr(args, "certificate", None))
 
 
+def _printable(text: str) -> str:
+    """Developer text for a terminal: control characters (escape sequences that could rewrite
+    the screen, bidi overrides) shown as ``<U+001B>``, newlines and tabs kept."""
+    import unicodedata
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf")
+                   else f"<U+{ord(c):04X}>" for c in text)
+
+
 def _emit(args, human: str, data: Any) -> None:
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True, default=str))
@@ -67,6 +75,14 @@ def _named(learnware_id: str, name: str | None) -> str:
     return f"{learnware_id:10s}" + (f" {name!r}" if name else "")
 
 
+def _reports_text(m) -> str:
+    r = getattr(m, "reports", None)
+    if not r or not r.get("count"):
+        return ""
+    return (f"  [{r['count']} user report(s): median {r['metric']} {r['median']:.4g}, "
+            f"middle half {r['q1']:.4g}-{r['q3']:.4g}]")
+
+
 def _result_text(res) -> str:
     """A search answer: the ranked learnwares (with names), then the mixture."""
     lines = [f"island {res.island_id or '-'}" + (f"  objective {res.objective}"
@@ -77,7 +93,7 @@ def _result_text(res) -> str:
         est = (f"  expected {res.objective} about {m.estimate:.4g}"
                if m.estimate is not None else "")
         lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  score {m.score:.3f}  "
-                     f"mmd {m.mmd:.4g}  fit {m.fit}{est}")
+                     f"mmd {m.mmd:.4g}  fit {m.fit}{est}{_reports_text(m)}")
     if res.mixture:
         parts = ", ".join(f"{i} x{w:.2f}" for i, w in zip(res.mixture.learnware_ids,
                                                           res.mixture.weights))
@@ -113,7 +129,7 @@ def _localize_text(res) -> str:
         est = ("expected unknown" if m.estimate is None else
                f"expected {m.estimate:.4g}" + (f" +/- {m.uncertainty:.2g}"
                                                if m.uncertainty is not None else ""))
-        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  {est}")
+        lines.append(f"{i:2d}. {_named(m.learnware_id, m.name)}  {est}{_reports_text(m)}")
     if res.anchor_metrics:
         lines.append(f"anchors measured here ({obj}: exact local value -> value sent):")
         for lid, value in res.anchor_metrics.items():
@@ -169,6 +185,13 @@ def cmd_spec(args) -> int:
 def cmd_publish(args) -> int:
     from learnware_core.modelfile import load_model
     sem = _read_semantic(args.semantic)
+    if args.model_card:
+        from protocol.errors import ArgumentError
+        try:
+            sem["model_card"] = Path(args.model_card).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArgumentError(f"cannot read the model card {args.model_card}: {exc}",
+                                field="model_card") from exc
     model = load_model(Path(args.model).read_bytes())
     df = _read_table(args.data)
     with _client(args, need_identity=True) as c:
@@ -263,8 +286,16 @@ def cmd_download(args) -> int:
     path = out / f"{lw.id}.skops"
     path.write_bytes(dump_model(lw.model))
     (out / f"{lw.id}.semantic.json").write_text(json.dumps(lw.semantic, indent=1))
-    _emit(args, f"{lw.id}: {type(lw.model).__name__}, verified developer signature -> {path}",
-          {"learnware_id": lw.id, "path": str(path), "model": type(lw.model).__name__})
+    human = f"{lw.id}: {type(lw.model).__name__}, verified developer signature -> {path}"
+    if lw.model_card:
+        card = out / f"{lw.id}.model_card.md"
+        card.write_text(lw.model_card, encoding="utf-8")
+        human += (f"\nmodel card (signed by the developer) -> {card}:\n\n"
+                  f"{_printable(lw.model_card)}")
+    else:
+        human += "\n(no model card)"
+    _emit(args, human, {"learnware_id": lw.id, "path": str(path), "model": type(lw.model).__name__,
+                        "model_card": lw.model_card})
     return EXIT_OK
 
 
@@ -292,6 +323,24 @@ def cmd_localize(args) -> int:
     data = _result_dict(res)
     data["recommended"] = "mixture" if res.mixture else "single"
     _emit(args, _localize_text(res), data)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    df = _read_table(args.data)
+    if args.target not in df.columns:
+        from protocol.errors import ArgumentError
+        raise ArgumentError(f"{args.data} has no column {args.target!r}", field="target")
+    with _client(args, need_identity=True) as c:
+        r = c.report(args.learnware_id, df.drop(columns=[args.target]),
+                     df[args.target].to_numpy(), reuse=args.reuse, comment=args.comment)
+    s = r.summary
+    human = (f"reported on {r.learnware_id}: {r.metric} {r.value:.6g} measured here on "
+             f"{len(df)} rows; sent {r.sent:.6g} on {r.n_rows_sent} rows (rounded, jittered), "
+             f"reuse {r.reuse}" + (" (replaced your earlier report)" if r.replaced else "")
+             + f"\n{r.learnware_id} now has {s['count']} report(s): median {s['metric']} "
+             f"{s['median']:.4g} (middle half {s['q1']:.4g}-{s['q3']:.4g})")
+    _emit(args, human, _result_dict(r))
     return EXIT_OK
 
 
@@ -391,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "semantic spec's input_features as columns")
     sp.add_argument("--semantic", required=True, help="semantic specification (JSON)")
     sp.add_argument("-k", type=int, default=100)
+    sp.add_argument("--model-card", default=None,
+                    help="markdown file: intended use, training data in words, limits, licence "
+                         "(signed with the semantic specification)")
     sp.add_argument("--certificate", default=None, help="the operator's publisher certificate "
                     "(JSON from lwm certify), for markets that admit only certified publishers")
     sp.add_argument("--epsilon", type=float, default=None,
@@ -487,6 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free)")
     sp.add_argument("--no-browser", action="store_true", help="print the address only")
     sp.set_defaults(func=cmd_ui)
+    sp = sub.add_parser("report", help="send a signed usage report on a learnware you reused",
+                        description="Runs the learnware here on your labelled rows and sends "
+                        "only the island objective's value (rounded, jittered), the row count "
+                        "(1-2-5 grid), how you reused it and an optional comment. One report "
+                        "per key and learnware: a new one replaces yours.")
+    common(sp)
+    sp.add_argument("learnware_id")
+    sp.add_argument("--data", required=True, help="your labelled rows (CSV/Parquet)")
+    sp.add_argument("--target", required=True, help="the label column of --data")
+    sp.add_argument("--reuse", default="direct",
+                    choices=["direct", "averaging", "ensemble_pruning", "job_selector",
+                             "feature_augment", "other"], help="how you reused it")
+    sp.add_argument("--comment", default=None, help="a short public comment (<= 500 chars)")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("demo", help="the main job: a market of sales models helps new users",
                         description="Starts a real market server on loopback, publishes one "

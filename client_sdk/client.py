@@ -40,7 +40,7 @@ from learnware_core.semantic import ISLAND_FIELDS, island_key, validate_semantic
 from .data import as_matrix, as_target
 from .disclosure import MetricBudget
 from .learnware import Learnware
-from .records import IslandInfo, Manifest, PreparedSpec
+from .records import IslandInfo, Manifest, PreparedSpec, ReportReceipt
 from .rkme import RKMESpec, dp_scales
 
 DEFAULT_K = 100
@@ -88,6 +88,7 @@ class Match:
     covered: dict[str, str] | None = None
     fill: list[str] | None = None
     baseline_mmd: float | None = None  # the typical MMD on the same marginal (``mmd`` / it)
+    reports: dict | None = None  # users' usage reports: {count, metric, median, q1, q3, rows}
 
 
 @dataclass
@@ -126,7 +127,8 @@ class SearchResult:
         mix = body.get("mixture")
         return cls(island_id=body.get("island_id"),
                    single=[Match(m["learnware_id"], m["score"], m["mmd"], m.get("fit", "unknown"),
-                                 m.get("estimate"), m.get("uncertainty"), m.get("name"))
+                                 m.get("estimate"), m.get("uncertainty"), m.get("name"),
+                                 reports=m.get("reports"))
                            for m in body.get("single", [])],
                    mixture=None if not mix else Mixture(mix["learnware_ids"], mix["weights"],
                                                         mix["score"], mix.get("mmd", 0.0),
@@ -661,6 +663,51 @@ class MarketClient:
         res = self._signed("DELETE", f"/v1/learnwares/{learnware_id}", "delete", body,
                            "delete_result")
         return bool(res["deleted"])
+
+    # --- usage reports ----------------------------------------------------------------------
+    def report(self, learnware_id: str, X, y, *, reuse: str = "direct",
+               comment: str | None = None, budget: MetricBudget | None = None
+               ) -> ReportReceipt:
+        """Send a signed usage report on a learnware you reused: its model is downloaded
+        (verified) and run here on your labelled rows ``X, y``; only the island objective's
+        value (rounded and jittered as ``budget``, default :class:`MetricBudget`, discloses a
+        localisation's anchor values), the row count on the 1-2-5 grid, ``reuse`` (how you used
+        it: "direct", "averaging", "ensemble_pruning", "job_selector", "feature_augment",
+        "other") and an optional short ``comment`` are sent. The value is the learnware's own
+        on your rows whatever the reuse, so that reports are comparable. One report per key
+        and learnware: a new one replaces yours."""
+        from protocol.limits import MAX_REPORT_COMMENT_CHARS
+        from protocol.schemas import REUSE_MODES
+        budget = MetricBudget() if budget is None else budget
+        if reuse not in REUSE_MODES:
+            raise ArgumentError(f"reuse must be one of {list(REUSE_MODES)}, got {reuse!r}",
+                                field="reuse")
+        if comment is not None and (not isinstance(comment, str)
+                                    or len(comment) > MAX_REPORT_COMMENT_CHARS):
+            raise ArgumentError(f"comment must be text of at most {MAX_REPORT_COMMENT_CHARS} "
+                                "characters", field="comment")
+        lw = self.download(learnware_id)
+        metric = lw.semantic["objective"]
+        budget.check(metric)
+        X = as_matrix(X, lw.semantic["input_features"], name="X")
+        y = as_target(y, len(X))
+        exact, sent = budget.disclose(metric, y, lw.model.predict(X), budget.rng())
+        body = {"learnware_id": learnware_id, "metric": metric, "value": sent,
+                "n_rows": budget.n_rows(len(y)), "reuse": reuse}
+        if comment:
+            body["comment"] = comment
+        res = self._signed("POST", f"/v1/learnwares/{learnware_id}/reports", "usage_report",
+                           body, "usage_report_result")
+        self._same("learnware_id", learnware_id, res["learnware_id"])
+        return ReportReceipt(learnware_id, metric, float(exact), float(sent), body["n_rows"],
+                             reuse, bool(res["replaced"]), res["summary"])
+
+    def reports(self, learnware_id: str) -> dict:
+        """A learnware's usage reports as the market shows anyone: ``{learnware_id, summary,
+        reports: [{reporter (key id), value, n_rows, reuse, at, comment?}]}``, newest first."""
+        body = self._get(f"/v1/learnwares/{learnware_id}/reports", "usage_reports")
+        self._same("learnware_id", learnware_id, body["learnware_id"])
+        return body
 
     # --- anchors ----------------------------------------------------------------------------
     def localize(self, X, y, semantic: dict, metric: str | None = None, rounds: int = 1, *,

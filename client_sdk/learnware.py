@@ -21,5 +21,11 @@ class Learnware:
     semantic: dict = field(default_factory=dict)
 
     @property
+    def model_card(self) -> str | None:
+        """The developer's model card (markdown: intended use, training data in words, limits,
+        licence), signed with the rest of the semantic spec; None when it has none."""
+        return self.semantic.get("model_card")
+
+    @property
     def task_type(self) -> str:
         return self.semantic.get("task_type", "regression")

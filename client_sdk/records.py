@@ -75,6 +75,8 @@ class Manifest(_Record):
     deleted: bool
     created_at: int | None = None
     withdrawn: dict | None = None
+    #: the aggregate of users' usage reports ({count, metric, median, q1, q3, rows}), if any
+    reports: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,20 @@ class PreparedSpec:
     def to_dict(self) -> dict:
         """The spec's wire form (as ``RKMESpec.to_dict``)."""
         return self.spec.to_dict()
+
+
+@dataclass(frozen=True)
+class ReportReceipt:
+    """What ``MarketClient.report`` measured and sent: ``value`` the exact metric on the
+    user's rows (kept here), ``sent`` the rounded/jittered value the market got, ``n_rows_sent``
+    the coarsened row count; ``replaced`` when it replaced this key's earlier report;
+    ``summary`` the learnware's aggregate after it."""
+
+    learnware_id: str
+    metric: str
+    value: float
+    sent: float
+    n_rows_sent: int
+    reuse: str
+    replaced: bool
+    summary: dict

@@ -53,7 +53,8 @@ def install_address_limits(app: Flask, config: ServerConfig, prefix: str = "lwm"
     every = _limit(config.rate_limit_address, "rate_limit_address")
     text = _limit(config.rate_limit_address_text, "rate_limit_address_text")
     publish = _limit(config.rate_limit_address_publish, "rate_limit_address_publish")
-    if not (every or text or publish):
+    report = _limit(config.rate_limit_address_report, "rate_limit_address_report")
+    if not (every or text or publish or report):
         return None
     limiter = Limiter(client_address, app=app, application_limits=[every] if every else [],
                       storage_uri=config.rate_limit_storage,
@@ -69,6 +70,9 @@ def install_address_limits(app: Flask, config: ServerConfig, prefix: str = "lwm"
         shared = limiter.shared_limit(publish, scope="publish")
         for endpoint in ("learnwares.publish", "learnwares.delete_learnware"):
             views[endpoint] = shared(views[endpoint])
+    if report and "learnwares.post_report" in views:  # usage reports of one address
+        views["learnwares.post_report"] = limiter.shared_limit(report, scope="report")(
+            views["learnwares.post_report"])
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):

@@ -117,7 +117,7 @@ __all__ = [
     "build_island_profile", "add_learnware", "remove_learnware", "reorder_profile",
     "ModelFailure",
     "select_anchors", "localize", "next_anchors",
-    "to_loss", "from_loss",
+    "to_loss", "from_loss", "ReportPrior", "report_prior",
 ]
 
 # Variance multiplier for the *differential* sampling noise between anchors measured on the same
@@ -794,7 +794,8 @@ class _Posterior:
         return _sampling_var(metric, level, self.n)
 
 
-def _posterior(profile: IslandProfile, anchor_ids, metric_values, n_rows) -> _Posterior:
+def _posterior(profile: IslandProfile, anchor_ids, metric_values, n_rows,
+               reports: "ReportPrior | None" = None) -> _Posterior:
     A, vals, n = _check_observations(profile, anchor_ids, metric_values, n_rows)
     L, obj = profile.loss, profile.objective
     g_obs = np.maximum(np.asarray(to_loss(obj, vals), dtype=float).reshape(-1), 0.0)
@@ -814,7 +815,9 @@ def _posterior(profile: IslandProfile, anchor_ids, metric_values, n_rows) -> _Po
             c, nll, q = _fit_tasks(L[:, A], g_obs[None, :], phi,
                                    lambda mu: scale * rel_var(mu), scale * tau2, grid)
     logw = -(nll - nll.min())
-    w = np.exp(logw)
+    if reports is not None:  # where earlier users who reported sat on the island
+        logw = logw + reports.log_prior
+    w = np.exp(logw - logw.max())
     w /= w.sum()
     vec = L + c[:, None]                       # each task's loss vector for the user
     mean = w @ vec
@@ -822,6 +825,10 @@ def _posterior(profile: IslandProfile, anchor_ids, metric_values, n_rows) -> _Po
     # the user's n rows, so the level of every loss (the offset c) is only known to s(mu, n)
     var = (w @ (vec - mean[None, :]) ** 2 + tau2 * (mean + phi) ** 2
            + (1.0 - _DIFFERENTIAL) * _sampling_var(obj, mean, n))
+    if reports is not None:  # what real users measured vs what the pseudo-data predicted
+        factor = np.exp(reports.shift)
+        mean = (mean + phi) * factor - phi
+        var = var * factor ** 2
     return _Posterior(A=A, g_obs=g_obs, n=n, w=w, c=c, scale=scale, tau2=tau2, phi=phi,
                       mean=mean, var=var)
 
@@ -874,14 +881,15 @@ def _mixture(profile: IslandProfile, post: _Posterior,
 
 
 def localize(profile: IslandProfile, anchor_ids: Sequence[str], metric_values: Sequence[float],
-             n_rows: int, top_k: int = 5, n_draws: int = 2000, random_state: int = 0
-             ) -> Localization:
+             n_rows: int, top_k: int = 5, n_draws: int = 2000, random_state: int = 0,
+             reports: "ReportPrior | None" = None) -> Localization:
     """Estimate every learnware's objective on the user's task from the anchors' measured values.
 
     ``anchor_ids``/``metric_values``: every anchor asked so far and the objective the user measured
     for it (in objective units, e.g. rmse); ``n_rows``: rows the user measured on. Returns the full
-    ranking (best first), the recommended mixture of the ``top_k`` best and a readable summary."""
-    post = _posterior(profile, anchor_ids, metric_values, n_rows)
+    ranking (best first), the recommended mixture of the ``top_k`` best and a readable summary.
+    ``reports``: :func:`report_prior` of the island's usage reports (None: the profile alone)."""
+    post = _posterior(profile, anchor_ids, metric_values, n_rows, reports)
     obj = profile.objective
     order = np.argsort(post.mean, kind="stable")
     sd = np.sqrt(post.var)
@@ -897,6 +905,8 @@ def localize(profile: IslandProfile, anchor_ids: Sequence[str], metric_values: S
                                        measured=measured.get(int(j))))
     top = [int(j) for j in order[:max(1, min(int(top_k), profile.n))]]
     v, mmean, msd = _mixture(profile, post, top)
+    if reports is not None:  # the members' correction, weighted as they are mixed
+        mmean = (mmean + post.phi) * math.exp(float(v @ reports.shift[top])) - post.phi
     keep = v > 1e-3
     weights = v[keep] / v[keep].sum()
     mids = [profile.ids[j] for j, k in zip(top, keep) if k]
@@ -980,3 +990,80 @@ def next_anchors(profile: IslandProfile, asked_anchor_ids: Sequence[str],
             if len(chosen) == k:
                 break
     return [profile.ids[int(pool[a])] for a in chosen]
+
+
+# ----------------------------------------------------------------------------------------------
+# usage reports: real rows of the task x model matrix
+@dataclass
+class ReportPrior:
+    """What the island's usage reports say, for :func:`localize`. ``log_prior`` (N,) over the
+    island's tasks: where reporting users were localised (their reported values as anchor
+    measurements), pooled by their row counts, mixed with the uniform prior; ``shift`` (N,)
+    per model, on the log loss scale: how much worse (> 0) or better real users measured a
+    model than the profile predicted for them, shrunk toward 0 by ``shrink`` pseudo-reports;
+    ``counts`` (N,) reports per model."""
+    log_prior: np.ndarray
+    shift: np.ndarray
+    counts: np.ndarray
+    reporters: int
+
+
+def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
+                 prior_strength: float = math.inf, shrink: float = 20.0,
+                 rows_half: float = 20.0) -> ReportPrior:
+    """Fold usage reports into a prior for :func:`localize`.
+
+    ``reports``: one ``({learnware_id: metric value}, n_rows)`` per reporting user (its reports
+    on this island's learnwares; ids outside the profile are ignored). Each reporter is a real
+    row of the task x model matrix, known at the learnwares it reported on. It is localised on
+    the profile like a user whose anchors are those learnwares (posterior ``w_r`` over tasks);
+    its weight is ``n / (n + rows_half)`` (more rows, more say; saturating, so that one key
+    claiming 10^9 rows counts as one user). Then
+
+    * the prior over tasks is ``(sum_r omega_r w_r + prior_strength / N) / (sum_r omega_r +
+      prior_strength)``: tasks that real users resembled become likelier a priori. Off by
+      default (``prior_strength = inf``: uniform): on txhousing it moved new users' picks to
+      worse learnwares (docs/RESULTS.md, "Usage reports");
+    * each reported model's shift is the weighted mean of ``log(g_rj + phi) - log(mu_rj +
+      phi)`` over ``sum omega + shrink``, where ``mu_rj`` is the profile's estimate of the
+      reporter's loss on model j from its *other* reported values (leave one out: its own value
+      would pull the estimate toward itself): the herded pseudo-data's systematic
+      misjudgements of a model, corrected by real users (reporters of one value add none).
+    """
+    N = profile.n
+    phi = _floor(profile.loss)
+    acc = np.zeros(N)
+    resid = np.zeros(N)
+    rweight = np.zeros(N)
+    counts = np.zeros(N, dtype=int)
+    total, used = 0.0, 0
+    known = set(profile.ids)
+    for values, n_rows in reports:
+        ids = [i for i in values if i in known]
+        if not ids or int(n_rows) < 1:
+            continue
+        vals = [float(values[i]) for i in ids]
+        try:
+            post = _posterior(profile, ids, vals, int(n_rows))
+        except ValueError:
+            continue  # a value out of range: that reporter says nothing here
+        omega = float(n_rows) / (float(n_rows) + rows_half)
+        acc += omega * post.w
+        total += omega
+        used += 1
+        g = np.maximum(np.asarray(to_loss(profile.objective, vals), dtype=float), 0.0)
+        counts[post.A] += 1
+        if len(ids) < 2:
+            continue  # nothing to predict its one value from
+        for k, (a, gj) in enumerate(zip(post.A, g)):
+            # the profile's prediction of this value from the reporter's *other* values
+            loo = _posterior(profile, ids[:k] + ids[k + 1:], vals[:k] + vals[k + 1:],
+                             int(n_rows))
+            resid[a] += omega * (math.log(gj + phi) - math.log(max(loo.mean[a], 0.0) + phi))
+            rweight[a] += omega
+    if math.isinf(prior_strength):
+        prior = np.full(N, 1.0 / N)
+    else:
+        prior = (acc + prior_strength / N) / (total + prior_strength)
+    return ReportPrior(log_prior=np.log(np.maximum(prior, 1e-300)),
+                       shift=resid / (rweight + shrink), counts=counts, reporters=used)

@@ -105,6 +105,18 @@ def delete_learnware(learnware_id: str):
     return signed("delete_result", market().market.delete(env), reply_to=env.nonce)
 
 
+@learnwares.post("/learnwares/<learnware_id>/reports")
+def post_report(learnware_id: str):
+    env = _envelope("usage_report", "report")
+    return signed("usage_report_result", market().market.report(env, learnware_id),
+                  status=201, reply_to=env.nonce)
+
+
+@learnwares.get("/learnwares/<learnware_id>/reports")
+def get_reports(learnware_id: str):
+    return signed("usage_reports", market().market.report_listing(learnware_id))
+
+
 @learnwares.get("/learnwares")
 def text_search():
     q = request.args.get("q", "")[:500]

@@ -56,7 +56,8 @@ def create_app(config: ServerConfig | dict | None = None) -> Flask:
     identity = load_or_create_identity(config.identity_path or data_dir / "market_key.pem")
     state = AppState(config, store, identity, Market(config, store),
                      RateLimiter({"publish": config.rate_limit_publish,
-                                  "search": config.rate_limit_search}, store=store))
+                                  "search": config.rate_limit_search,
+                                  "report": config.rate_limit_report}, store=store))
     app = Flask("market_server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_message_bytes
     # Werkzeug answers "//" in a path with an unsigned HTML 308 redirect (routing redirects skip

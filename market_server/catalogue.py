@@ -373,6 +373,12 @@ class Catalogue:
     def learnware(self, learnware_id: str) -> StoredLearnware:
         return self.market.learnware_row(learnware_id)
 
+    def usage_reports(self, row: StoredLearnware, limit: int = 20) -> dict:
+        """The learnware's usage reports as ``GET /v1/learnwares/<id>/reports`` gives them:
+        the aggregate and the newest ``limit``."""
+        listing = self.market.reports.listing(row, row.semantic["objective"])
+        return dict(listing, reports=listing["reports"][:limit])
+
     def spec_summary(self, row: StoredLearnware, island: IslandRow) -> SpecSummary:
         """k, the weights' spread, the embedding's squared norm under the island's current
         kernel and the weighted mean and sd of the reduced points per feature."""

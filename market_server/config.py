@@ -54,11 +54,14 @@ class ServerConfig:
     #: requests per minute per key (0 = unlimited).
     rate_limit_publish: int = 0
     rate_limit_search: int = 0
+    #: usage reports per minute per key (keys are free: the address budget below matters more)
+    rate_limit_report: int = 20
     #: requests per client address (limits notation, "" = off), on every endpoint together;
     #: text searches and publishes+deletes have a budget of their own as well.
     rate_limit_address: str = "1200 per minute"
     rate_limit_address_text: str = "120 per minute"
     rate_limit_address_publish: str = "60 per minute"
+    rate_limit_address_report: str = "30 per minute"
     #: where the per-address counters live: "memory://" (this process: one worker) or
     #: "redis://host:port" (shared by every worker and server using it).
     rate_limit_storage: str = "memory://"

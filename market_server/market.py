@@ -26,6 +26,7 @@ from .config import ServerConfig
 from .profiles import ProfileCache
 from .publish_checks import MAX_SCALED_COORD, Reason, check_predictions, check_publish
 from .publishers import PublishPolicy
+from .reports import UsageReports
 from .rows import IslandRow, StoredLearnware
 from .sandbox import ModelSandbox, SandboxedModel
 from .search import IslandIndex
@@ -114,6 +115,7 @@ class Market:
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self.text = TextIndex()
         self.words = DescribeIndex(None if config.describe_embeddings == "off" else Embedder())
+        self.reports = UsageReports(store)
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
         self._world = None  # (signature, World): rebuilt when an island's version moved
@@ -325,7 +327,26 @@ class Market:
                 "semantic": r.semantic, "spec": r.spec, "model_sha256": r.model_sha256,
                 "model_size": r.model_size, "developer": r.developer,
                 "artefact": r.artefact, "deleted": r.deleted,
-                "withdrawn": r.withdrawn, "created_at": int(r.created_at)}
+                "withdrawn": r.withdrawn, "created_at": int(r.created_at),
+                **self._report_summary(r)}
+
+    def _report_summary(self, r: StoredLearnware) -> dict:
+        """``{"reports": aggregate}`` when the learnware has usage reports, else ``{}``."""
+        summary = self.reports.summary(r.pk, r.semantic["objective"])
+        return {"reports": summary} if summary["count"] else {}
+
+    # --- usage reports --------------------------------------------------------------------
+    def report(self, envelope, learnware_id: str) -> dict:
+        """A user's signed usage report (market_server/reports.py has the rules)."""
+        if envelope.body["learnware_id"] != learnware_id:
+            raise LearnwareError("the signed learnware_id differs from the one in the URL",
+                                 code="id_mismatch", status=400, field="learnware_id")
+        row = self.learnware_row(learnware_id)
+        return self.reports.submit(envelope, row, self.store.island(row.island_pk))
+
+    def report_listing(self, learnware_id: str) -> dict:
+        row = self.learnware_row(learnware_id)
+        return self.reports.listing(row, row.semantic["objective"])
 
     def model_file(self, sha: str) -> bytes:
         """A model file by its sha256; refused (410) when every learnware it backs is withdrawn
@@ -458,6 +479,7 @@ class Market:
             out["single"].append({"learnware_id": idx.ids[i], "mmd": float(v),
                                   "score": score, "fit": label})
         self._name_matches(out["single"], idx, cand[:max_results])
+        self.reports.annotate(out["single"], island.semantic["objective"])
         mix = idx.mixture(z, b, mmd, max_size=min(5, max_results), among=cand, cross=cross,
                           q_self=q_self)
         if mix is not None:
@@ -681,7 +703,8 @@ class Market:
             vals = [v for i, v in zip(ids, vals) if i in members]
             ids = [i for i in ids if i in members]
         try:
-            res = anchors.localize(prof, ids, vals, body["n_rows"])
+            res = anchors.localize(prof, ids, vals, body["n_rows"],
+                                   reports=self.reports.prior(island, prof))
         except ValueError as exc:
             raise LearnwareError(f"cannot localise from these metrics: {exc}",
                                  code="bad_metrics", status=422, field="values") from exc
@@ -699,6 +722,7 @@ class Market:
                                   # half-width of the 80% interval, in objective units
                                   "uncertainty": max(0.0, (high - low) / 2.0)})
         self._name_matches(out["single"], None)
+        self.reports.annotate(out["single"], objective)
         mix = res.mixture
         if mix is not None and mix.ids:
             out["mixture"] = {"learnware_ids": list(mix.ids),

@@ -97,6 +97,12 @@ def openapi_document() -> dict:
                               params=["learnware_id"])},
             "/v1/learnwares/{learnware_id}/model": {
                 "get": _op("the learnware's model file", params=["learnware_id"], binary=True)},
+            "/v1/learnwares/{learnware_id}/reports": {
+                "post": _op("a signed usage report on a learnware one reused (one per key; "
+                            "a new one replaces it)", body="usage_report", ok="201",
+                            params=["learnware_id"]),
+                "get": _op("a learnware's usage reports and their robust aggregate",
+                           params=["learnware_id"])},
             "/v1/models/{sha256}": {"get": _op("a model file by sha256", params=["sha256"],
                                                binary=True)},
             "/v1/islands": {"get": _op("list islands")},

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit-address-publish", default=d.rate_limit_address_publish,
                    help=f"publishes and deletes per address (default "
                    f"{d.rate_limit_address_publish!r})")
+    p.add_argument("--rate-limit-report", type=int, default=d.rate_limit_report,
+                   help=f"usage reports per minute per key (default {d.rate_limit_report})")
+    p.add_argument("--rate-limit-address-report", default=d.rate_limit_address_report,
+                   help=f"usage reports per address (default {d.rate_limit_address_report!r})")
     p.add_argument("--rate-limit-storage", default=d.rate_limit_storage,
                    help="where per-address counts live: memory:// (this process) or "
                    "redis://host:6379 (shared by every worker and server: use it with --workers "
@@ -112,6 +116,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                        rate_limit_address=args.rate_limit_address,
                        rate_limit_address_text=args.rate_limit_address_text,
                        rate_limit_address_publish=args.rate_limit_address_publish,
+                       rate_limit_report=args.rate_limit_report,
+                       rate_limit_address_report=args.rate_limit_address_report,
                        rate_limit_storage=args.rate_limit_storage,
                        trusted_proxies=args.trusted_proxies, publishers=args.publishers,
                        operator_key=operator_key(args.operator_key))
@@ -132,6 +138,7 @@ def _config_to_env(cfg: ServerConfig) -> str:
                        **{k: getattr(cfg, k) for k in (
                            "rate_limit_address", "rate_limit_address_text",
                            "rate_limit_address_publish", "rate_limit_storage",
+                           "rate_limit_report", "rate_limit_address_report",
                            "trusted_proxies", "publishers", "operator_key")}})
 
 

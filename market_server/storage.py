@@ -24,7 +24,7 @@ from protocol.errors import LearnwareError
 
 from .rows import IslandRow, LiveSemantic, LiveSpec, StoredLearnware
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 LIVE_TOTALS = ("live_count", "live_sum", "live_sumsq")
 
 metadata = sa.MetaData()
@@ -114,6 +114,25 @@ market_keys = sa.Table("market_keys", metadata,
                        sa.Column("public_key", sa.String(44), nullable=False, unique=True),
                        sa.Column("rotation", sa.Text, nullable=True),
                        sa.Column("added_at", sa.Float, nullable=False))
+
+
+# schema 6: users' signed usage reports (market_server/reports.py), one per (reporter key,
+# learnware): a new report of the same key replaces its previous one
+usage_reports = sa.Table(
+    "usage_reports", metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True, autoincrement=True),
+    sa.Column("learnware_id", sa.Integer, sa.ForeignKey("learnwares.id"), nullable=False),
+    sa.Column("island_id", sa.Integer, sa.ForeignKey("islands.id"), nullable=False, index=True),
+    sa.Column("reporter_key_id", sa.String(32), nullable=False),
+    sa.Column("metric", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("reuse", sa.String(32), nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("learnware_id", "reporter_key_id", name="uq_report_per_key"),
+    sqlite_autoincrement=True,
+)
 
 
 class StorageError(LearnwareError):
@@ -357,7 +376,8 @@ class Store:
                     for c, kind in (("withdrawn_reason", "TEXT"), ("withdrawn_by", "VARCHAR(16)")):
                         if c not in have:
                             conn.execute(sa.text(f"ALTER TABLE learnwares ADD COLUMN {c} {kind}"))
-                # schema 5 (deployment, market_keys) adds tables only: create_all above
+                # schemas 5 (deployment, market_keys) and 6 (usage_reports) add tables only:
+                # create_all above makes them
                 if current < SCHEMA_VERSION:
                     conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
                                                                 applied_at=time.time()))
@@ -776,6 +796,53 @@ class Store:
             return None
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"the database refused the write: {type(exc).__name__}") from exc
+
+    # --- usage reports (market_server/reports.py) ------------------------------------------
+    def put_report(self, *, learnware_pk: int, island_pk: int, reporter_key_id: str,
+                   metric: str, value: float, n_rows: int, reuse: str,
+                   comment: str | None) -> bool:
+        """Store a usage report; the same key's earlier report on this learnware is replaced
+        (True). One transaction; a concurrent first report of the same key becomes an update."""
+        values = dict(metric=metric, value=float(value), n_rows=int(n_rows), reuse=reuse,
+                      comment=comment, created_at=time.time())
+        mine = sa.and_(usage_reports.c.learnware_id == learnware_pk,
+                       usage_reports.c.reporter_key_id == reporter_key_id)
+        for _ in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(usage_reports.update().where(mine).values(**values)).rowcount:
+                        return True
+                    conn.execute(usage_reports.insert().values(
+                        learnware_id=learnware_pk, island_id=island_pk,
+                        reporter_key_id=reporter_key_id, **values))
+                    return False
+            except sa.exc.IntegrityError:
+                continue  # the same key's report arrived at the same moment: update it
+            except sa.exc.SQLAlchemyError as exc:
+                raise StorageError(f"the database refused the write: {type(exc).__name__}"
+                                   ) from exc
+        raise StorageError("the report could not be stored; try again")
+
+    def reports(self, *, learnware_pks: Iterable[int] | None = None,
+                island_pk: int | None = None, limit: int = 100_000) -> list[dict]:
+        """Usage reports of these learnwares, or of an island's (live) learnwares, newest
+        first: ``{learnware_pk, reporter_key_id, metric, value, n_rows, reuse, comment, at}``."""
+        c = usage_reports.c
+        stmt = sa.select(c.learnware_id, c.reporter_key_id, c.metric, c.value, c.n_rows, c.reuse,
+                         c.comment, c.created_at)
+        if learnware_pks is not None:
+            pks = sorted({int(p) for p in learnware_pks})
+            if not pks:
+                return []
+            stmt = stmt.where(c.learnware_id.in_(pks))
+        if island_pk is not None:
+            stmt = stmt.where(c.island_id == island_pk, c.learnware_id.in_(
+                sa.select(learnwares.c.id).where(_live_on(island_pk))))
+        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(int(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [{"learnware_pk": r[0], "reporter_key_id": r[1], "metric": r[2], "value": r[3],
+                 "n_rows": int(r[4]), "reuse": r[5], "comment": r[6], "at": r[7]} for r in rows]
 
     def dispose(self) -> None:
         self.engine.dispose()

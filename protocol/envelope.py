@@ -52,7 +52,7 @@ _FIELDS = {"v", "type", "sender", "ts", "nonce", "body", "sig"}
 _OPTIONAL = {"reply_to", "aud"}
 # Messages a client sends to a market: each names its market in ``aud``; answers never do.
 REQUEST_TYPES = frozenset({"publish", "delete", "search", "anchor_request", "metrics_report",
-                           "world_search"})
+                           "world_search", "usage_report"})
 
 
 class NonceStore(Protocol):

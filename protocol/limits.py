@@ -36,3 +36,7 @@ MAX_ROTATIONS = 100
 #: nothing, delta beyond 0.01 neither (it must stay well below 1 / rows).
 MAX_DP_EPSILON = 100.0
 MAX_DP_DELTA = 0.01
+#: characters of a learnware's model card (markdown in its semantic specification).
+MAX_MODEL_CARD_CHARS = 20_000
+#: characters of a usage report's comment.
+MAX_REPORT_COMMENT_CHARS = 500

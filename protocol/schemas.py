@@ -19,8 +19,9 @@ from .encoding import MAX_ARRAY_ELEMENTS, decode_array, is_array
 from .errors import EncodingError, SchemaError
 from .objectives import WIRE_OBJECTIVES
 from .limits import (MAX_COUNT, MAX_DP_DELTA, MAX_DP_EPSILON, MAX_FEATURES, MAX_LABEL_INT,
-                     MAX_METRIC, MAX_MODEL_BYTES, MAX_ROTATIONS,
-                     MAX_REAL, MAX_REASON_CHARS, MAX_ROWS, MAX_SPEC_POINTS, MAX_TIMESTAMP)
+                     MAX_METRIC, MAX_MODEL_BYTES, MAX_MODEL_CARD_CHARS, MAX_REAL,
+                     MAX_REASON_CHARS, MAX_REPORT_COMMENT_CHARS, MAX_ROTATIONS, MAX_ROWS,
+                     MAX_SPEC_POINTS, MAX_TIMESTAMP)
 
 OBJECTIVES = WIRE_OBJECTIVES
 TASK_TYPES = ("classification", "regression")
@@ -233,7 +234,10 @@ SEMANTIC = Obj(
               "license": Str(max_len=200),
               "classes": List(CLASS_LABEL, max_items=10_000, min_items=2, unique=True),
               "feature_scales": Array(ndim=1, max_elements=MAX_FEATURES),
-              "feature_info": FEATURE_INFO})
+              "feature_info": FEATURE_INFO,
+              # markdown: intended use, training data in words, limits, licence. Signed with
+              # the rest of the semantic spec; not part of the island key.
+              "model_card": Str(max_len=MAX_MODEL_CARD_CHARS)})
 
 # What a user states about their task: the island-defining part, with free text optional.
 SEMANTIC_QUERY = Obj(
@@ -294,10 +298,20 @@ PUBLISH = Obj(required={"semantic": SEMANTIC, "spec": RKME,
 
 PUBLISH_RESULT = Obj(required={"learnware_id": ID, "island_id": ID, "kernel": KERNEL})
 
+#: how a reporting user reused a learnware (client_sdk/reuse.py's reusers, or something else)
+REUSE_MODES = ("direct", "averaging", "ensemble_pruning", "job_selector", "feature_augment",
+               "other")
+#: the market's robust aggregate of a learnware's usage reports: their count, the median and
+#: quartiles of the reported objective values, and the rows they were measured on in all
+REPORT_SUMMARY = Obj(required={"count": COUNT, "metric": METRIC},
+                     optional={"median": Nullable(METRIC_VALUE), "q1": Nullable(METRIC_VALUE),
+                               "q3": Nullable(METRIC_VALUE), "rows": Int(lo=0, hi=2**53)})
+
 MATCH = Obj(required={"learnware_id": ID, "mmd": NONNEG, "score": REAL,
                       "fit": Str(choices=("good", "fair", "poor", "unknown"))},
             optional={"name": Str(max_len=200), "estimate": Nullable(METRIC_VALUE),
-                      "uncertainty": Nullable(Float(lo=0.0, hi=2 * MAX_METRIC))})
+                      "uncertainty": Nullable(Float(lo=0.0, hi=2 * MAX_METRIC)),
+                      "reports": REPORT_SUMMARY})
 
 MIXTURE = Obj(required={"learnware_ids": List(ID, min_items=1, max_items=100),
                         "weights": List(Float(lo=0.0, hi=1.0), min_items=1, max_items=100),
@@ -370,7 +384,25 @@ DOWNLOAD_MANIFEST = Obj(required={"learnware_id": ID, "island_id": ID, "semantic
                                   "model_size": Int(lo=1, hi=MAX_MODEL_BYTES),
                                   "developer": Str(max_len=44, min_len=44),
                                   "artefact": ARTEFACT, "deleted": Bool()},
-                        optional={"created_at": TIMESTAMP, "withdrawn": Nullable(WITHDRAWAL)})
+                        optional={"created_at": TIMESTAMP, "withdrawn": Nullable(WITHDRAWAL),
+                                  "reports": REPORT_SUMMARY})
+
+#: a user's signed report on a learnware it reused: the island objective's value on its own
+#: labelled rows, their count (coarsened by the SDK), how it reused it, an optional comment.
+#: Nothing else about the data.
+USAGE_REPORT = Obj(required={"learnware_id": ID, "metric": METRIC, "value": METRIC_VALUE,
+                             "n_rows": Int(lo=1, hi=MAX_ROWS), "reuse": Str(choices=REUSE_MODES)},
+                   optional={"comment": Str(max_len=MAX_REPORT_COMMENT_CHARS)})
+USAGE_REPORT_RESULT = Obj(required={"learnware_id": ID, "replaced": Bool(),
+                                    "summary": REPORT_SUMMARY})
+#: a learnware's reports as anyone may read them (reporters by key id)
+USAGE_REPORTS = Obj(required={"learnware_id": ID, "summary": REPORT_SUMMARY,
+                              "reports": List(Obj(
+                                  required={"reporter": Str(max_len=64, min_len=1),
+                                            "value": METRIC_VALUE, "n_rows": Int(lo=1, hi=MAX_ROWS),
+                                            "reuse": Str(choices=REUSE_MODES), "at": TIMESTAMP},
+                                  optional={"comment": Str(max_len=MAX_REPORT_COMMENT_CHARS)}),
+                                  max_items=1000)})
 
 DELETE = Obj(required={"learnware_id": ID}, optional={"reason": REASON})
 DELETE_RESULT = Obj(required={"learnware_id": ID, "deleted": Bool()},
@@ -440,6 +472,8 @@ MESSAGE_TYPES: dict[str, Node] = {
     "island_digest": ISLAND_DIGEST, "spec_batch": SPEC_BATCH,
     "world": WORLD, "world_search": WORLD_SEARCH, "world_search_result": WORLD_SEARCH_RESULT,
     "describe_result": DESCRIBE_RESULT,
+    "usage_report": USAGE_REPORT, "usage_report_result": USAGE_REPORT_RESULT,
+    "usage_reports": USAGE_REPORTS,
 }
 
 

@@ -117,4 +117,12 @@ def bodies():
                          "matching_learnwares": 1, "task_type": "regression",
                          "target": "yoy", "n_features": 9}],
             "indexed": 1, "pending": 0, "embedding": "ready"},
+        "usage_report": {"learnware_id": "lw-1", "metric": "rmse", "value": 0.25, "n_rows": 20,
+                         "reuse": "averaging", "comment": "fine"},
+        "usage_report_result": {"learnware_id": "lw-1", "replaced": False, "summary": {
+            "count": 1, "metric": "rmse", "median": 0.25, "q1": 0.25, "q3": 0.25, "rows": 20}},
+        "usage_reports": {"learnware_id": "lw-1", "summary": {"count": 0, "metric": "rmse",
+                                                              "median": None},
+                          "reports": [{"reporter": "ab" * 16, "value": 0.25, "n_rows": 20,
+                                       "reuse": "direct", "at": 1, "comment": "ok"}]},
     }

@@ -166,7 +166,7 @@ def test_a_schema_4_database_is_migrated_and_then_checked(market):
         with store.engine.connect() as conn:
             versions = sorted(r[0] for r in conn.execute(sa.text(
                 "SELECT version FROM schema_version")))
-        assert versions == [4, SCHEMA_VERSION] and SCHEMA_VERSION == 5
+        assert versions == [4, SCHEMA_VERSION] and SCHEMA_VERSION == 6
         assert store.market_key_chain() == []
         assert store.claim_market_key(env.market_key) == env.market_key
     finally:

@@ -270,6 +270,9 @@ def audit(make_module_market):
         loc_error = "market_server.anchors lacks " + ", ".join(
             f for f in needed if not hasattr(anchors, f))
     phases["localize"] = rec.requests[start:]
+    start = len(rec.requests)  # a signed usage report on the rows the user localised with
+    receipt = user.report("lw-3", X_small, y_small, reuse="averaging", comment="worked well")
+    phases["report"] = rec.requests[start:]
     # private search (issue #19): the requirement itself must not leave the client either
     X_private = distinctive(rng, 250, SHIFTS[2])
     start = len(rec.requests)
@@ -289,7 +292,7 @@ def audit(make_module_market):
     start = len(rec.requests)
     rotated_result = user.search(X_user, SEM)
     phases["rotation"] = rec.requests[start:]
-    return {"env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
+    return {"receipt": receipt, "env": env, "rec": rec, "dev_X": dev_X, "dev_y": dev_y, "X_user": X_user,
             "y_user": y_user, "X_small": X_small, "y_small": y_small, "result": result,
             "loc_result": loc_result, "loc_error": loc_error, "phases": phases,
             "X_private": X_private, "private_result": private_result,
@@ -448,6 +451,21 @@ def test_private_search_with_sketches_sends_only_candidate_ids(make_market, monk
     n = _requirement_needles(env, X)
     n.add(X, "user feature")
     assert scan_requests(rec.requests, n) == []
+def test_usage_report_sends_one_metric_never_labels(audit):
+    reqs = audit["phases"]["report"]
+    posts = [r for r in reqs if r.method == "POST"]
+    assert [httpx.URL(r.url).path for r in posts] == ["/v1/learnwares/lw-3/reports"]
+    n = Needles.of(audit["y_small"], "user label")
+    n.add(audit["X_small"], "user feature")
+    assert scan_requests(reqs, n) == []
+    # GETs (manifest, model) carry nothing of the user's; the POST only these fields
+    assert all(not r.body for r in reqs if r.method == "GET")
+    body = json.loads(posts[0].body)["body"]
+    assert set(body) == {"learnware_id", "metric", "value", "n_rows", "reuse", "comment"}
+    assert body["n_rows"] == bucket_rows(len(audit["y_small"])) != len(audit["y_small"])
+    assert body["value"] == audit["receipt"].sent != audit["receipt"].value  # rounded, jittered
+    assert float(body["value"]) not in {float(v) for v in audit["y_small"]}
+    assert body["metric"] == "rmse" and body["reuse"] == "averaging"
 
 
 def test_scanner_finds_injected_values(audit):

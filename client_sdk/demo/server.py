@@ -21,7 +21,8 @@ def free_port() -> int:
 #: ``lwm serve`` flags that turn the per-address rate limits off: for a server whose only
 #: client is this machine's own experiment or benchmark (one address sending thousands).
 NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-text", "off",
-                         "--rate-limit-address-publish", "off"]
+                         "--rate-limit-address-publish", "off",
+                         "--rate-limit-address-report", "off"]
 
 
 class ServerProcess:

@@ -13,6 +13,9 @@ import time
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from markupsafe import Markup
+
+from learnware_core.markdown import render_markdown
 from protocol.errors import LearnwareError
 
 from ..catalogue import ORDERS, SORTS, Catalogue
@@ -83,6 +86,13 @@ def _isolate(text) -> str:
     controls shown, the whole wrapped in FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE, so
     right-to-left letters in it cannot reorder what follows."""
     return "\u2068" + _visible(text) + "\u2069"
+
+
+@web.app_template_filter("markdown")
+def _markdown(text) -> Markup:
+    """A model card as HTML: our own escaper (learnware_core/markdown.py) builds every tag, so
+    the Markup it returns holds no developer-written HTML; invisible controls made visible."""
+    return Markup(render_markdown(str(text), heading_offset=2, text_filter=_visible))
 
 
 @web.app_template_filter("num")
@@ -178,6 +188,7 @@ def learnware(learnware_id: str):
     others = cat.by_developer(row.developer_key_id, per_page=10)
     return render_template("web/learnware.html", lw=row, island=isl,
                            spec=cat.spec_summary(row, isl), others=others,
+                           reports=cat.usage_reports(row),
                            model_type=None if row.withdrawn else cat.model_type(row.model_sha256))
 
 
