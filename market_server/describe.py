@@ -30,7 +30,8 @@ from learnware_core.words import BM25Ranker, score_mix, semantic_texts, words
 from protocol.errors import LearnwareError
 
 from .embedder import DIM, Embedder
-from .storage import SUMSQ_MOD, live_totals
+from .storage import live_totals
+from .textindex import catch_up
 
 MAX_QUERY_CHARS = 500
 MAX_RESULTS = 50
@@ -133,26 +134,10 @@ class DescribeIndex:
         """Catch up with the store as the text index does (textindex.py): the learnwares
         published since, or, when anything else changed, a diff of the live ids."""
         with self._lock:
-            totals, rows = store.live_text_since(self.top)
-            added = live_totals(r.pk for r in rows)
-            seen = (self.totals[0] + added[0], self.totals[1] + added[1],
-                    (self.totals[2] + added[2]) % SUMSQ_MOD)
-            if seen == totals:
-                for r in rows:
-                    self.add(r.pk, r.learnware_id, r.semantic)
-            else:
-                live = set(store.live_ids())
-                gone = [pk for pk in self.docs if pk not in live]
-                for pk in gone:
-                    self.remove(pk)
-                if gone:  # the vectors of passages no live learnware holds any more
-                    keep = {_hash(t) for d in self.docs.values() for _, t in d.passages}
-                    self._vectors = {h: v for h, v in self._vectors.items() if h in keep}
-                for r in store.live_semantics(sorted(pk for pk in live
-                                                     if pk not in self.docs)):
-                    self.add(r.pk, r.learnware_id, r.semantic)
-            self.top = max(self.docs, default=0)
-            self.totals = live_totals(self.docs)
+            gone = catch_up(self, store)
+            if gone:  # the vectors of passages no live learnware holds any more
+                keep = {_hash(t) for d in self.docs.values() for _, t in d.passages}
+                self._vectors = {h: v for h, v in self._vectors.items() if h in keep}
             if any(d.island_key not in self._islands for d in self.docs.values()):
                 self._islands = {i.island_key: (i.island_id, dict(i.semantic))
                                  for i in store.list_islands()}

@@ -169,21 +169,7 @@ class TextIndex:
         island say whether that is all that changed), else a listing of the live ids, reading
         the text of only the ones not held."""
         with self._lock:
-            totals, rows = store.live_text_since(self.top)
-            added = live_totals(r.pk for r in rows)
-            seen = (self.totals[0] + added[0], self.totals[1] + added[1],
-                    (self.totals[2] + added[2]) % SUMSQ_MOD)
-            if seen == totals:
-                for r in rows:
-                    self.add(r.pk, r.learnware_id, r.semantic)
-            else:
-                live = set(store.live_ids())
-                for pk in [pk for pk in self.docs if pk not in live]:
-                    self.remove(pk)
-                for r in store.live_semantics([pk for pk in live if pk not in self.docs]):
-                    self.add(r.pk, r.learnware_id, r.semantic)
-            self.top = max(self.docs, default=0)
-            self.totals = live_totals(self.docs)
+            catch_up(self, store)
 
     # --- query ------------------------------------------------------------------------------
     def names(self, pks: list[int], store) -> dict[int, str]:
@@ -263,3 +249,29 @@ class TextIndex:
             if ratio >= MIN_RATIO:
                 out[w] = FUZZY * ratio
         return out
+
+
+def catch_up(index, store) -> list[int]:
+    """Bring an incremental index of live learnwares (``docs``, ``top``, ``totals``, ``add``,
+    ``remove``: this module's index and describe.py's) up to the store: the learnwares
+    published since ``top`` when the islands' live totals say that is all that changed, else a
+    diff of the live ids, reading the text of only the ones not held. Returns the pks removed.
+    The caller holds the index's lock."""
+    totals, rows = store.live_text_since(index.top)
+    added = live_totals(r.pk for r in rows)
+    seen = (index.totals[0] + added[0], index.totals[1] + added[1],
+            (index.totals[2] + added[2]) % SUMSQ_MOD)
+    gone: list[int] = []
+    if seen == totals:
+        for r in rows:
+            index.add(r.pk, r.learnware_id, r.semantic)
+    else:
+        live = set(store.live_ids())
+        gone = [pk for pk in index.docs if pk not in live]
+        for pk in gone:
+            index.remove(pk)
+        for r in store.live_semantics(sorted(pk for pk in live if pk not in index.docs)):
+            index.add(r.pk, r.learnware_id, r.semantic)
+    index.top = max(index.docs, default=0)
+    index.totals = live_totals(index.docs)
+    return gone
