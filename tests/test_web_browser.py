@@ -23,24 +23,16 @@ import pytest
 
 from client_sdk import Identity, MarketClient
 from client_sdk.demo.server import ServerProcess
+from tests.browser_helpers import SHOTS, Watch, chromium, shot
 from tests.web_helpers import HOSTILE, NAMES, populate_catalogue
-
-CHROMIUM = os.environ.get("LWM_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "test-screenshots"
 
 pytestmark = pytest.mark.slow
 
 
-def _playwright():
-    if not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"browser tests skipped: no Chromium at {CHROMIUM} (Debian packages chromium "
-                    f"chromium-driver; tools/install-test-deps.sh installs them as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("browser tests skipped: the playwright package is not installed "
-                    "(pip install -e '.[dev]')")
-    return sync_playwright
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -51,42 +43,6 @@ def server(tmp_path_factory):
         made = populate_catalogue(lambda: MarketClient(
             srv.url, Identity.generate(), cache_dir=root / f"client-{next(n)}"))
         yield srv, made
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        except Exception as exc:  # noqa: BLE001 - any launch failure: say why, then skip
-            pytest.skip(f"browser tests skipped: Chromium at {CHROMIUM} does not start here: "
-                        f"{str(exc).splitlines()[0][:300]}")
-        yield b
-        b.close()
-
-
-class Watch:
-    """Everything a page did that it should not: console errors (a CSP refusal is one),
-    uncaught exceptions, dialogs (alert() from a developer's text), requests elsewhere."""
-
-    def __init__(self, page, origin: str):
-        self.errors, self.dialogs, self.foreign = [], [], []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        page.on("request", lambda r: None if r.url.startswith(origin)
-                or r.url.startswith("data:") else self.foreign.append(r.url))
-
-    def clean(self) -> None:
-        assert self.errors == [], self.errors
-        assert self.dialogs == [], self.dialogs
-        assert self.foreign == [], self.foreign
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def table_names(page) -> list[str]:
