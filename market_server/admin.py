@@ -60,6 +60,12 @@ def _store(cfg: ServerConfig):
     return open_store(cfg)
 
 
+def _contents(summary: dict) -> str:
+    rows = summary["tables"]
+    return (f"{rows['islands']['rows']} islands, {rows['learnwares']['rows']} learnwares, "
+            f"{summary['blobs']} model files")
+
+
 def cmd_backup(args) -> str:
     from .backup import backup
     from .deploy_checks import key_path, schema_exists
@@ -71,10 +77,7 @@ def cmd_backup(args) -> str:
         s = backup(store, path, Path(args.dest))
     finally:
         store.dispose()
-    rows = s["tables"]
-    return (f"backup of market {s['market_key_id']} in {args.dest}: "
-            f"{rows['islands']['rows']} islands, {rows['learnwares']['rows']} learnwares, "
-            f"{s['blobs']} model files")
+    return f"backup of market {s['market_key_id']} in {args.dest}: " + _contents(s)
 
 
 def cmd_restore(args) -> str:
@@ -89,10 +92,7 @@ def cmd_restore(args) -> str:
         s = restore(Path(args.src), store, path)
     finally:
         store.dispose()
-    rows = s["tables"]
-    return (f"restored market {s['market_key_id']} (key in {path}): "
-            f"{rows['islands']['rows']} islands, {rows['learnwares']['rows']} learnwares, "
-            f"{s['blobs']} model files")
+    return f"restored market {s['market_key_id']} (key in {path}): " + _contents(s)
 
 
 def cmd_rotate_key(args) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from client_sdk import Identity, MarketClient
-from client_sdk.demo.server import NO_ADDRESS_LIMIT_ARGS, free_port
+from client_sdk.demo.server import NO_ADDRESS_LIMIT_ARGS, free_port, stop_process
 from protocol.errors import LearnwareError, ProtocolError
 from tests.helpers import _pg_exec, blob, fitted_ridge, linear_task, semantic
 
@@ -139,13 +139,7 @@ class Nginx:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -25,6 +25,17 @@ NO_ADDRESS_LIMIT_ARGS = ["--rate-limit-address", "off", "--rate-limit-address-te
                          "--rate-limit-address-report", "off"]
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """Ask a child process to stop; kill it when it has not within ``grace`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     def __init__(self, data_dir: Path, port: int | None = None, workers: int = 1,
                  extra_args: list[str] | None = None, *, address_limits: bool = True):
@@ -57,12 +68,6 @@ class ServerProcess:
         raise RuntimeError(f"market server did not come up within 60 s; see {self.log_path}")
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()

@@ -142,18 +142,25 @@ def data_load():
     return redirect(url_for("workbench.data_setup"), 303)
 
 
+def _island_choice(w, df):
+    """(islands suggested for the table's columns, why there are none, the island the form
+    asked for, its suggestion): the form works without suggestions when the market is away."""
+    try:
+        suggestions, problem = suggest_islands(list(df.columns), w.islands()), None
+    except Exception as exc:  # noqa: BLE001 - any failure is explained on the page
+        suggestions, problem = [], explain(exc)
+    chosen = request.args.get("island")
+    pick = next((s for s in suggestions if s.island.island_id == chosen), None)
+    return suggestions, problem, chosen, pick
+
+
 @bench.get("/data/setup")
 def data_setup():
     w = wb()
     o = w.owner
     if o.df is None:
         return redirect(url_for("workbench.data"), 303)
-    try:
-        suggestions, problem = suggest_islands(list(o.df.columns), w.islands()), None
-    except Exception as exc:  # noqa: BLE001 - the form works without suggestions
-        suggestions, problem = [], explain(exc)
-    chosen = request.args.get("island")
-    pick = next((s for s in suggestions if s.island.island_id == chosen), None)
+    suggestions, problem, chosen, pick = _island_choice(w, o.df)
     if pick is None and suggestions and suggestions[0].complete and chosen is None:
         pick = suggestions[0]
     preview = o.df.head(PREVIEW_ROWS)
@@ -258,12 +265,7 @@ def dev_setup():
     d = w.dev
     if d.df is None:
         return redirect(url_for("workbench.dev"), 303)
-    try:
-        suggestions, problem = suggest_islands(list(d.df.columns), w.islands()), None
-    except Exception as exc:  # noqa: BLE001
-        suggestions, problem = [], explain(exc)
-    chosen = request.args.get("island")
-    pick = next((s for s in suggestions if s.island.island_id == chosen), None)
+    suggestions, problem, _, pick = _island_choice(w, d.df)
     return render_template("workbench/dev_setup.html", dev=d, suggestions=suggestions,
                            pick=pick, problem=problem, numeric=numeric_columns(d.df),
                            n_model=getattr(d.model, "n_features_in_", None))
