@@ -13,6 +13,7 @@ stemmer: over-stemming hurts short queries more than it helps).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,19 @@ def words(text: str) -> list[str]:
     return out
 
 
+def clean_text(text: str) -> str:
+    """Public text as the index holds it: control characters become spaces, invisible format
+    characters (zero-width joiners, direction overrides) are dropped, runs of spaces
+    collapse; lines are kept. Whatever a publisher or reporter typed, the index reads words."""
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.isprintable():  # rare: the slow path, one character at a time
+            line = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in line
+                           if unicodedata.category(c) != "Cf")
+        lines.append(" ".join(line.split()))
+    return "\n".join(lines).strip()
+
+
 def _as_text(value) -> str:
     if value is None:
         return ""
@@ -87,7 +101,7 @@ def semantic_texts(semantic: dict) -> dict[str, str]:
         if name == "feature_descriptions" and isinstance(value, list):
             feats = semantic.get("input_features") or []
             value = {str(f): d for f, d in zip(feats, value) if isinstance(d, str) and d}
-        text = _as_text(value).strip()
+        text = clean_text(_as_text(value)[:MAX_FIELD_CHARS])
         if text:
             out[name] = text[:MAX_FIELD_CHARS]
     return out

@@ -142,6 +142,23 @@ class UsageReports:
                                          "comments": comments[p]}
                 for p in pks.values() if p in rows and not rows[p].deleted}
 
+    # --- text search (market_server/describe.py reads these) ---------------------------------
+    def changed_since(self, after: int) -> tuple[int, set[int]]:
+        """(the newest report id, the learnwares whose reports were stored or replaced after
+        report id ``after``)."""
+        return self.store.report_changes_since(after)
+
+    def public_comments(self, learnware_pks: Iterable[int]) -> dict[int, list[str]]:
+        """The comments of these learnwares' reports, newest first, as the report listing
+        shows them to anyone (``listing``: the island's metric, the newest MAX_LISTED); a
+        replaced report's comment is gone with it."""
+        out: dict[int, list[str]] = {}
+        for r in self.store.reports(learnware_pks=learnware_pks):
+            got = out.setdefault(r["learnware_pk"], [])
+            if r["comment"] and len(got) < MAX_LISTED:
+                got.append(r["comment"])
+        return out
+
     # --- localisation -----------------------------------------------------------------------
     def island_reporters(self, island: IslandRow) -> list[tuple[dict, int]]:
         """``[({learnware_id: value}, n_rows)]``, one per reporter key: its reports on the

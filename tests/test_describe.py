@@ -257,6 +257,9 @@ class _SlowEmbedder:
         out = np.ones((len(texts), describe_mod.DIM), dtype=np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
+    def encode_query(self, text):
+        return np.ones(describe_mod.DIM, dtype=np.float32) / np.sqrt(describe_mod.DIM)
+
 
 def test_queries_never_wait_for_the_embedding_of_the_market(make_market):
     """A new learnware's passages are embedded in the background: a query at once answers with
