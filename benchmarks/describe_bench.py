@@ -8,7 +8,15 @@ queried with its title, as a user might say it, through GET /v1/describe. Top-1 
 
 * ``today``: the market's text search (GET /v1/learnwares?q=, market_server/textindex.py);
 * ``tfidf``: a plain TF-IDF (scikit-learn defaults, cosine) over the same texts: the baseline;
-* ``lexical``, ``semantic``, ``hybrid``: the describe endpoint's rankers.
+* ``lexical``, ``semantic``, ``hybrid``: the describe endpoint's rankers, the query embedded
+  by the int8 copy of the model (the default), and ``semantic``/``hybrid`` again with the
+  query embedded in float32 (the same passages' vectors): the latency baseline of the same run.
+
+Latency is cold: the index's cache of query embeddings is switched off (QUERY_CACHE = 0), so
+every request embeds its query. Then the share of each stage, over a sample of queries: the
+query's embedding, BM25, the rest of the index's query (scores, ranking, the answer), and the
+rest of the request (refresh check, HTTP, signing). Top-1/top-5 also per half of the data sets
+(even / odd positions): the int8 query encoder was chosen on the even half.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/describe_bench.py [--limit N]
 """
@@ -31,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learnware_core.semantic import island_key  # noqa: E402
 from market_server import ServerConfig, create_app  # noqa: E402
-from market_server.embedder import installed  # noqa: E402
+from market_server import describe as describe_mod  # noqa: E402
+from market_server.embedder import Embedder, installed  # noqa: E402
 
 SECTION = re.compile(r"^#{2,3} (.+)$", re.M)
 
@@ -137,15 +146,25 @@ def main() -> None:
             ranked.append([m["learnware_id"] for m in
                            _body(r)["text_matches"]])
         rows.append(("today (text search)", *topk(ranked, ids), lat))
-        rankers, cpus = ["lexical"], {}
+        index = state.market.words
+        describe_mod.QUERY_CACHE = 0  # cold: every request embeds its query
+        rankers, cpus, hits = [("lexical", "lexical")], {}, {}
+        float32 = None
         if installed():
             t0 = time.perf_counter()
-            ok = state.market.words.wait_embedded(timeout=3600)
+            ok = index.wait_embedded(timeout=3600)
             print(f"embedding every passage: {time.perf_counter() - t0:.0f} s (ok={ok})")
-            rankers += ["semantic", "hybrid"]
+            rankers += [("semantic", "semantic"), ("hybrid", "hybrid")]
+            float32 = Embedder(quantize_queries=False)  # same passages' vectors, float32 query
+            float32.wait()
+            rankers += [("semantic", "semantic, float32 query"),
+                        ("hybrid", "hybrid, float32 query")]
         else:
             print("the words extra is not installed: semantic and hybrid skipped")
-        for name in rankers:
+        print(f"load average before timing: {os.getloadavg()[0]:.1f}")
+        int8 = index.embedder
+        for name, label in rankers:
+            index.embedder = float32 if "float32" in label else int8
             ranked, lat, cpu = [], [], []
             for t in titles:
                 a, c = time.perf_counter(), time.process_time()
@@ -153,8 +172,11 @@ def main() -> None:
                 lat.append(time.perf_counter() - a)
                 cpu.append(time.process_time() - c)
                 ranked.append([m["learnware_id"] for m in _body(r)["learnwares"]])
-            cpus[name] = statistics.median(cpu) * 1000
-            rows.append((name, *topk(ranked, ids), lat))
+            cpus[label] = statistics.median(cpu) * 1000
+            hits[label] = ranked
+            rows.append((label, *topk(ranked, ids), lat))
+        index.embedder = int8
+        stages = stage_shares(index, http, titles, "hybrid" if float32 else "lexical")
         extra = [("zzz::new", "new", "A new data set", "sales of something new", ["x"])]
         fill(state.store, extra)
         a = time.perf_counter()
@@ -172,8 +194,43 @@ def main() -> None:
             print(f"{name:22s} {t1:6.3f} {t5:6.3f} {t1 / b1:8.2f}x {p50} {p95} {c50}")
         print(f"(machine load average while measuring: {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores; CPU ms is the request's process time)")
+        even = np.arange(len(ids)) % 2 == 0
+        print("\nper half (even: where the int8 query encoder was chosen; odd: held out)")
+        for label, ranked in hits.items():
+            e = topk([r for r, k in zip(ranked, even) if k], [i for i, k in zip(ids, even) if k])
+            o = topk([r for r, k in zip(ranked, even) if not k],
+                     [i for i, k in zip(ids, even) if not k])
+            print(f"{label:24s} even {e[0]:.3f} / {e[1]:.3f}   odd {o[0]:.3f} / {o[1]:.3f}")
+        print("\nstages of one cold request (medians over a sample, ms; share of the request)")
+        total = stages["request"]
+        for k, v in stages.items():
+            print(f"{k:38s} {v:7.2f}  {v / total:6.1%}")
+        print(f"(load average: {os.getloadavg()[0]:.1f})")
         state.market.sandbox.close()
         state.store.dispose()
+
+
+def stage_shares(index, http, titles, ranker: str, n: int = 400) -> dict[str, float]:
+    """Median ms of each stage of a cold request on ``n`` queries: per query, in turn, its
+    embedding alone, BM25 alone, the index's whole query (both included) and the whole request
+    through GET /v1/describe (so that the four see the same load)."""
+    sample = titles[:: max(1, len(titles) // n)][:n]
+    lex = index.lexical_ranker()
+    stages = {"embed": [], "bm25": [], "query": [], "request": []}
+    params = {"limit": 5, "ranker": ranker}
+    for t in sample:
+        for name, f in (("embed", index.embedder.encode_query if ranker != "lexical" else None),
+                        ("bm25", lex.score), ("query", lambda q: index.query(q, 5, ranker)),
+                        ("request", lambda q: http.get("/v1/describe",
+                                                       params={"q": q, **params}))):
+            a = time.perf_counter()
+            if f is not None:
+                f(t)
+            stages[name].append((time.perf_counter() - a) * 1000)
+    embed, bm25, query, request = (statistics.median(v) for v in stages.values())
+    return {"query embedding (int8)": embed, "BM25": bm25,
+            "rest of the index query (scores, ranks)": max(0.0, query - embed - bm25),
+            "refresh check, HTTP, signing": max(0.0, request - query), "request": request}
 
 
 def _body(resp: httpx.Response) -> dict:

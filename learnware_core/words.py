@@ -90,14 +90,32 @@ def _as_text(value) -> str:
     return str(value)
 
 
+def _feature_info_texts(info) -> dict[str, str] | None:
+    """feature -> "description (unit)" of a specification's ``feature_info``: the per-feature
+    descriptions the publish schema carries."""
+    if not isinstance(info, dict):
+        return None
+    out = {}
+    for f, d in info.items():
+        if isinstance(d, dict):
+            text = " ".join(str(d[k]) if k == "description" else f"({d[k]})"
+                            for k in ("description", "unit") if isinstance(d.get(k), str))
+            if text:
+                out[str(f)] = text
+    return out or None
+
+
 def semantic_texts(semantic: dict) -> dict[str, str]:
     """The public texts of one learnware's semantic specification, field -> text (non-empty
     only). The hook where new public texts join: a field named in :data:`FIELDS` is indexed as
     soon as a specification carries it (``feature_descriptions`` as a list aligned with
-    ``input_features`` or a mapping, ``model_card`` as markdown)."""
+    ``input_features`` or a mapping, else read from ``feature_info``; ``model_card`` as
+    markdown). Every text is cleaned (:func:`clean_text`) and bounded (MAX_FIELD_CHARS)."""
     out = {}
     for name, _ in FIELDS:
         value = semantic.get(name)
+        if name == "feature_descriptions" and value is None:
+            value = _feature_info_texts(semantic.get("feature_info"))
         if name == "feature_descriptions" and isinstance(value, list):
             feats = semantic.get("input_features") or []
             value = {str(f): d for f, d in zip(feats, value) if isinstance(d, str) and d}

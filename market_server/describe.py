@@ -275,6 +275,11 @@ class DescribeIndex:
             self._lexical = (self._docs_version, pks, ranker)
         return self._lexical[1], self._lexical[2]
 
+    def lexical_ranker(self) -> BM25Ranker:
+        """The fitted BM25 ranker the queries read now (benchmarks time it alone)."""
+        with self._lock:
+            return self._lexical_ranker()[1]
+
     def _current_view(self) -> _View:
         key = (self._docs_version, self._vec_version, self._islands_version)
         if self._view is not None and self._view.key == key:
