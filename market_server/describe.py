@@ -55,6 +55,8 @@ LEXICAL_WEIGHT = 0.5
 #: passages the background thread embeds at a time: a query's own embedding waits for the
 #: model at most this long (one batch, ~0.2 s on one core)
 EMBED_BATCH = 16
+#: report ids re-read below the newest one read (reports committed out of id order)
+REPORT_LAG = 64
 #: query embeddings kept
 QUERY_CACHE = 256
 
@@ -150,6 +152,7 @@ class DescribeIndex:
         self._islands: dict[str, tuple[str, dict]] = {}  # key -> (island_id, island fields)
         self._added: list[int] = []  # documents added since the last refresh read comments
         self._report_top = 0  # the newest usage report whose comments were read
+        self._report_window: set[int] = set()  # the report ids read above _report_top - LAG
         self._replaced = False  # a document's texts changed: some vectors may be unused
         self._lexical: tuple[int, list[int], BM25Ranker] | None = None
         self._view: _View | None = None
@@ -200,19 +203,24 @@ class DescribeIndex:
     def refresh(self, store, reports=None) -> None:
         """Catch up with the store as the text index does (textindex.py): the learnwares
         published since, or, when anything else changed, a diff of the live ids. With
-        ``reports`` (market_server/reports.py's ``changed_since`` and ``public_comments``),
-        the comments of the learnwares added and of those whose reports changed are read."""
+        ``reports`` (market_server/reports.py's ``ids_since`` and ``public_comments``), the
+        comments of the learnwares added and of those whose reports changed are read. Report
+        ids are read from REPORT_LAG below the newest one read: a report whose transaction
+        committed after a later id's (concurrent writers on PostgreSQL) is still seen."""
         with self._lock:
             before = self._docs_version
             gone = catch_up(self, store)
             if reports is not None:
-                top, changed = reports.changed_since(self._report_top)
+                rows = reports.ids_since(max(0, self._report_top - REPORT_LAG))
+                changed = {lw for rid, lw in rows if rid not in self._report_window}
                 read = {pk for pk in (*self._added, *changed) if pk in self.docs}
                 if read:
                     got = reports.public_comments(sorted(read))
                     for pk in read:
                         self.set_comments(pk, got.get(pk, []))
-                self._report_top = top
+                self._report_top = max((rid for rid, _ in rows), default=self._report_top)
+                self._report_window = {rid for rid, _ in rows
+                                       if rid > self._report_top - REPORT_LAG}
             self._added = []
             if gone or self._replaced:  # the vectors of passages no document holds any more
                 keep = {_hash(t) for d in self.docs.values() for _, t in d.passages}

@@ -140,10 +140,10 @@ class UsageReports:
                 for p in pks.values() if p in rows and not rows[p].deleted}
 
     # --- text search (market_server/describe.py reads these) ---------------------------------
-    def changed_since(self, after: int) -> tuple[int, set[int]]:
-        """(the newest report id, the learnwares whose reports were stored or replaced after
-        report id ``after``)."""
-        return self.store.report_changes_since(after)
+    def ids_since(self, after: int) -> list[tuple[int, int]]:
+        """``[(report id, learnware pk)]`` of the reports stored (a replacement is a new
+        report) after report id ``after``."""
+        return self.store.report_ids_since(after)
 
     def public_comments(self, learnware_pks: Iterable[int]) -> dict[int, list[str]]:
         """``{learnware_pk: [comment]}``: the comments among each learnware's newest

@@ -818,7 +818,7 @@ class Store:
             try:
                 with self.engine.begin() as conn:
                     # a replacement is a new row (a new, higher id): text indexes see it as a
-                    # change by the ids alone (report_changes_since)
+                    # change by the ids alone (report_ids_since)
                     replaced = conn.execute(usage_reports.delete().where(mine)).rowcount > 0
                     conn.execute(usage_reports.insert().values(
                         learnware_id=learnware_pk, island_id=island_pk,
@@ -852,13 +852,13 @@ class Store:
         return [{"learnware_pk": r[0], "reporter_key_id": r[1], "metric": r[2], "value": r[3],
                  "n_rows": int(r[4]), "reuse": r[5], "comment": r[6], "at": r[7]} for r in rows]
 
-    def report_changes_since(self, after: int) -> tuple[int, set[int]]:
-        """(the newest report id, the learnwares with a report stored after id ``after``): a
-        range of the primary key, so a text index can ask on every query."""
+    def report_ids_since(self, after: int) -> list[tuple[int, int]]:
+        """``[(report id, learnware pk)]`` of the reports stored after id ``after``: a range of
+        the primary key, so a text index can ask on every query."""
         c = usage_reports.c
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(c.id, c.learnware_id).where(c.id > int(after))).all()
-        return max((int(r[0]) for r in rows), default=int(after)), {int(r[1]) for r in rows}
+        return [(int(r[0]), int(r[1])) for r in rows]
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -130,3 +130,25 @@ def test_a_comment_is_embedded_and_ranks_by_meaning(make_market):
     res = user.describe("avalanche danger", ranker="semantic")
     top = res["learnwares"][0]
     assert top["learnware_id"] == a and top["best_passage"] == "comments"
+
+
+def test_a_report_committed_out_of_id_order_is_still_read(make_market):
+    """Concurrent writers on PostgreSQL may commit report 1 after report 2: the index has read
+    id 2 already, and still finds report 1 (it re-reads REPORT_LAG ids below its newest)."""
+    import sqlalchemy as sa
+
+    from market_server.storage import usage_reports
+    env = make_market(describe_embeddings="off")
+    _, a, b = _publish_two(env)
+    _report(env, Identity.generate(), a, "first: avalanche forecasting")
+    _report(env, Identity.generate(), b, "second: glacier melt")
+    store = env.state.market.store
+    with store.engine.begin() as conn:  # report 1 "not committed yet"
+        late = conn.execute(sa.select(usage_reports).where(usage_reports.c.id == 1)).one()
+        conn.execute(usage_reports.delete().where(usage_reports.c.id == 1))
+    user = env.client()
+    assert _ids(user.describe("glacier")) == [b]
+    assert user.describe("avalanche")["learnwares"] == []
+    with store.engine.begin() as conn:  # ... and now it is
+        conn.execute(usage_reports.insert().values(**late._mapping))
+    assert _ids(user.describe("avalanche")) == [a]
