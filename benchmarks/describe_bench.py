@@ -216,30 +216,33 @@ def main() -> None:
 
 
 def stage_shares(index, http, titles, ranker: str, n: int = 400) -> dict[str, tuple]:
-    """Median (wall ms, CPU ms) of each stage of a cold request, each measured alone on the
-    same ``n`` queries: the query's embedding, BM25, the index's whole query (both included),
-    and the whole request through GET /v1/describe. Under a shared machine's load the wall
-    times wait for a core; the process's CPU time is what a request costs."""
+    """Median (wall ms, CPU ms) of each stage of a cold request over the same ``n`` queries:
+    the query's embedding, BM25, the index's whole query (both included), and the whole
+    request through GET /v1/describe. The four are timed one after the other for each query,
+    so that a shared machine's changing load falls on all of them alike; the wall times wait
+    for a core, the process's CPU time is what a stage costs."""
     sample = titles[:: max(1, len(titles) // n)][:n]
-
-    def med(f) -> tuple[float, float]:
-        wall, cpu = [], []
-        for t in sample:
+    lex = index.lexical_ranker()
+    stages = {
+        "query embedding (int8)": (index.embedder.encode_query if ranker != "lexical"
+                                   else lambda t: None),
+        "BM25": lex.score,
+        "index query": lambda t: index.query(t, 5, ranker),
+        "request": lambda t: http.get("/v1/describe", params={"q": t, "limit": 5,
+                                                              "ranker": ranker})}
+    wall = {k: [] for k in stages}
+    cpu = {k: [] for k in stages}
+    for t in sample:
+        for k, f in stages.items():
             a, c = time.perf_counter(), time.process_time()
             f(t)
-            wall.append((time.perf_counter() - a) * 1000)
-            cpu.append((time.process_time() - c) * 1000)
-        return statistics.median(wall), statistics.median(cpu)
-
-    lex = index.lexical_ranker()
-    embed = med(index.embedder.encode_query) if ranker != "lexical" else (0.0, 0.0)
-    bm25 = med(lex.score)
-    query = med(lambda t: index.query(t, 5, ranker))
-    request = med(lambda t: http.get("/v1/describe", params={"q": t, "limit": 5,
-                                                             "ranker": ranker}))
-    rest = tuple(max(0.0, q - e - b) for q, e, b in zip(query, embed, bm25))
+            wall[k].append((time.perf_counter() - a) * 1000)
+            cpu[k].append((time.process_time() - c) * 1000)
+    med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in stages}
+    embed, bm25, query, request = med.values()
     return {"query embedding (int8)": embed, "BM25": bm25,
-            "rest of the index query (cosines, ranks)": rest,
+            "rest of the index query (cosines, ranks)": tuple(
+                max(0.0, q - e - b) for q, e, b in zip(query, embed, bm25)),
             "refresh check, HTTP, signing": tuple(max(0.0, r - q)
                                                   for r, q in zip(request, query)),
             "request": request}
