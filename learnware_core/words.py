@@ -13,6 +13,7 @@ stemmer: over-stemming hurts short queries more than it helps).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,19 @@ def words(text: str) -> list[str]:
     return out
 
 
+def clean_text(text: str) -> str:
+    """Public text as the index holds it: control characters become spaces, invisible format
+    characters (zero-width joiners, direction overrides) are dropped, runs of spaces
+    collapse; lines are kept. Whatever a publisher or reporter typed, the index reads words."""
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.isprintable():  # rare: the slow path, one character at a time
+            line = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in line
+                           if unicodedata.category(c) != "Cf")
+        lines.append(" ".join(line.split()))
+    return "\n".join(lines).strip()
+
+
 def _as_text(value) -> str:
     if value is None:
         return ""
@@ -76,18 +90,36 @@ def _as_text(value) -> str:
     return str(value)
 
 
+def _feature_info_texts(info) -> dict[str, str] | None:
+    """feature -> "description (unit)" of a specification's ``feature_info``: the per-feature
+    descriptions the publish schema carries."""
+    if not isinstance(info, dict):
+        return None
+    out = {}
+    for f, d in info.items():
+        if isinstance(d, dict):
+            text = " ".join(str(d[k]) if k == "description" else f"({d[k]})"
+                            for k in ("description", "unit") if isinstance(d.get(k), str))
+            if text:
+                out[str(f)] = text
+    return out or None
+
+
 def semantic_texts(semantic: dict) -> dict[str, str]:
     """The public texts of one learnware's semantic specification, field -> text (non-empty
     only). The hook where new public texts join: a field named in :data:`FIELDS` is indexed as
     soon as a specification carries it (``feature_descriptions`` as a list aligned with
-    ``input_features`` or a mapping, ``model_card`` as markdown)."""
+    ``input_features`` or a mapping, else read from ``feature_info``; ``model_card`` as
+    markdown). Every text is cleaned (:func:`clean_text`) and bounded (MAX_FIELD_CHARS)."""
     out = {}
     for name, _ in FIELDS:
         value = semantic.get(name)
+        if name == "feature_descriptions" and value is None:
+            value = _feature_info_texts(semantic.get("feature_info"))
         if name == "feature_descriptions" and isinstance(value, list):
             feats = semantic.get("input_features") or []
             value = {str(f): d for f, d in zip(feats, value) if isinstance(d, str) and d}
-        text = _as_text(value).strip()
+        text = clean_text(_as_text(value)[:MAX_FIELD_CHARS])
         if text:
             out[name] = text[:MAX_FIELD_CHARS]
     return out

@@ -76,6 +76,8 @@ class ServerConfig:
     #: the sentence-embedding ranker of requirements in words (market_server/describe.py):
     #: "auto" (used when the ``words`` extra is installed) or "off" (lexical only).
     describe_embeddings: str = "auto"
+    #: a query's embedding through the int8 copy of the model (faster; passages stay float32)
+    describe_int8_queries: bool = True
     extra: dict = field(default_factory=dict)
 
     def resolved_db_url(self) -> str:

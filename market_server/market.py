@@ -114,7 +114,8 @@ class Market:
                                      config.max_profile_learnwares)
         self._islands: dict[str, dict] = {}  # semantic key -> island row (any version)
         self.text = TextIndex()
-        self.words = DescribeIndex(None if config.describe_embeddings == "off" else Embedder())
+        self.words = DescribeIndex(None if config.describe_embeddings == "off"
+                                   else Embedder(config.describe_int8_queries))
         self.reports = UsageReports(store)
         self.publishers = PublishPolicy(config.publishers, config.operator_key)
         self._refreshes = 0
@@ -648,7 +649,7 @@ class Market:
         return out
     def describe(self, query: str, limit: int = 10, ranker: str = "auto") -> dict:
         """Islands and learnwares ranked for a requirement in words (describe.py)."""
-        self.words.refresh(self.store)
+        self.words.refresh(self.store, self.reports)
         return self.words.query(query, limit, ranker)
 
     # --- anchors --------------------------------------------------------------------------

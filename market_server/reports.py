@@ -134,13 +134,29 @@ class UsageReports:
         pks = {i: parse_id(i, "lw") for i in learnware_ids}
         pks = {i: p for i, p in pks.items() if p is not None}
         rows = {r.pk: r for r in self.store.learnwares_by_pks(list(pks.values()))}
-        comments: dict[int, list[str]] = {p: [] for p in pks.values()}
-        for r in self.store.reports(learnware_pks=list(pks.values())):
-            if r["comment"]:
-                comments[r["learnware_pk"]].append(r["comment"])
+        comments = self.public_comments(pks.values())
         return {learnware_public_id(p): {"model_card": rows[p].semantic.get("model_card"),
-                                         "comments": comments[p]}
+                                         "comments": comments.get(p, [])}
                 for p in pks.values() if p in rows and not rows[p].deleted}
+
+    # --- text search (market_server/describe.py reads these) ---------------------------------
+    def ids_since(self, after: int) -> list[tuple[int, int]]:
+        """``[(report id, learnware pk)]`` of the reports stored (a replacement is a new
+        report) after report id ``after``."""
+        return self.store.report_ids_since(after)
+
+    def public_comments(self, learnware_pks: Iterable[int]) -> dict[int, list[str]]:
+        """``{learnware_pk: [comment]}``: the comments among each learnware's newest
+        MAX_LISTED reports, newest first -- what the report listing shows anyone; a replaced
+        report's comment is gone with it. Learnwares without a comment are left out."""
+        out: dict[int, list[str]] = {}
+        seen: dict[int, int] = {}
+        for r in self.store.reports(learnware_pks=learnware_pks):
+            pk = r["learnware_pk"]
+            seen[pk] = seen.get(pk, 0) + 1
+            if r["comment"] and seen[pk] <= MAX_LISTED:
+                out.setdefault(pk, []).append(r["comment"])
+        return out
 
     # --- localisation -----------------------------------------------------------------------
     def island_reporters(self, island: IslandRow) -> list[tuple[dict, int]]:

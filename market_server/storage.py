@@ -679,10 +679,16 @@ class Store:
         """The live totals over every island and the live learnwares after id ``top``
         (with their semantic specifications): what the text index refreshes from. When the
         totals are those of its ids plus the new ones, nothing else changed."""
+        c, s, q = (islands.c[c] for c in LIVE_TOTALS)
+        # summed in the database (one row, not one per island): the sum of squares (each
+        # below 2**61) in two halves of 32 bits so that no sum can overflow a BIGINT
+        sums = sa.select(sa.func.sum(c), sa.func.sum(s),
+                         sa.func.sum(q.op(">>")(sa.literal_column("32"))),
+                         sa.func.sum(q.op("&")(sa.literal_column("4294967295"))))
         with self.engine.connect() as conn:
-            count = total = sumsq = 0
-            for c, s, q in conn.execute(sa.select(*(islands.c[c] for c in LIVE_TOTALS))):
-                count, total, sumsq = count + int(c), total + int(s), (sumsq + int(q)) % SUMSQ_MOD
+            count, total, high, low = conn.execute(sums).one()
+            count, total = int(count or 0), int(total or 0)
+            sumsq = ((int(high or 0) << 32) + int(low or 0)) % SUMSQ_MOD
             rows = conn.execute(sa.select(learnwares.c.id, learnwares.c.semantic)
                                 .where(learnwares.c.deleted_at.is_(None), learnwares.c.id > top)
                                 .order_by(learnwares.c.id)).all()
@@ -802,7 +808,8 @@ class Store:
                    metric: str, value: float, n_rows: int, reuse: str,
                    comment: str | None) -> bool:
         """Store a usage report; the same key's earlier report on this learnware is replaced
-        (True). One transaction; a concurrent first report of the same key becomes an update."""
+        (True). One transaction; a concurrent first report of the same key is replaced on the
+        retry."""
         values = dict(metric=metric, value=float(value), n_rows=int(n_rows), reuse=reuse,
                       comment=comment, created_at=time.time())
         mine = sa.and_(usage_reports.c.learnware_id == learnware_pk,
@@ -810,12 +817,13 @@ class Store:
         for _ in range(2):
             try:
                 with self.engine.begin() as conn:
-                    if conn.execute(usage_reports.update().where(mine).values(**values)).rowcount:
-                        return True
+                    # a replacement is a new row (a new, higher id): text indexes see it as a
+                    # change by the ids alone (report_ids_since)
+                    replaced = conn.execute(usage_reports.delete().where(mine)).rowcount > 0
                     conn.execute(usage_reports.insert().values(
                         learnware_id=learnware_pk, island_id=island_pk,
                         reporter_key_id=reporter_key_id, **values))
-                    return False
+                    return replaced
             except sa.exc.IntegrityError:
                 continue  # the same key's report arrived at the same moment: update it
             except sa.exc.SQLAlchemyError as exc:
@@ -843,6 +851,14 @@ class Store:
             rows = conn.execute(stmt).all()
         return [{"learnware_pk": r[0], "reporter_key_id": r[1], "metric": r[2], "value": r[3],
                  "n_rows": int(r[4]), "reuse": r[5], "comment": r[6], "at": r[7]} for r in rows]
+
+    def report_ids_since(self, after: int) -> list[tuple[int, int]]:
+        """``[(report id, learnware pk)]`` of the reports stored after id ``after``: a range of
+        the primary key, so a text index can ask on every query."""
+        c = usage_reports.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.id, c.learnware_id).where(c.id > int(after))).all()
+        return [(int(r[0]), int(r[1])) for r in rows]
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -262,6 +262,8 @@ def catch_up(index, store) -> list[int]:
     seen = (index.totals[0] + added[0], index.totals[1] + added[1],
             (index.totals[2] + added[2]) % SUMSQ_MOD)
     gone: list[int] = []
+    if seen == totals and not rows:
+        return gone  # nothing changed: the common case, kept O(1) in the index's size
     if seen == totals:
         for r in rows:
             index.add(r.pk, r.learnware_id, r.semantic)

@@ -78,6 +78,17 @@ def test_semantic_texts_lists_every_public_text():
     t = semantic_texts(dict(TEXTS["cars"], model_card="## Intended use\nfleet planning",
                             feature_descriptions={"weight": "car weight in pounds"}))
     assert "fleet planning" in t["model_card"] and "pounds" in t["feature_descriptions"]
+    # the publish schema's feature_info (description, unit) is read when nothing else is given
+    t = semantic_texts(dict(TEXTS["cars"], feature_info={
+        "weight": {"description": "car weight", "unit": "lb", "aliases": ["wt"]},
+        "mpg": {"aliases": ["fuel"]}, "hp": "not a mapping"}))
+    assert t["feature_descriptions"] == "weight: car weight (lb)"
+    t = semantic_texts(dict(TEXTS["cars"], feature_info={"weight": {"description": "ignored"}},
+                            feature_descriptions={"weight": "car weight in pounds"}))
+    assert "ignored" not in t["feature_descriptions"]
+    # control and invisible characters neither hide nor split words
+    t = semantic_texts(dict(TEXTS["cars"], description="fu\u200bel economy\x00of \u202ecars\u202c"))
+    assert t["description"] == "fuel economy of cars"
 
 
 def test_bm25_ranks_rare_words_higher_and_says_why():
@@ -256,6 +267,9 @@ class _SlowEmbedder:
             time.sleep(0.05 * len(texts))
         out = np.ones((len(texts), describe_mod.DIM), dtype=np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def encode_query(self, text):
+        return np.ones(describe_mod.DIM, dtype=np.float32) / np.sqrt(describe_mod.DIM)
 
 
 def test_queries_never_wait_for_the_embedding_of_the_market(make_market):
