@@ -50,11 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.anchor_bench import (FEATURES, fit_spec, load_txhousing, make_model,  # noqa: E402
                                      rmse, split)
 from client_sdk.disclosure import MetricBudget  # noqa: E402
-from market_server.anchors import (build_island_profile, localize, report_prior,  # noqa: E402
-                                   select_anchors)
+from market_server.anchors import (build_island_profile, coverage_anchors,  # noqa: E402
+                                   localize, report_prior, select_anchors)
 
 R_VALUES = (0, 5, 10, 20, 40)
-METHODS = ("pick", "mixture", "by count", "by median", "fixed best", "complete", "prior pick")
+METHODS = ("pick", "mixture", "by count", "by median", "fixed best", "complete", "prior pick",
+           "oracle 3nn", "anchor 3nn", "complete mix", "reported mix", "oracle 3nn mix",
+           "anchor 3nn mix")
 
 
 def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
@@ -83,27 +85,52 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
     fixed_best = int(np.argmin(np.mean([test_err[u] for u in users], axis=0)))
     noise = budget.rng()
 
-    # --- reporting users: per held-out city, ``per_city`` of them, each its own rows
-    reporters: dict[str, list[tuple[dict, int]]] = {u: [] for u in users}
-    for c in users:
-        Xtr, ytr, _, yte = splits[c]
-        for _ in range(args.per_city):
+    # --- reporting users. ``--reporters city`` (default): per held-out city, ``per_city`` of
+    # them, each its own past rows, arriving in a fixed order that visits the cities in turn;
+    # ``distinct``: one per city, the other held-out cities and the developers' cities (a
+    # developer city never reports its own learnware), in a random order fixed per seed
+    if args.reporters == "distinct":
+        rep_cities = [str(c) for c in rng.permutation(users + devs)]
+        per = 1
+    else:
+        rep_cities, per = list(users), args.per_city
+    for c in rep_cities:
+        if c not in P_tr:
+            P_tr[c] = np.stack([models[j].predict(splits[c][0]) for j in ids])
+            P_te[c] = np.stack([models[j].predict(splits[c][2]) for j in ids])
+    draws_r: dict[str, list] = {c: [] for c in rep_cities}
+    for c in rep_cities:
+        ytr = splits[c][1]
+        for _ in range(per):
             m = min(args.reporter_rows, len(ytr))
-            idx = rng.choice(len(ytr), size=m, replace=False)
+            draws_r[c].append(rng.choice(len(ytr), size=m, replace=False))
+    reporters: dict[str, list[tuple[dict, int]]] = {c: [] for c in rep_cities}
+    counts = np.zeros(len(ids))  # reports so far, for --explore
+    for i in range(per):
+        for c in rep_cities:
+            Xtr, ytr, _, yte = splits[c]
+            idx = draws_r[c][i]
+            m = len(idx)
             vals = {j: budget.disclose("rmse", ytr[idx], P_tr[c][k, idx], noise)[1]
                     for k, j in enumerate(ids)}
             loc = localize(profile, anchors, [vals[a] for a in anchors], budget.n_rows(m))
             used = list(dict.fromkeys(list(anchors) + list(loc.mixture.ids)))
+            if args.explore:  # the market also hands it the least-reported learnwares
+                seen = type("Seen", (), {"counts": counts})()
+                used += coverage_anchors(profile, seen, args.explore, exclude=[j for j in used + [c] if j in ids])
+            used = [j for j in used if j != c]  # a developer never reports its own
             if args.report_rows == "future":
                 y_r, P_r, n_r = yte, P_te[c], len(yte)
             else:
                 y_r, P_r, n_r = ytr[idx], P_tr[c][:, idx], m
             report = {j: budget.disclose("rmse", y_r, P_r[ids.index(j)], noise)[1] for j in used}
             reporters[c].append((report, budget.n_rows(n_r)))
-    # a fixed order of the reporters that visits the cities in turn
-    order = [reporters[c][i] + (c,) for i in range(args.per_city) for c in users]
+            for j in report:
+                counts[ids.index(j)] += 1
+    order = [reporters[c][i] + (c,) for i in range(per) for c in rep_cities]
 
     rows = {R: [] for R in R_VALUES}
+    chosen_by: dict[int, list] = {R: [] for R in R_VALUES}
     n = args.n
     for u in users:
         Xtr, ytr, Xte, yte = splits[u]
@@ -111,11 +138,33 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
         err = test_err[u]
         # every other held-out city reporting every learnware on its future: the best by mean
         # reported rmse is the ceiling of a pick from reports (fixed best also sees u's rows)
-        complete = int(np.argmin(np.mean([test_err[c] for c in users if c != u], axis=0)))
+        mean_other = np.mean([np.log(test_err[c]) for c in users if c != u], axis=0)
+        complete = int(np.argmin(mean_other))
+        # the mixture a report-based ranking reaches with complete reports: the 5 learnwares with
+        # the best mean log rmse over the other cities, averaged (cf. the localisation's top 5)
+        complete_mix = rmse(yte, P_te[u][np.argsort(mean_other)[:5]].mean(axis=0))
+        # a pick that knew which 3 other cities' futures resemble u's (by u's own test rmse
+        # vector, unknowable): their best learnware by mean log rmse
+        sim = [np.corrcoef(np.log(test_err[c]), np.log(err))[0, 1] for c in users if c != u]
+        near = [c for c in users if c != u]
+        near = [near[k] for k in np.argsort(sim)[::-1][:3]]
+        near_mean = np.mean([np.log(test_err[c]) for c in near], axis=0)
+        oracle_nn = int(np.argmin(near_mean))
+        oracle_nn_mix = rmse(yte, P_te[u][np.argsort(near_mean)[:5]].mean(axis=0))
+        other_cities = [c for c in users if c != u]
+        a_idx = [ids.index(a) for a in anchors]
         for R in R_VALUES:
             chosen = others[:R]
             prior = (report_prior(profile, chosen, prior_strength=args.prior_strength,
-                                  shrink=args.shrink) if chosen else None)
+                                  shrink=args.shrink, blend=args.blend) if chosen else None)
+            # the same restricted to the learnwares these reporters reported on: what any
+            # ranking from their reports could reach (it knows nothing of the others)
+            seen = {j for vals, _ in chosen for j in vals}
+            ranked = [k for k in np.argsort(mean_other) if ids[k] in seen][:5] if seen else []
+            reported_mix = (rmse(yte, P_te[u][ranked].mean(axis=0)) if ranked
+                            else rmse(yte, P_te[u].mean(axis=0)))
+            if prior is not None:
+                chosen_by[R].append((prior.shrink, prior.blend))
             count = np.zeros(len(ids))
             reported: dict[int, list[float]] = {}
             for vals, _ in chosen:
@@ -133,6 +182,12 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
                 sent = [budget.disclose("rmse", ytr[idx], P_tr[u][ids.index(a), idx], noise)[1]
                         for a in anchors]
                 loc = localize(profile, anchors, sent, budget.n_rows(n), reports=prior)
+                # the same from what a market could know: the 3 other cities whose reported
+                # anchor values (future) correlate best with u's anchor values (its n past rows)
+                ls = np.log(np.asarray(sent, float))
+                sim_a = [np.corrcoef(np.log(test_err[c][a_idx]), ls)[0, 1] for c in other_cities]
+                knn = [other_cities[k] for k in np.argsort(sim_a)[::-1][:3]]
+                knn_mean = np.mean([np.log(test_err[c]) for c in knn], axis=0)
                 w = np.zeros(len(ids))
                 for i, wt in zip(loc.mixture.ids, loc.mixture.weights):
                     w[ids.index(i)] = wt
@@ -141,8 +196,13 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
                 rows[R].append({"pick": err[ids.index(loc.best.id)], "mixture": rmse(yte, w @ P_te[u]),
                                 "by count": err[by_count], "by median": err[by_median],
                                 "fixed best": err[fixed_best], "prior pick": err[prior_pick],
-                                "complete": err[complete],
+                                "complete": err[complete], "complete mix": complete_mix,
+                                "reported mix": reported_mix, "oracle 3nn": err[oracle_nn],
+                                "oracle 3nn mix": oracle_nn_mix,
+                                "anchor 3nn": err[int(np.argmin(knn_mean))],
+                                "anchor 3nn mix": rmse(yte, P_te[u][np.argsort(knn_mean)[:5]].mean(axis=0)),
                                 "oracle": err.min(), "random": err.mean(), "tau": tau})
+    rows["chosen"] = chosen_by
     return rows
 
 
@@ -161,13 +221,23 @@ def main(argv=None) -> int:
     ap.add_argument("--per-city", type=int, default=4, help="reporting users per held-out city")
     ap.add_argument("--reporter-rows", type=int, default=20,
                     help="labelled rows a reporting user localised with")
+    ap.add_argument("--reporters", choices=("city", "distinct"), default="city",
+                    help="city: --per-city reporters per held-out city (same future rows); "
+                    "distinct: one per city, held-out and developer cities")
     ap.add_argument("--report-rows", choices=("future", "past"), default="future")
     ap.add_argument("--budget", choices=("off", "default"), default="off")
     ap.add_argument("--prior-strength", type=float, default=float("inf"),
                     help="report_prior: weight of the uniform prior, in reporters (inf, the "
                     "default: no task prior from reports)")
-    ap.add_argument("--shrink", type=float, default=20.0,
-                    help="report_prior: pseudo-reports shrinking each model's shift to 0")
+    ap.add_argument("--shrink", type=float, default=None,
+                    help="report_prior: pseudo-reports pulling each model's effect to the "
+                    "profile's (default: chosen by cross-validation over the reporters)")
+    ap.add_argument("--blend", type=float, default=None,
+                    help="report_prior: weight of the reporters' model effects against the "
+                    "user's own posterior (default: chosen by cross-validation)")
+    ap.add_argument("--explore", type=int, default=0,
+                    help="each reporter also runs and reports this many of the least-reported "
+                    "learnwares (anchors.coverage_anchors; 0: only what it used)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     data = load_txhousing()
@@ -190,6 +260,12 @@ def main(argv=None) -> int:
     print(f"{'tau':<12}" + "".join(
         f"{np.mean([np.nanmean([r['tau'] for r in per_seed[s][R]]) for s in seeds]):>9.3f}"
         for R in R_VALUES))
+    print(f"{'shrink':<12}" + "".join(
+        f"{np.median([c[0] for s in seeds for c in per_seed[s]['chosen'][R]] or [np.nan]):>9.3g}"
+        for R in R_VALUES) + "   (chosen by cross-validation unless given; median)")
+    print(f"{'blend':<12}" + "".join(
+        f"{np.median([c[1] for s in seeds for c in per_seed[s]['chosen'][R]] or [np.nan]):>9.3g}"
+        for R in R_VALUES))
     print("\nper seed, R = 20: pick / mixture / fixed best")
     for s in seeds:
         g = per_seed[s][20]
@@ -200,6 +276,8 @@ def main(argv=None) -> int:
     print(f"\ngoal, R = 20: pick reaches fixed best ({pick:.1%} vs {fb:.1%}: "
           f"{'met' if pick >= fb - 0.005 else 'short'}); mixture >= 75% ({mix:.1%}: "
           f"{'met' if mix >= 0.75 else 'short'}). The mixture is the recommended answer.")
+    print(f"(reports on {args.report_rows} rows; reporters explore {args.explore} "
+          f"least-reported learnwares each)")
     print(f"total {time.time() - t0:.0f}s")
     return 0
 

@@ -61,7 +61,8 @@ def test_models_reported_worse_than_predicted_are_shifted(island):
         vals, n = _reporter(profile, W, regime[bad], rng, used)
         vals[bad] *= 3.0  # real users found it far worse than its behaviour suggests
         reports.append((vals, n))
-    prior = an.report_prior(profile, reports, shrink=2.0)
+    # blend 0: the profile localises, the reports only correct the models it misjudges
+    prior = an.report_prior(profile, reports, shrink=2.0, blend=0.0)
     j = profile.ids.index(bad)
     assert prior.shift[j] > 0.3  # log scale: the loss (rmse^2) is 9x what was predicted
     assert prior.shift[j] == prior.shift.max()
@@ -69,9 +70,14 @@ def test_models_reported_worse_than_predicted_are_shifted(island):
     X = rng.normal(size=(20, D))
     y = X @ W[regime[bad]]
     vals = _user_vals(profile, anchors, X, y)
-    est = {r.id: r.estimate for r in an.localize(profile, anchors, vals, 20, reports=prior).ranking}
     est0 = {r.id: r.estimate for r in an.localize(profile, anchors, vals, 20).ranking}
-    assert est[bad] > 1.5 * est0[bad]
+    # and with shrink and blend chosen by cross-validation on the reporters
+    auto = an.report_prior(profile, reports)
+    assert auto.shift[-1] == 0.0  # nobody reported it: not moved
+    assert auto.cv_error < auto.cv_error_profile  # the reports predict reporters better
+    for p in (prior, auto):
+        est = {r.id: r.estimate for r in an.localize(profile, anchors, vals, 20, reports=p).ranking}
+        assert est[bad] > 1.5 * est0[bad]
 
 
 def _user_vals(profile, anchors, X, y):
