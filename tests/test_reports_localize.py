@@ -139,3 +139,86 @@ def test_market_localize_uses_the_islands_reports(market):
     assert res.single and res.mixture
     env.client().report("lw-3", *data[0])
     assert env.state.market.reports.prior(island, prof) is not prior
+
+
+def test_models_all_users_found_better_move_up_the_ranking(island):
+    """Reporters from every regime found one model better than the pseudo-data says (e.g. it
+    copes with a drift the herded inputs do not show): a new user with little evidence gets it
+    ranked higher, with shrink and blend chosen by cross-validation on the reporters."""
+    profile, W, regime = island
+    rng = np.random.default_rng(4)
+    anchors = an.select_anchors(profile, 4)
+    good = next(lw for lw in profile.ids if lw not in anchors)
+    reports = []
+    for r in range(12):
+        vals, n = _reporter(profile, W, r % 4, rng, profile.ids)
+        vals[good] *= 0.4
+        reports.append((vals, n))
+    prior = an.report_prior(profile, reports)
+    assert prior.cv_error < prior.cv_error_profile
+    j = profile.ids.index(good)
+    assert prior.shift[j] == prior.shift.min() < -0.5
+    X = rng.normal(size=(3, D))
+    vals = _user_vals(profile, anchors, X, X @ W[(regime[good] + 1) % 4])  # another regime
+    plain = an.localize(profile, anchors, vals, 3)
+    with_reports = an.localize(profile, anchors, vals, 3, reports=prior)
+    rank = lambda loc: [r.id for r in loc.ranking].index(good)  # noqa: E731
+    assert rank(with_reports) < rank(plain)
+    est = {r.id: r.estimate for r in with_reports.ranking}
+    est0 = {r.id: r.estimate for r in plain.ranking}
+    assert est[good] < 0.8 * est0[good]
+
+
+def test_reports_that_agree_with_the_profile_barely_move_it(island):
+    """Reporters who measured what the profile predicts (noise only): estimates stay put."""
+    profile, W, regime = island
+    rng = np.random.default_rng(6)
+    anchors = an.select_anchors(profile, 4)
+    reports = [_reporter(profile, W, r % 4, rng, profile.ids) for r in range(8)]
+    prior = an.report_prior(profile, reports)
+    X = rng.normal(size=(10, D))
+    vals = _user_vals(profile, anchors, X, X @ W[0] + 0.3 * rng.normal(size=10))  # as they
+    a = {r.id: r.estimate for r in an.localize(profile, anchors, vals, 10, reports=prior).ranking}
+    b = {r.id: r.estimate for r in an.localize(profile, anchors, vals, 10).ranking}
+    ratio = np.array([a[i] / b[i] for i in profile.ids])
+    assert np.all(np.abs(np.log(ratio)) < 0.35)
+
+
+def test_coverage_anchors_hand_out_the_least_reported(island):
+    profile, W, regime = island
+    rng = np.random.default_rng(7)
+    anchors = an.select_anchors(profile, 4)
+    reports = [_reporter(profile, W, 0, rng, anchors) for _ in range(3)]
+    prior = an.report_prior(profile, reports)
+    extra = an.coverage_anchors(profile, prior, 3, exclude=anchors)
+    assert len(extra) == 3 and not set(extra) & set(anchors)
+    assert all(prior.counts[profile.ids.index(e)] == 0 for e in extra)
+    # once those are reported, others come next; without reports: the profile's best first
+    reports += [_reporter(profile, W, 1, rng, extra)]
+    later = an.coverage_anchors(profile, an.report_prior(profile, reports), 3, exclude=anchors)
+    assert not set(later) & set(extra)
+    none = an.coverage_anchors(profile, None, 1)
+    assert none == [profile.ids[int(np.argmin(profile.loss.mean(axis=0)))]]
+    with pytest.raises(ValueError):
+        an.coverage_anchors(profile, prior, -1)
+
+
+def test_market_hands_out_coverage_anchors_when_configured(make_market):
+    env = make_market(report_coverage_anchors=2)
+    rng = np.random.default_rng(8)
+    dev = env.client()
+    sem = semantic("coverage island")
+    data = []
+    for i in range(6):
+        X = blob(rng, [2.0 * i, 0.0, 0.0], n=120)
+        y = linear_task(rng, X, (1 + i, -1, 0.5 * i))
+        dev.publish(fitted_ridge(X, y), X, sem)
+        data.append((X, y))
+    market = env.state.market
+    first = market.anchor_set({"semantic": sem, "max_anchors": 2})["anchors"]
+    assert len(first) == 4 and len(set(first)) == 4
+    for lid in first:
+        env.client().report(lid, *data[0])
+    second = market.anchor_set({"semantic": sem, "max_anchors": 2})["anchors"]
+    assert second[:2] == first[:2]             # the medoids stay
+    assert not set(second[2:]) & set(first)    # the unreported come next
