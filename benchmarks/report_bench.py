@@ -54,7 +54,7 @@ from market_server.anchors import (build_island_profile, coverage_anchors,  # no
                                    localize, report_prior, select_anchors)
 
 R_VALUES = (0, 5, 10, 20, 40)
-METHODS = ("pick", "mixture", "by count", "by median", "fixed best", "complete", "prior pick",
+METHODS = ("pick", "mix heaviest", "mixture", "by count", "by median", "fixed best", "complete", "prior pick",
            "oracle 3nn", "anchor 3nn", "complete mix", "reported mix", "oracle 3nn mix",
            "anchor 3nn mix")
 
@@ -117,7 +117,8 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
             used = list(dict.fromkeys(list(anchors) + list(loc.mixture.ids)))
             if args.explore:  # the market also hands it the least-reported learnwares
                 seen = type("Seen", (), {"counts": counts})()
-                used += coverage_anchors(profile, seen, args.explore, exclude=[j for j in used + [c] if j in ids])
+                used += coverage_anchors(profile, seen, args.explore,
+                                         exclude=[j for j in used + [c] if j in ids])
             used = [j for j in used if j != c]  # a developer never reports its own
             if args.report_rows == "future":
                 y_r, P_r, n_r = yte, P_te[c], len(yte)
@@ -193,7 +194,9 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
                     w[ids.index(i)] = wt
                 est = {r.id: r.estimate for r in loc.ranking}
                 tau = kendalltau([est[j] for j in ids], err).statistic
-                rows[R].append({"pick": err[ids.index(loc.best.id)], "mixture": rmse(yte, w @ P_te[u]),
+                heaviest = loc.mixture.ids[int(np.argmax(loc.mixture.weights))]
+                rows[R].append({"pick": err[ids.index(loc.best.id)],
+                                "mix heaviest": err[ids.index(heaviest)], "mixture": rmse(yte, w @ P_te[u]),
                                 "by count": err[by_count], "by median": err[by_median],
                                 "fixed best": err[fixed_best], "prior pick": err[prior_pick],
                                 "complete": err[complete], "complete mix": complete_mix,

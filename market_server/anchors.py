@@ -859,6 +859,14 @@ def _mixture(profile: IslandProfile, post: _Posterior,
         t = F.shape[2]
         Q = np.einsum("i,ikt,ilt->kl", wt, G, G) / t
         b = np.einsum("i,ikt,it->k", wt, G, Y) / t
+        if post.factor is not None and np.any(post.factor[top] != 1.0):
+            # reports say real users see model j's loss times factor_j: scale its errors by
+            # sqrt(factor_j) in their second-moment matrix (on the simplex, v'Cv is the
+            # objective above up to a constant), so the weights follow the reports too
+            yy = float(np.einsum("i,it,it->", wt, Y, Y) / t)
+            C = Q - b[:, None] - b[None, :] + yy
+            s = np.sqrt(post.factor[top])
+            Q, b = s[:, None] * C * s[None, :], np.zeros(len(top))
         v, _ = simplex_qp(Q, b)
         mix = np.einsum("k,ikt->it", v, G)
         per_task = np.array([_task_losses(profile.objective, "regression", Y[r], mix[r:r + 1],

@@ -222,3 +222,108 @@ def test_market_hands_out_coverage_anchors_when_configured(make_market):
     second = market.anchor_set({"semantic": sem, "max_anchors": 2})["anchors"]
     assert second[:2] == first[:2]             # the medoids stay
     assert not set(second[2:]) & set(first)    # the unreported come next
+
+
+class _Saturating:
+    """A ridge that clips its inputs to the box it was trained in: the same model as a ridge
+    there, flat outside it."""
+
+    def __init__(self, model, bound):
+        self.model, self.bound = model, bound
+
+    def predict(self, X):
+        return self.model.predict(np.clip(X, -self.bound, self.bound))
+
+
+@pytest.fixture(scope="module")
+def shifted_island():
+    """Four regimes of ridge developers; two of regime 2's three clip their inputs to the box
+    they were trained in (``_Saturating``). Real users of regime 2 work further out (their
+    inputs shifted), where those two fail and the plain ridge extrapolates: the herded
+    pseudo-data (the developers' own input regions) cannot tell them apart."""
+    learnwares, W, regime = _regression_island(n_regimes=4, per_regime=3, seed=3)
+    learnwares = [(i, _Saturating(m, 2.5) if i in SATURATING else m, *rest)
+                  for i, m, *rest in learnwares]
+    profile = an.build_island_profile(learnwares, "rmse", "regression", n_herd=32)
+    return profile, W
+
+
+SATURATING = ("r2-dev0", "r2-dev1")
+
+
+def _shifted_rows(rng, W, n):
+    X = rng.normal(size=(n, D)) + 2.5
+    return X, X @ W[2] + 0.3 * rng.normal(size=n)
+
+
+def test_reports_steer_the_mixture_off_models_real_users_found_bad(shifted_island):
+    profile, W = shifted_island
+    rng = np.random.default_rng(4)
+    anchors = an.select_anchors(profile, 4)
+    regime2 = [lw for lw in profile.ids if lw.startswith("r2-")]
+    reports = []
+    for _ in range(8):  # real users of regime 2 report the learnwares they tried
+        X, y = _shifted_rows(rng, W, 40)
+        reports.append(({j: pm.evaluate("rmse", y, profile.models[j].predict(X))
+                         for j in dict.fromkeys(anchors + regime2)}, 40))
+    prior = an.report_prior(profile, reports)  # shrink and blend by cross-validation
+    assert prior.cv_error < prior.cv_error_profile  # the reports predict reporters better
+    good = profile.ids.index("r2-dev2")
+    for j in SATURATING:
+        assert prior.shift[profile.ids.index(j)] > prior.shift[good] + 0.5
+    Xu, yu = _shifted_rows(rng, W, 8)  # a new user with few rows
+    Xt, yt = _shifted_rows(rng, W, 200)  # and the rows it will use the learnwares on
+    vals = _user_vals(profile, anchors, Xu, yu)
+    plain = an.localize(profile, anchors, vals, len(yu))
+    steered = an.localize(profile, anchors, vals, len(yu), reports=prior)
+
+    def weight(loc, ids):
+        return sum(w for j, w in zip(loc.mixture.ids, loc.mixture.weights) if j in ids)
+
+    def mixture_rmse(loc):
+        pred = sum(w * profile.models[j].predict(Xt) for j, w in zip(loc.mixture.ids,
+                                                                     loc.mixture.weights))
+        return pm.evaluate("rmse", yt, pred)
+
+    assert weight(plain, SATURATING) > 0.2  # the profile alone cannot tell them apart
+    assert weight(steered, SATURATING) < 0.1
+    assert steered.best.id == "r2-dev2"
+    assert mixture_rmse(steered) < 0.8 * mixture_rmse(plain)
+
+
+def test_shrinkage_follows_how_well_reporters_agree(island):
+    """Reporters whose deviations from the profile are shared get light shrinkage; reporters
+    whose deviations are each their own noise get heavy shrinkage (and the reports barely move
+    a new user's estimates)."""
+    profile, W, regime = island
+    rng = np.random.default_rng(6)
+    anchors = an.select_anchors(profile, 4)
+    ids = profile.ids
+    common = {j: float(rng.normal(scale=0.6)) for j in ids}
+    shared, noisy = [], []
+    for _ in range(12):
+        vals, n = _reporter(profile, W, int(rng.integers(4)), rng, ids)
+        shared.append(({j: v * np.exp(common[j]) for j, v in vals.items()}, n))
+        noisy.append(({j: v * np.exp(rng.normal(scale=0.6)) for j, v in vals.items()}, n))
+    a, b = an.report_prior(profile, shared), an.report_prior(profile, noisy)
+    assert a.shrink < b.shrink
+    assert a.cv_error < a.cv_error_profile
+    # the shared deviations are recovered, up to their mean
+    c = np.array([common[j] for j in ids])
+    assert np.corrcoef(a.shift, c)[0, 1] > 0.8
+    assert np.abs(b.shift).max() < np.abs(a.shift).max()
+
+
+def test_coverage_anchors_hand_out_the_least_reported(island):
+    profile, W, regime = island
+    rng = np.random.default_rng(7)
+    anchors = an.select_anchors(profile, 4)
+    reports = [_reporter(profile, W, 1, rng, anchors) for _ in range(3)]
+    prior = an.report_prior(profile, reports)
+    extra = an.coverage_anchors(profile, prior, 3, exclude=anchors)
+    assert len(extra) == 3 and not set(extra) & set(anchors)
+    assert all(prior.counts[profile.ids.index(j)] == 0 for j in extra)
+    assert an.coverage_anchors(profile, None, 0) == []
+    assert len(an.coverage_anchors(profile, None, 100)) == profile.n
+    with pytest.raises(ValueError):
+        an.coverage_anchors(profile, prior, -1)
