@@ -54,8 +54,8 @@ from market_server.anchors import (build_island_profile, coverage_anchors,  # no
                                    localize, report_prior, select_anchors)
 
 R_VALUES = (0, 5, 10, 20, 40)
-METHODS = ("pick", "mix heaviest", "mixture", "by count", "by median", "fixed best", "complete", "prior pick",
-           "oracle 3nn", "anchor 3nn", "complete mix", "reported mix", "oracle 3nn mix",
+METHODS = ("pick", "mix heaviest", "mixture", "by count", "by median", "fixed best", "complete",
+           "prior pick", "oracle 3nn", "anchor 3nn", "complete mix", "reported mix", "oracle 3nn mix",
            "anchor 3nn mix")
 
 
@@ -116,8 +116,7 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
             loc = localize(profile, anchors, [vals[a] for a in anchors], budget.n_rows(m))
             used = list(dict.fromkeys(list(anchors) + list(loc.mixture.ids)))
             if args.explore:  # the market also hands it the least-reported learnwares
-                seen = type("Seen", (), {"counts": counts})()
-                used += coverage_anchors(profile, seen, args.explore,
+                used += coverage_anchors(profile, counts, args.explore,
                                          exclude=[j for j in used + [c] if j in ids])
             used = [j for j in used if j != c]  # a developer never reports its own
             if args.report_rows == "future":
@@ -196,14 +195,16 @@ def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
                 tau = kendalltau([est[j] for j in ids], err).statistic
                 heaviest = loc.mixture.ids[int(np.argmax(loc.mixture.weights))]
                 rows[R].append({"pick": err[ids.index(loc.best.id)],
-                                "mix heaviest": err[ids.index(heaviest)], "mixture": rmse(yte, w @ P_te[u]),
+                                "mix heaviest": err[ids.index(heaviest)],
+                                "mixture": rmse(yte, w @ P_te[u]),
                                 "by count": err[by_count], "by median": err[by_median],
                                 "fixed best": err[fixed_best], "prior pick": err[prior_pick],
                                 "complete": err[complete], "complete mix": complete_mix,
                                 "reported mix": reported_mix, "oracle 3nn": err[oracle_nn],
                                 "oracle 3nn mix": oracle_nn_mix,
                                 "anchor 3nn": err[int(np.argmin(knn_mean))],
-                                "anchor 3nn mix": rmse(yte, P_te[u][np.argsort(knn_mean)[:5]].mean(axis=0)),
+                                "anchor 3nn mix": rmse(yte, P_te[u][np.argsort(knn_mean)[:5]]
+                                                       .mean(axis=0)),
                                 "oracle": err.min(), "random": err.mean(), "tau": tau})
     rows["chosen"] = chosen_by
     return rows

@@ -190,7 +190,7 @@ def test_coverage_anchors_hand_out_the_least_reported(island):
     anchors = an.select_anchors(profile, 4)
     reports = [_reporter(profile, W, 0, rng, anchors) for _ in range(3)]
     prior = an.report_prior(profile, reports)
-    extra = an.coverage_anchors(profile, prior, 3, exclude=anchors)
+    extra = an.coverage_anchors(profile, prior.counts, 3, exclude=anchors)
     assert len(extra) == 3 and not set(extra) & set(anchors)
     assert all(prior.counts[profile.ids.index(e)] == 0 for e in extra)
     # once those are reported, others come next; without reports: the profile's best first
@@ -199,8 +199,9 @@ def test_coverage_anchors_hand_out_the_least_reported(island):
     assert not set(later) & set(extra)
     none = an.coverage_anchors(profile, None, 1)
     assert none == [profile.ids[int(np.argmin(profile.loss.mean(axis=0)))]]
-    with pytest.raises(ValueError):
-        an.coverage_anchors(profile, prior, -1)
+    for bad in ((prior.counts, -1), (prior.counts[:-1], 2)):
+        with pytest.raises(ValueError):
+            an.coverage_anchors(profile, *bad)
 
 
 def test_market_hands_out_coverage_anchors_when_configured(make_market):
@@ -312,18 +313,3 @@ def test_shrinkage_follows_how_well_reporters_agree(island):
     c = np.array([common[j] for j in ids])
     assert np.corrcoef(a.shift, c)[0, 1] > 0.8
     assert np.abs(b.shift).max() < np.abs(a.shift).max()
-
-
-def test_coverage_anchors_hand_out_the_least_reported(island):
-    profile, W, regime = island
-    rng = np.random.default_rng(7)
-    anchors = an.select_anchors(profile, 4)
-    reports = [_reporter(profile, W, 1, rng, anchors) for _ in range(3)]
-    prior = an.report_prior(profile, reports)
-    extra = an.coverage_anchors(profile, prior, 3, exclude=anchors)
-    assert len(extra) == 3 and not set(extra) & set(anchors)
-    assert all(prior.counts[profile.ids.index(j)] == 0 for j in extra)
-    assert an.coverage_anchors(profile, None, 0) == []
-    assert len(an.coverage_anchors(profile, None, 100)) == profile.n
-    with pytest.raises(ValueError):
-        an.coverage_anchors(profile, prior, -1)
