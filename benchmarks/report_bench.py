@@ -3,33 +3,50 @@ earlier users' reports (in-process, no server).
 
 Set-up as in ``benchmarks/anchor_bench.py`` (one gradient-boosted developer per city, 12 held-out
 cities play the users, their test rows are their last 24 months). New here: **reporting users**.
-Each held-out city has ``--per-city`` reporters; a reporter holds ``--reporter-rows`` labelled
-rows of its city's past (its own random draw), is localised with the island's anchors (round 1),
-reuses what it was given and then reports, as ``MarketClient.report`` does, one value per
-learnware it used -- the anchors it ran and the members of its recommended mixture -- measured
-on its report rows: ``--report-rows future`` (default: the months the learnwares forecast for
-it, the city's last 24; a report comes after use) or ``past`` (the rows it labelled). Values go
-through the SDK's disclosure budget (``--budget``, as anchor_bench: off by default).
+A reporter holds ``--reporter-rows`` labelled rows of its city's past (its own random draw), is
+localised with the island's anchors (round 1), reuses what it was given and then reports, as
+``MarketClient.report`` does, one value per learnware it used -- the anchors it ran, the members
+of its recommended mixture and ``--explore`` k learnwares the market handed it beside the
+anchors (the least reported so far, ``anchors.coverage_anchors``; the market's
+``report_coverage_anchors``) -- measured on its report rows: ``--report-rows future`` (default:
+the months the learnwares forecast for it, the city's last 24; a report comes after use) or
+``past`` (the rows it labelled). Who reports (``--reporters``): ``distinct`` (default) one user
+per city, the held-out cities and the developers' cities (a developer never reports its own
+learnware), in a random order fixed per seed; ``city`` (the first design) ``--per-city`` users
+of each held-out city, whose reports share the city's 24 future rows -- near-duplicates, so R
+counts fewer independent users than it says. Values go through the SDK's disclosure budget
+(``--budget``, as anchor_bench: off by default).
 
-A new user (held-out city u) is localised from n labelled rows with the reports of R reporting
-users of the *other* held-out cities (never its own city), R = 0, 5, 10, 20, 40, taken in a
-fixed order that visits the cities in turn. Reported per R, at n = 10 by default, the share of
-the random -> oracle gap closed (mean over users x draws) by:
+A new user (held-out city u) is localised from n labelled rows with the reports of the first R
+reporters not of its own city, R = 0, 5, 10, 20, 40. Reported per R, at n = 10 by default, the
+share of the random -> oracle gap closed (mean over users x draws) by:
 
 * ``pick``      the localisation's single pick (round 1) -- secondary
+* ``mix heaviest`` the heaviest member of its mixture
 * ``mixture``   its recommended mixture (round 1) -- the localisation's answer
 * ``by count``  a fixed list ranked by report count (ties: lower median reported value): its top
 * ``by median`` the learnware with the best median reported value (>= 2 reports)
 * ``fixed best`` the best single learnware for these users in hindsight (the ceiling of any
                 pick that is the same for every user; independent of R)
-* ``complete``  the learnware with the lowest mean test rmse over the *other* held-out cities:
-                what a pick from reports reaches if every other city reported every learnware
-                on its future rows (fixed best also sees the user's own test rows)
+* ``complete``  the learnware with the lowest mean log test rmse over the *other* held-out
+                cities: a pick from reports if every other city reported every learnware on its
+                future rows (fixed best also sees the user's own test rows)
+* ``complete mix`` the same ranking's top 5, averaged: a population mixture from complete reports
+* ``reported mix`` the same restricted to the learnwares the R reporters reported on: what any
+                ranking from their reports could reach
+* ``oracle 3nn`` / ``oracle 3nn mix`` pick / top-5 average by the 3 other cities whose future rmse
+                vectors correlate best with u's own (unknowable: u's future)
+* ``anchor 3nn`` / ``anchor 3nn mix`` the same with the similarity a market could measure: u's
+                anchor values (n past rows) against the other cities' anchor values on their
+                futures (kNN collaborative filtering between the user and reporters)
 * ``tau``       Kendall tau between the localisation's predicted ranking of every learnware and
                 the true ranking by test rmse (mean over users x draws)
 
+The bounds (complete, oracle/anchor 3nn) use every other held-out city whatever R.
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/report_bench.py [--seeds 0,3,4,5,6,7,8,9]
-        [--draws 10] [--n 10] [--report-rows future|past] [--budget off|default]
+        [--draws 10] [--n 10] [--reporters distinct|city] [--explore 8]
+        [--report-rows future|past] [--budget off|default] [--shrink S] [--blend B]
 """
 from __future__ import annotations
 
@@ -55,8 +72,8 @@ from market_server.anchors import (build_island_profile, coverage_anchors,  # no
 
 R_VALUES = (0, 5, 10, 20, 40)
 METHODS = ("pick", "mix heaviest", "mixture", "by count", "by median", "fixed best", "complete",
-           "prior pick", "oracle 3nn", "anchor 3nn", "complete mix", "reported mix", "oracle 3nn mix",
-           "anchor 3nn mix")
+           "prior pick", "oracle 3nn", "anchor 3nn", "complete mix", "reported mix",
+           "oracle 3nn mix", "anchor 3nn mix")
 
 
 def run_seed(seed: int, args, data, budget: MetricBudget) -> dict:
@@ -225,7 +242,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-city", type=int, default=4, help="reporting users per held-out city")
     ap.add_argument("--reporter-rows", type=int, default=20,
                     help="labelled rows a reporting user localised with")
-    ap.add_argument("--reporters", choices=("city", "distinct"), default="city",
+    ap.add_argument("--reporters", choices=("city", "distinct"), default="distinct",
                     help="city: --per-city reporters per held-out city (same future rows); "
                     "distinct: one per city, held-out and developer cities")
     ap.add_argument("--report-rows", choices=("future", "past"), default="future")

@@ -1203,14 +1203,15 @@ def _cross_validate(M, OWN, omega, base, shrinks, blends, folds):
     return err / total, err0 / total
 
 
-def coverage_anchors(profile: IslandProfile, counts: "ReportPrior | np.ndarray | None", k: int,
-                     exclude: Iterable[str] = ()) -> list[str]:
+def coverage_anchors(profile: IslandProfile, counts: "ReportPrior | np.ndarray | None",
+                     k: int, exclude: Iterable[str] = ()) -> list[str]:
     """Up to ``k`` learnwares the reports know least about, never one in ``exclude``
     (``counts``: a :class:`ReportPrior` or its reports per learnware in profile order, None:
     none yet; fewest first, ties: the profile's lower mean loss first): handed to a user beside
     its anchors, so that what it later reports covers the island. Reports can only rank the
     learnwares someone used; without this, every reporter runs the same anchors and the same
-    mixture members and the rest of the island stays unreported (docs/RESULTS.md, "Usage reports")."""
+    mixture members and the rest of the island stays unreported (docs/RESULTS.md, "Usage
+    reports")."""
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     excl = {profile.index(e) for e in exclude}
