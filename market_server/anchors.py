@@ -117,7 +117,7 @@ __all__ = [
     "build_island_profile", "add_learnware", "remove_learnware", "reorder_profile",
     "ModelFailure",
     "select_anchors", "localize", "next_anchors",
-    "to_loss", "from_loss", "ReportPrior", "report_prior",
+    "to_loss", "from_loss", "ReportPrior", "report_prior", "coverage_anchors",
 ]
 
 # Variance multiplier for the *differential* sampling noise between anchors measured on the same
@@ -789,6 +789,7 @@ class _Posterior:
     phi: float
     mean: np.ndarray         # per model, loss scale (fused)
     var: np.ndarray
+    factor: np.ndarray | None = None  # per model: what the reports multiplied (loss + phi) by
 
     def sampling_var(self, metric: str, level) -> np.ndarray:
         return _sampling_var(metric, level, self.n)
@@ -825,12 +826,14 @@ def _posterior(profile: IslandProfile, anchor_ids, metric_values, n_rows,
     # the user's n rows, so the level of every loss (the offset c) is only known to s(mu, n)
     var = (w @ (vec - mean[None, :]) ** 2 + tau2 * (mean + phi) ** 2
            + (1.0 - _DIFFERENTIAL) * _sampling_var(obj, mean, n))
-    if reports is not None:  # what real users measured vs what the pseudo-data predicted
-        factor = np.exp(reports.shift)
+    factor = np.ones(profile.n)
+    if reports is not None and reports.reporters > 0:  # what real users measured
+        own = np.log(np.maximum(mean, 0.0) + phi)
+        factor = np.exp(_blend(own, reports.column, reports.blend) - own)
         mean = (mean + phi) * factor - phi
         var = var * factor ** 2
     return _Posterior(A=A, g_obs=g_obs, n=n, w=w, c=c, scale=scale, tau2=tau2, phi=phi,
-                      mean=mean, var=var)
+                      mean=mean, var=var, factor=factor)
 
 
 def _interval(metric: str, mean: float, sd: float, phi: float) -> tuple[float, float, float]:
@@ -856,6 +859,14 @@ def _mixture(profile: IslandProfile, post: _Posterior,
         t = F.shape[2]
         Q = np.einsum("i,ikt,ilt->kl", wt, G, G) / t
         b = np.einsum("i,ikt,it->k", wt, G, Y) / t
+        if post.factor is not None and np.any(post.factor[top] != 1.0):
+            # reports say real users see model j's loss times factor_j: scale its errors by
+            # sqrt(factor_j) in their second-moment matrix (on the simplex, v'Cv is the
+            # objective above up to a constant), so the weights follow the reports too
+            yy = float(np.einsum("i,it,it->", wt, Y, Y) / t)
+            C = Q - b[:, None] - b[None, :] + yy
+            s = np.sqrt(post.factor[top])
+            Q, b = s[:, None] * C * s[None, :], np.zeros(len(top))
         v, _ = simplex_qp(Q, b)
         mix = np.einsum("k,ikt->it", v, G)
         per_task = np.array([_task_losses(profile.objective, "regression", Y[r], mix[r:r + 1],
@@ -905,8 +916,8 @@ def localize(profile: IslandProfile, anchor_ids: Sequence[str], metric_values: S
                                        measured=measured.get(int(j))))
     top = [int(j) for j in order[:max(1, min(int(top_k), profile.n))]]
     v, mmean, msd = _mixture(profile, post, top)
-    if reports is not None:  # the members' correction, weighted as they are mixed
-        mmean = (mmean + post.phi) * math.exp(float(v @ reports.shift[top])) - post.phi
+    if post.factor is not None:  # the members' correction, weighted as they are mixed
+        mmean = (mmean + post.phi) * math.exp(float(v @ np.log(post.factor[top]))) - post.phi
     keep = v > 1e-3
     weights = v[keep] / v[keep].sum()
     mids = [profile.ids[j] for j, k in zip(top, keep) if k]
@@ -994,76 +1005,219 @@ def next_anchors(profile: IslandProfile, asked_anchor_ids: Sequence[str],
 
 # ----------------------------------------------------------------------------------------------
 # usage reports: real rows of the task x model matrix
+#: pseudo-reports pulling a model's column effect toward the profile's, candidates for the fit
+_SHRINK_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: weight of the reporters' column effects against the user's own posterior, candidates
+_BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+_FOLDS = 5
+#: pseudo-reports when too few reporters to choose by cross-validation
+_FALLBACK_SHRINK = 16.0
+
+
 @dataclass
 class ReportPrior:
-    """What the island's usage reports say, for :func:`localize`. ``log_prior`` (N,) over the
-    island's tasks: where reporting users were localised (their reported values as anchor
-    measurements), pooled by their row counts, mixed with the uniform prior; ``shift`` (N,)
-    per model, on the log loss scale: how much worse (> 0) or better real users measured a
-    model than the profile predicted for them, shrunk toward 0 by ``shrink`` pseudo-reports;
-    ``counts`` (N,) reports per model."""
+    """What the island's usage reports say, for :func:`localize`.
+
+    ``column`` (N,): each model's *column effect* on the log loss scale ``log(loss + phi)``,
+    estimated from the reporters' real rows (a reporter's level plus a model's effect, see
+    :func:`report_prior`), mean zero; ``blend``: the weight it gets against the user's own
+    posterior estimate (0: reports ignored, 1: only the reports' ranking, the user's level);
+    ``shift`` (N,): how much the reports move each model's column effect away from the
+    profile's (> 0: real users measured it worse than the herded pseudo-data predicts; 0 for a
+    model nobody reported); ``log_prior`` (N,) over the island's tasks: where reporting users
+    were localised, mixed with the uniform prior (uniform by default); ``counts`` (N,) reports
+    per model; ``shrink``: the pseudo-reports toward the profile that were chosen; ``cv_error``:
+    the held-out squared error (log scale) of the chosen (shrink, blend) predicting reporters'
+    values, and ``cv_error_profile`` that of the profile alone (blend 0)."""
     log_prior: np.ndarray
+    column: np.ndarray
+    blend: float
     shift: np.ndarray
     counts: np.ndarray
     reporters: int
+    shrink: float = 0.0
+    cv_error: float = float("nan")
+    cv_error_profile: float = float("nan")
 
 
-def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
-                 prior_strength: float = math.inf, shrink: float = 20.0,
-                 rows_half: float = 20.0) -> ReportPrior:
-    """Fold usage reports into a prior for :func:`localize`.
-
-    ``reports``: one ``({learnware_id: metric value}, n_rows)`` per reporting user (its reports
-    on this island's learnwares; ids outside the profile are ignored). Each reporter is a real
-    row of the task x model matrix, known at the learnwares it reported on. It is localised on
-    the profile like a user whose anchors are those learnwares (posterior ``w_r`` over tasks);
-    its weight is ``n / (n + rows_half)`` (more rows, more say; saturating, so that one key
-    claiming 10^9 rows counts as one user). Then
-
-    * the prior over tasks is ``(sum_r omega_r w_r + prior_strength / N) / (sum_r omega_r +
-      prior_strength)``: tasks that real users resembled become likelier a priori. Off by
-      default (``prior_strength = inf``: uniform): on txhousing it moved new users' picks to
-      worse learnwares (docs/RESULTS.md, "Usage reports");
-    * each reported model's shift is the weighted mean of ``log(g_rj + phi) - log(mu_rj +
-      phi)`` over ``sum omega + shrink``, where ``mu_rj`` is the profile's estimate of the
-      reporter's loss on model j from its *other* reported values (leave one out: its own value
-      would pull the estimate toward itself): the herded pseudo-data's systematic
-      misjudgements of a model, corrected by real users (reporters of one value add none).
-    """
-    N = profile.n
+def _report_matrix(profile: IslandProfile, reports, rows_half: float):
+    """Reporters as real rows: ``M[r, j] = log(g_rj + phi)`` (nan where r did not report j),
+    their weights ``n / (n + rows_half)``, each one's ids and values, and the island's floor."""
     phi = _floor(profile.loss)
-    acc = np.zeros(N)
-    resid = np.zeros(N)
-    rweight = np.zeros(N)
-    counts = np.zeros(N, dtype=int)
-    total, used = 0.0, 0
     known = set(profile.ids)
+    rows, omegas, raw = [], [], []
     for values, n_rows in reports:
         ids = [i for i in values if i in known]
         if not ids or int(n_rows) < 1:
             continue
         vals = [float(values[i]) for i in ids]
         try:
-            post = _posterior(profile, ids, vals, int(n_rows))
+            A, v, n = _check_observations(profile, ids, vals, int(n_rows))
         except ValueError:
             continue  # a value out of range: that reporter says nothing here
-        omega = float(n_rows) / (float(n_rows) + rows_half)
-        acc += omega * post.w
-        total += omega
-        used += 1
-        g = np.maximum(np.asarray(to_loss(profile.objective, vals), dtype=float), 0.0)
-        counts[post.A] += 1
-        if len(ids) < 2:
-            continue  # nothing to predict its one value from
-        for k, (a, gj) in enumerate(zip(post.A, g)):
-            # the profile's prediction of this value from the reporter's *other* values
-            loo = _posterior(profile, ids[:k] + ids[k + 1:], vals[:k] + vals[k + 1:],
-                             int(n_rows))
-            resid[a] += omega * (math.log(gj + phi) - math.log(max(loo.mean[a], 0.0) + phi))
-            rweight[a] += omega
-    if math.isinf(prior_strength):
+        row = np.full(profile.n, np.nan)
+        g = np.maximum(np.asarray(to_loss(profile.objective, v), dtype=float), 0.0)
+        row[A] = np.log(g + phi)
+        rows.append(row)
+        omegas.append(float(n) / (float(n) + rows_half))
+        raw.append((ids, vals, n, A))
+    M = np.array(rows).reshape(len(rows), profile.n)
+    return M, np.array(omegas, dtype=float), raw, phi
+
+
+def _column_effects(M: np.ndarray, omega: np.ndarray, base: np.ndarray, shrink: float,
+                    iters: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Two-way fit of the observed ``M[r, j] ~ a_r + b_j`` (a_r: reporter r's level, b_j: model
+    j's effect), weighted by ``omega``; each b_j is pulled toward ``base_j`` (the profile's
+    effect, plus one common offset) by ``shrink`` pseudo-reports, so a model nobody reported
+    keeps the profile's value. Alternating least squares; returns (b, a)."""
+    obs = ~np.isnan(M)
+    W = obs * omega[:, None]
+    Mz = np.where(obs, M, 0.0)
+    b = base.copy()
+    a = np.zeros(M.shape[0])
+    wsum_r = np.maximum(W.sum(axis=1), 1e-12)
+    for _ in range(iters):
+        a = ((Mz - b[None, :]) * W).sum(axis=1) / wsum_r
+        off = float(np.sum(W * (Mz - a[:, None] - base[None, :])) / max(W.sum(), 1e-12))
+        b = (((Mz - a[:, None]) * W).sum(axis=0) + shrink * (base + off)) / (W.sum(axis=0) + shrink)
+    return b, a
+
+
+def _blend(own_log: np.ndarray, column: np.ndarray, blend: float) -> np.ndarray:
+    """A user's log losses with the reports folded in: ``(1 - blend)`` of its own posterior plus
+    the model effects ``column``, at the user's own level (the mean over models is kept)."""
+    est = (1.0 - blend) * own_log + column
+    return est + (own_log.mean() - est.mean())
+
+
+def report_prior(profile: IslandProfile, reports: Iterable[tuple[dict, int]], *,
+                 prior_strength: float = math.inf, shrink: float | None = None,
+                 blend: float | None = None, rows_half: float = 20.0,
+                 folds: int = _FOLDS) -> ReportPrior:
+    """Fold usage reports into what :func:`localize` estimates.
+
+    ``reports``: one ``({learnware_id: metric value}, n_rows)`` per reporting user (its reports
+    on this island's learnwares; ids outside the profile are ignored). Each reporter is a real
+    row of the task x model matrix, partially observed. Its weight is ``n / (n + rows_half)``
+    (more rows, more say; saturating, so that one key claiming 10^9 rows counts as one user).
+
+    **Model.** On the log loss scale ``y_rj = log(g_rj + phi)``, reporter r's value on model j is
+    ``(1 - blend) own_rj + a_r + e_j``: ``own_rj`` is what the profile predicts for r from its
+    *other* values (r localised like a user whose anchors are the learnwares it reported on),
+    ``a_r`` its level, ``e_j`` model j's effect, pulled toward ``blend`` times the profile's
+    column effect (its mean loss over the herded tasks) by ``shrink`` pseudo-reports
+    (:func:`_column_effects`). ``blend = 0``: the profile localises and the reports correct
+    models it misjudges (a model nobody reported is not moved); ``blend = 1``: the reporters'
+    ranking of the models replaces the user's own (a population ranking, at the user's level).
+    A new user's estimate is ``(1 - blend)`` times its posterior plus ``e`` (:func:`_blend`).
+
+    ``shrink`` and ``blend`` (None: chosen here) are chosen by how well the reporters predict
+    each other: reporters are split in ``folds`` folds and each held-out reporter's values are
+    predicted one at a time from its other values with ``e`` fitted without its fold; the pair
+    with the lowest weighted squared error wins (near-ties: the larger shrink, smaller blend).
+
+    ``log_prior``: where reporting users were localised, ``(sum_r omega_r w_r + prior_strength /
+    N) / (sum_r omega_r + prior_strength)``. Off by default (``prior_strength = inf``: uniform):
+    on txhousing it moved new users' picks to worse learnwares (docs/RESULTS.md, "Usage
+    reports").
+    """
+    N = profile.n
+    M, omega, raw, phi = _report_matrix(profile, reports, rows_half)
+    counts = np.zeros(N, dtype=int)
+    acc = np.zeros(N)
+    base = np.log(profile.loss.mean(axis=0) + phi)  # the profile's column effect
+    OWN = M.copy()  # one value alone: predicted by itself (its row level absorbs it anyway)
+    for r, ((ids, vals, n, A), om) in enumerate(zip(raw, omega)):
+        counts[A] += 1
+        if not math.isinf(prior_strength):
+            acc += om * _posterior(profile, ids, vals, n).w
+        if len(A) >= 2:
+            for k in range(len(A)):  # the profile's prediction of each value from the others
+                loo = _posterior(profile, ids[:k] + ids[k + 1:], vals[:k] + vals[k + 1:], n)
+                OWN[r, A[k]] = math.log(max(loo.mean[A[k]], 0.0) + phi)
+    if math.isinf(prior_strength) or not raw:
         prior = np.full(N, 1.0 / N)
     else:
-        prior = (acc + prior_strength / N) / (total + prior_strength)
-    return ReportPrior(log_prior=np.log(np.maximum(prior, 1e-300)),
-                       shift=resid / (rweight + shrink), counts=counts, reporters=used)
+        prior = (acc + prior_strength / N) / (omega.sum() + prior_strength)
+    log_prior = np.log(np.maximum(prior, 1e-300))
+    if not raw:
+        return ReportPrior(log_prior=log_prior, column=np.zeros(N), blend=0.0,
+                           shift=np.zeros(N), counts=counts, reporters=0,
+                           shrink=float(shrink or 0.0))
+    shrinks = _SHRINK_GRID if shrink is None else (float(shrink),)
+    blends = _BLEND_GRID if blend is None else (float(blend),)
+    err = _cross_validate(M, OWN, omega, base, shrinks, blends, folds)
+    if err is None:  # too few reporters with two values to judge: the caller's, else cautious
+        s_best = float(shrink) if shrink is not None else _FALLBACK_SHRINK
+        b_best = float(blend) if blend is not None else 0.0
+        cv, cv0 = float("nan"), float("nan")
+    else:
+        err, err0 = err
+        best = err.min()
+        cand = [(-s, bl) for si, s in enumerate(shrinks) for bi, bl in enumerate(blends)
+                if err[si, bi] <= best * (1 + 1e-9)]
+        ms, b_best = min(cand)
+        s_best = -ms
+        cv, cv0 = float(best), float(err0)
+    e, _ = _column_effects(M - (1.0 - b_best) * OWN, omega, b_best * base, s_best)
+    shift = e - b_best * base
+    shift = shift - float(np.mean(shift[counts == 0])) if (counts == 0).any() else shift
+    shift[counts == 0] = 0.0
+    return ReportPrior(log_prior=log_prior, column=e, blend=float(b_best), shift=shift,
+                       counts=counts, reporters=len(raw), shrink=float(s_best), cv_error=cv,
+                       cv_error_profile=cv0)
+
+
+def _cross_validate(M, OWN, omega, base, shrinks, blends, folds):
+    """Weighted squared error (log scale) of predicting each reporter's values one at a time,
+    for every (shrink, blend): ((len(shrinks), len(blends)) array, error of the profile alone),
+    or None when fewer than two reporters have two values."""
+    R = M.shape[0]
+    obs = ~np.isnan(M)
+    usable = np.nonzero(obs.sum(axis=1) >= 2)[0]
+    if len(usable) < 2:
+        return None
+    fold_of = np.arange(R) % max(2, min(int(folds), R))
+    err = np.zeros((len(shrinks), len(blends)))
+    err0 = total = 0.0
+    for f in np.unique(fold_of):
+        train = fold_of != f
+        test = [r for r in usable if fold_of[r] == f]
+        if not test or not train.any():
+            continue
+        for bi, bl in enumerate(blends):
+            Z = M - (1.0 - bl) * OWN
+            for si, s in enumerate(shrinks):
+                e, _ = _column_effects(Z[train], omega[train], bl * base, s)
+                for r in test:
+                    A = np.nonzero(obs[r])[0]
+                    z = Z[r, A] - e[A]                 # r's residuals beyond the model effects
+                    level = (z.sum() - z) / (len(A) - 1)  # its level from its other values
+                    err[si, bi] += omega[r] * float(np.sum((z - level) ** 2))
+        for r in test:
+            A = np.nonzero(obs[r])[0]
+            d = M[r, A] - OWN[r, A]
+            err0 += omega[r] * float(np.sum(d ** 2))
+            total += omega[r] * len(A)
+    return err / total, err0 / total
+
+
+def coverage_anchors(profile: IslandProfile, counts: "ReportPrior | np.ndarray | None",
+                     k: int, exclude: Iterable[str] = ()) -> list[str]:
+    """Up to ``k`` learnwares the reports know least about, never one in ``exclude``
+    (``counts``: a :class:`ReportPrior` or its reports per learnware in profile order, None:
+    none yet; fewest first, ties: the profile's lower mean loss first): handed to a user beside
+    its anchors, so that what it later reports covers the island. Reports can only rank the
+    learnwares someone used; without this, every reporter runs the same anchors and the same
+    mixture members and the rest of the island stays unreported (docs/RESULTS.md, "Usage
+    reports")."""
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    excl = {profile.index(e) for e in exclude}
+    counts = getattr(counts, "counts", counts)
+    counts = np.zeros(profile.n) if counts is None else np.asarray(counts, dtype=float)
+    if counts.shape != (profile.n,):
+        raise ValueError(f"counts must have one entry per learnware ({profile.n})")
+    order = np.lexsort((profile.loss.mean(axis=0), counts))
+    return [profile.ids[int(j)] for j in order if int(j) not in excl][:int(k)]

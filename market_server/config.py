@@ -28,6 +28,10 @@ class ServerConfig:
     max_spec_points: int = MAX_SPEC_POINTS
     min_spec_points: int = 1
     max_anchors: int = 8
+    #: learnwares with the fewest usage reports handed out beside the anchors (anchors.
+    #: coverage_anchors), so that what users later report covers the island: reports can only
+    #: rank learnwares someone ran (docs/RESULTS.md, "Usage reports"). 0 = off.
+    report_coverage_anchors: int = 0
     #: herded samples the publish check predicts on.
     check_samples: int = 64
     #: island kernel is refined from the island's own models when its size reaches these counts.

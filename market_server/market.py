@@ -666,8 +666,12 @@ class Market:
             raise NotFound("no island matches this semantic specification", field="semantic")
         prof = self.profile(island)
         k = min(body.get("max_anchors", self.config.max_anchors), self.config.max_anchors)
-        ids = anchors.select_anchors(prof, max_anchors=k)
-        return {"island_id": island.island_id, "anchors": list(ids),
+        ids = list(anchors.select_anchors(prof, max_anchors=k))
+        extra = min(self.config.report_coverage_anchors, 64 - len(ids))
+        if extra > 0:
+            ids += anchors.coverage_anchors(prof, self.reports.prior(island, prof), extra,
+                                            exclude=ids)
+        return {"island_id": island.island_id, "anchors": ids,
                 "objective": island.semantic["objective"], "round": 0}
 
     def localize(self, body: dict) -> dict:
