@@ -90,19 +90,43 @@ def collect(name: str, seed: int, workdir: Path) -> dict:
                     sem["feature_map"] = {c: f for f, c in ren.items()}
                 res = market.search(X_all, sem, max_results=100, random_state=seed)
                 ids = [m.learnware_id for m in res.single]
-                filled = dict(zip(ids, fill_for(lws, res, cols, rule="auto", X_user=X_all,
-                                                 ids=ids, feature_map=sem.get("feature_map"))))
+                preds = {}   # rule -> {"test"|"all": learnwares x rows}
+                for rule in ("auto", "conditional", "median"):
+                    fl = fill_for(lws, res, cols, rule=rule, X_user=X_all, ids=ids,
+                                  feature_map=sem.get("feature_map"))
+                    if rule == "auto":
+                        filled = dict(zip(ids, fl))
+                    preds[rule] = {"test": np.array([_out(f.model, X_test, island.task)
+                                                     for f in fl]),
+                                   "all": np.array([_out(f.model, X_all, island.task)
+                                                    for f in fl])}
                 loss = {i: float(evaluate(island.objective, sp.y_test,
                                           f.model.predict(X_test))) for i, f in filled.items()}
                 user_rows.append({
                     "user": uname, "set": us, "cols": cols, "feats": list(feats),
-                    "X": X_all, "loss": loss, "better": better is max,
+                    "X": X_all, "loss": loss, "better": better is max, "ids": ids,
+                    "preds": preds, "y_test": np.asarray(sp.y_test, dtype=np.float64),
+                    "auto_rule": {i: f.fill_rule for i, f in filled.items()},
+                    "fill_evidence": {i: f.fill_evidence for i, f in filled.items()},
+                    "n_missing": {i: len(f.missing_features) for i, f in filled.items()},
+                    "mixture": ({"ids": res.mixture.learnware_ids,
+                                 "weights": list(res.mixture.weights)} if res.mixture
+                                else None),
                     "matches": [{"id": m.learnware_id, "score": m.score, "mmd": m.mmd,
                                  "baseline": m.baseline_mmd, "covered": m.covered,
                                  "fill": m.fill} for m in res.single]})
     widths = dict(zip(comp["features"],
                       requirement_kernel(comp, comp["features"])[1].tolist()))
     return {"island": name, "widths": widths, "lw": lw_info, "users": user_rows}
+
+
+def _out(model, X, task) -> np.ndarray:
+    """What averaging combines: P(class 1) for a binary classifier, else the prediction."""
+    if task == "classification" and hasattr(model, "predict_proba"):
+        p = np.asarray(model.predict_proba(X), dtype=np.float64)
+        return p[:, list(model.classes_).index(1)] if 1 in list(model.classes_) \
+            else np.zeros(len(X))
+    return np.asarray(model.predict(X), dtype=np.float64)
 
 
 def _spearman(a, b) -> float:
@@ -185,8 +209,12 @@ def _dump(data: dict, path: Path) -> None:
         for k in ("X", "z", "beta", "scales"):
             arrays[f"lw|{lid}|{k}"] = info[k]
     for n, u in enumerate(data["users"]):
-        meta["users"].append({k: v for k, v in u.items() if k != "X"})
+        meta["users"].append({k: v for k, v in u.items() if k not in ("X", "preds", "y_test")})
         arrays[f"user|{n}|X"] = u["X"]
+        arrays[f"user|{n}|y_test"] = u["y_test"]
+        for rule, pr in u["preds"].items():
+            for part, a in pr.items():
+                arrays[f"user|{n}|pred|{rule}|{part}"] = a
     np.savez(path.with_suffix(".npz"), **arrays)
     path.with_suffix(".json").write_text(json.dumps(meta))
 
@@ -199,6 +227,12 @@ def _load(path: Path) -> dict:
             info[k] = arr[f"lw|{lid}|{k}"]
     for n, u in enumerate(meta["users"]):
         u["X"] = arr[f"user|{n}|X"]
+        u["y_test"] = arr[f"user|{n}|y_test"]
+        u["preds"] = {}
+        for key in arr.files:
+            parts = key.split("|")
+            if parts[:3] == ["user", str(n), "pred"]:
+                u["preds"].setdefault(parts[3], {})[parts[4]] = arr[key]
     return meta
 
 
