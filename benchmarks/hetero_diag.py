@@ -200,6 +200,73 @@ def analyse(data: dict) -> None:
               f"{100 * (t1 - mean) / (oracle - mean):.0f}% of the gap")
 
 
+def _score(island: str, y, pred) -> float:
+    """RMSE of a prediction (txhousing) or accuracy of P(class 1) >= 0.5 (vote)."""
+    if island == "vote":
+        return float(np.mean((np.asarray(pred) >= 0.5).astype(int) == y))
+    return float(np.sqrt(np.mean((y - np.asarray(pred)) ** 2)))
+
+
+def _filled_fraction(u: dict) -> np.ndarray:
+    """Per reachable learnware: the share of its inputs the user lacks (to be filled)."""
+    out = []
+    for m in u["matches"]:
+        n_in = len(m["covered"]) + len(m["fill"])
+        out.append(len(m["fill"]) / n_in)
+    return np.asarray(out)
+
+
+def _inverse_weights(key: np.ndarray) -> np.ndarray:
+    w = 1.0 / np.maximum(key, 1e-6 * max(float(key.max()), 1e-300))
+    return w / w.sum()
+
+
+def compare_rules(data: dict) -> None:
+    """Ranking and averaging rules side by side, judged by the share of the market_mean ->
+    oracle gap (per filling rule, from the recorded predictions; labels only judge)."""
+    isl = data["island"]
+    for fill in ("auto", "conditional", "median", "median unless 2x"):
+        res: dict[str, list[float]] = {}
+
+        def add(name, v):
+            res.setdefault(name, []).append(v)
+        for u in data["users"]:
+            ids, y = u["ids"], u["y_test"]
+            if fill == "median unless 2x":
+                # the median unless the conditional mean's leave-one-out change is below half
+                # of the median's (the same evidence as ``auto``, with a prior for the median)
+                P = np.array([u["preds"]["conditional" if ev and ev["conditional"]
+                                        < 0.5 * ev["median"] else "median"]["test"][j]
+                              for j, ev in enumerate(u["fill_evidence"][i] for i in ids)])
+            else:
+                P = u["preds"][fill]["test"]
+            loss = np.array([_score(isl, y, p) for p in P])
+            add("market_mean", loss.mean())
+            add("oracle", loss.max() if isl == "vote" else loss.min())
+            mmd = np.array([m["mmd"] for m in u["matches"]])
+            frac = _filled_fraction(u)
+            add("top-1: marginal MMD (before)", loss[np.argmin(mmd)])
+            for a in (0.5, 1.0, 2.0):
+                add(f"top-1: MMD x (1 + {a:g} filled share)", loss[np.argmin(mmd * (1 + a * frac))])
+            mix = u["mixture"]
+            mi = [ids.index(i) for i in mix["ids"]]
+            add("averaging: QP mixture, market's weights", _score(isl, y,
+                                                             np.asarray(mix["weights"]) @ P[mi]))
+            for name, key in (("MMD", mmd), ("MMD x (1 + filled share)", mmd * (1 + frac))):
+                order = np.argsort(key, kind="stable")
+                for k in (5, 12):
+                    c = order[:k]
+                    add(f"averaging: best {k} by {name}, uniform", _score(isl, y, P[c].mean(0)))
+                    w = _inverse_weights(key[c])
+                    add(f"averaging: best {k} by {name}, weights 1/key",
+                        _score(isl, y, w @ P[c]))
+        mean, oracle = np.mean(res.pop("market_mean")), np.mean(res.pop("oracle"))
+        print(f"  filling {fill}: market_mean {mean:.4f} oracle {oracle:.4f}")
+        for name, v in res.items():
+            m = np.mean(v)
+            print(f"    {name:55s} {m:.4f} closes {100 * (m - mean) / (oracle - mean):4.0f}%")
+
+
 def _dump(data: dict, path: Path) -> None:
     arrays, meta = {}, {"island": data["island"], "widths": data["widths"], "lw": {},
                         "users": []}
@@ -253,4 +320,6 @@ if __name__ == "__main__":
         if a.dump:
             _dump(data, a.dump)
     analyse(data)
+    if "preds" in data["users"][0]:
+        compare_rules(data)
     print(f"total {time.time() - t0:.0f} s")
