@@ -7,12 +7,16 @@ Runs the heterogeneous scenario's market (``client_sdk/demo/hetero.py``: same de
 sets, users and seed), and for every user scores *every* reachable learnware by several rules:
 - ``ratio``: the marginal MMD of the reduced specs over the marginal's baseline (what
   ``POST /v1/search/world`` ranked by before this diagnosis; now its fit figure);
-- ``raw``: the same marginal MMD, not normalised (what the market ranks by now);
+- ``raw``: the same marginal MMD, not normalised (what the market ranked by next);
+- ``key``: the raw MMD x (1 + the share of the learnware's inputs to fill), what the market
+  ranks by now (``market_server/world_search.rank_key``);
 - ``island``: the spec-vs-requirement marginal MMD under the learnware's own island kernel
   restricted to the shared features (its gamma and scales, not the component's);
 - ``full``: the crude check -- marginal MMD on full samples (the user's rows against the
   developer's training rows) under the component's widths;
 - ``full_norm``: ``full`` over the same baseline as ``market``.
+Then :func:`compare_rules` sets ranking and averaging rules side by side per filling rule
+(from the recorded predictions of every reachable learnware on the user's test rows).
 Each rule is judged against the true loss of each learnware on the user's test rows (missing
 inputs filled by the ``auto`` rule): the mean Spearman correlation per user, and the share of
 the market_mean -> oracle gap its top-1 closes. The loss is used only to judge, never to rank.
@@ -150,7 +154,7 @@ def _marginal(Xa, Xb, gamma, scales, cap=400, seed=0):
 
 def analyse(data: dict) -> None:
     widths, lw = data["widths"], data["lw"]
-    rules = ["ratio", "raw", "island", "full", "full_norm", "full_island"]
+    rules = ["ratio", "raw", "key", "island", "full", "full_norm", "full_island"]
     per_rule = {r: {"rho": [], "top1": [], "set": []} for r in rules}
     summary = {"mean": [], "oracle": []}
     for u in data["users"]:
@@ -168,6 +172,7 @@ def analyse(data: dict) -> None:
             s = np.array([widths[f] for f in shared])
             keys["ratio"].append(m["mmd"] / m["baseline"] if m["baseline"] else np.inf)
             keys["raw"].append(m["mmd"])
+            keys["key"].append(m["mmd"] * (1 + len(m["fill"]) / (len(m["fill"]) + len(pairs))))
             # learnware's own island kernel on the shared coordinates (the exact marginal)
             gi, si = info["gamma"], info["scales"][li]
             Xu = u["X"][:, ui]
