@@ -44,15 +44,17 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env)
         deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"market server exited at start; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        # one client for the whole wait: a new one per poll builds a TLS context (~0.1 s)
+        with httpx.Client(timeout=1) as http:
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"market server exited at start; see {self.log_path}:\n"
+                                       + self.log_path.read_text()[-2000:])
+                try:
+                    if http.get(self.url + "/healthz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    time.sleep(0.2)
         self.__exit__(None, None, None)
         raise RuntimeError(f"market server did not come up within 60 s; see {self.log_path}")
 
