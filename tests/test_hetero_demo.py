@@ -75,3 +75,25 @@ def test_developer_model_reuses_a_fit_on_the_same_inputs_only():
               developer_model("regression", "rmse", X, y, True, 1)]          # other seed
     assert all(m is not a for m in others)
     assert np.allclose(others[1].predict(X), a.predict(X) + 1.0, atol=0.3)
+
+
+def test_demo_clients_pin_the_servers_own_key(monkeypatch, tmp_path):
+    """The demo's throwaway loopback servers are pinned from their key file, not trusted on
+    first use: nothing lands in the user's known_markets.json, so a later server on the same
+    port (another key) is not refused."""
+    from client_sdk import Identity, MarketClient
+    from client_sdk.demo.server import ServerProcess
+    config = tmp_path / "config"
+    monkeypatch.setenv("LWM_CONFIG_DIR", str(config))
+    monkeypatch.delenv("LWM_MARKET_KEY_FILE", raising=False)
+    with ServerProcess(tmp_path / "market", address_limits=False) as server:
+        key = server.market_key
+        with MarketClient(server.url, Identity.generate(), market_key=key,
+                          cache_dir=tmp_path / "cache") as c:
+            c.world()                                   # a signed answer, checked against key
+        import httpx
+        assert httpx.get(server.url + "/v1/market").json()["market_key"] == key
+    assert not (config / "known_markets.json").exists()
+    other = ServerProcess(tmp_path / "other", extra_args=["--market-key-file",
+                                                          str(tmp_path / "k.pem")])
+    assert other.market_key is None                     # key elsewhere: no guess

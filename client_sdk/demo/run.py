@@ -155,7 +155,8 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
                 too_small.append(name)  # an RKME of so few rows would expose them: not published
                 continue
             me = Identity.generate()
-            with MarketClient(server.url, me, cache_dir=workdir / "dev-cache") as dev:
+            with MarketClient(server.url, me, cache_dir=workdir / "dev-cache",
+                              market_key=server.market_key) as dev:
                 model = developer_model(task, objective, sp.X_train[features].to_numpy(),
                                         sp.y_train, island.time_ordered, seed)
                 sem = datasets.semantic_for(island, name=f"{island.name} model of {name}",
@@ -169,7 +170,7 @@ def run_island(setup: IslandSetup, workdir: Path, *, seed: int, quick: bool,
                  f"cannot publish an RKME ({', '.join(too_small)})" if too_small else ""))
         # --- users -------------------------------------------------------------------------
         user_sem = datasets.semantic_for(island, name=f"{island.name} user")
-        with MarketClient(server.url, Identity.generate(),
+        with MarketClient(server.url, Identity.generate(), market_key=server.market_key,
                           cache_dir=workdir / "user-cache") as market:
             market_lws = {lid: market.download(lid) for lid in ids}
             for name in _progress(users, f"{setup.name}: users", progress):

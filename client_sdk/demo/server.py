@@ -58,6 +58,20 @@ class ServerProcess:
         self.__exit__(None, None, None)
         raise RuntimeError(f"market server did not come up within 60 s; see {self.log_path}")
 
+    @property
+    def market_key(self) -> str | None:
+        """The server's public key, from the key file it created in its own data dir (None when
+        the key lives elsewhere: ``--market-key-file`` or ``$LWM_MARKET_KEY_FILE``). The demo's
+        clients pin it (``market_key=``, followed in memory only) instead of trusting on first
+        use, which would remember each throwaway loopback server in the user's
+        ``known_markets.json`` and refuse the next one that gets the same port."""
+        path = self.data_dir / "market_key.pem"
+        if ("--market-key-file" in self.args or os.environ.get("LWM_MARKET_KEY_FILE")
+                or not path.exists()):
+            return None
+        from protocol.identity import Identity
+        return Identity.load(path).public_key_b64
+
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
