@@ -345,15 +345,22 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    if args.hetero:  # issue #15: developers and users with different feature sets
-        from client_sdk.demo.hetero import hetero_report
-        hetero_report(Path(args.out), args.island, quick=args.quick, seed=args.seed,
+    from client_sdk.demo.hetero import hetero_report
+    out = Path(args.out)
+    if args.hetero:  # issue #15's scenario alone
+        hetero_report(out, args.island, quick=args.quick, seed=args.seed,
                       progress=not args.json,
                       reference=Path(args.reference) if args.reference else None)
         return EXIT_OK
     from client_sdk.demo.run import run_demo
-    run_demo(out=Path(args.out), islands=args.island, quick=args.quick, seed=args.seed,
+    run_demo(out=out, islands=args.island, quick=args.quick, seed=args.seed,
              progress=not args.json, refine=not args.no_kernel_refinement)
+    if not (args.no_hetero or args.no_kernel_refinement):
+        # issue #15: developers and users with different feature sets; the homogeneous market
+        # just measured (same users, seed and n grid) is the side-by-side reference, read from
+        # its results.csv rather than run a second time
+        hetero_report(out, args.island, quick=args.quick, seed=args.seed,
+                      progress=not args.json, reference=out / "results.csv")
     return EXIT_OK
 
 
@@ -566,9 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-kernel-refinement", action="store_true",
                     help="ablation: islands keep their base kernel (declared feature scales)")
     sp.add_argument("--hetero", action="store_true",
-                    help="heterogeneous scenario: developers and users hold different feature "
-                    "sets; islands connect through shared features (with the homogeneous "
-                    "market for the same users side by side)")
+                    help="only the heterogeneous scenario: developers and users hold different "
+                    "feature sets; islands connect through shared features (with the "
+                    "homogeneous market for the same users side by side)")
+    sp.add_argument("--no-hetero", action="store_true",
+                    help="skip the heterogeneous scenario that follows the main job")
     sp.add_argument("--reference", default=None,
                     help="with --hetero: results.csv of a homogeneous demo run (same seed) to "
                     "compare with, instead of running the homogeneous market again")

@@ -558,7 +558,7 @@ class Market:
     def world_search(self, body: dict) -> dict:
         """Search every island of the component the user's columns reach, by the marginal MMD
         on the features each island shares with the user (market_server/world_search.py)."""
-        from .world_search import WORK_BUDGET, Candidate, WorldSearch
+        from .world_search import MIXTURE_CANDIDATES, WORK_BUDGET, Candidate, WorldSearch
         semantic, req, max_results = body["semantic"], body["requirement"], body["max_results"]
         world = self.world()
         comp, cols, matches = world.resolve_user(semantic)
@@ -638,7 +638,7 @@ class Market:
                                   "fill": [f for f in cand.features if f not in covered],
                                   "baseline_mmd": r["baseline"]})
         self._name_matches(out["single"], None)
-        mix = ws.mixture(ranked, max_size=min(5, max_results))
+        mix = ws.mixture(ranked, max_size=min(MIXTURE_CANDIDATES, max_results))
         if mix is not None:
             chosen, w, v, common = mix
             base = ws.baseline(common, pool)

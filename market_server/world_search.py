@@ -4,14 +4,15 @@ For each island of the component, ``S`` = the island's features the user holds. 
 learnware's reduced points restricted to ``S`` embed its marginal on ``S``
 (:mod:`learnware_core.marginal`), and so do the user's; their MMD under the component's kernel
 on ``S`` (one width per feature, ``market_server/world.py``) needs nothing but the specs the
-market holds and the requirement. Learnwares are ranked by that MMD; each result's fit figure
+market holds and the requirement. Each result's fit figure
 (score, fit) divides it by the typical MMD between learnwares on the *same* marginal (the median
 over pairs of a hash-chosen sample of the component's learnwares that cover ``S``), like an
 island's baseline in ``search.py``. Ranking by the ratio erased, on txhousing, the discrepancy on
 the level features that predicts transfer (``benchmarks/hetero_diag.py``).
 
-The mixture: the simplex QP over the best candidates on the features that all of them share with
-the user (so it may combine learnwares of several islands).
+Ranked by :func:`rank_key`: the MMD raised by the share of the learnware's inputs the user lacks.
+The mixture: the best candidates weighed by the inverse of that key (so it may combine
+learnwares of several islands; :meth:`WorldSearch.mixture` says why not the simplex QP).
 
 Bounded work: the market adds learnwares to a search (those of the islands sharing most
 features first) while their kernel values (``k_q x k`` cross terms plus ``k x k`` self terms)
@@ -28,14 +29,14 @@ import numpy as np
 
 from learnware_core.kernels import embedding_inner
 from learnware_core.marginal import marginal_kernel
-from learnware_core.simplex import simplex_qp
 
 BASELINE_SAMPLE = 30
 #: kernel values one search may spend on learnwares (cross + self terms), and on a baseline
 WORK_BUDGET = 50_000_000
 BASELINE_BUDGET = 20_000_000
 MIXTURE_CANDIDATES = 12
-MIXTURE_MIN_WEIGHT = 0.05
+#: how much a fully filled input set raises the ranking key (see :func:`rank_key`)
+FILL_PENALTY = 1.0
 
 
 @dataclass
@@ -56,6 +57,26 @@ def _hash_rank(pk: int) -> str:
 
 def _cols(cand: Candidate, shared: list[str]) -> list[int]:
     return [cand.canonical.index(f) for f in shared]
+
+
+def filled_share(cand: Candidate, shared: list[str]) -> float:
+    """The share of the candidate's inputs the user lacks: the client fills them."""
+    return 1.0 - len(shared) / len(cand.canonical)
+
+
+def rank_key(mmd: float, filled: float) -> float:
+    """What a search ranks by: the marginal MMD on the shared features, raised by the share of
+    the learnware's inputs that must be filled (``mmd * (1 + FILL_PENALTY * filled)``).
+
+    The MMD on shared features says nothing about the features the user lacks, yet the
+    learnware's outputs depend on them; a filled input is the developer's typical value, not
+    the user's. Ranking by the MMD alone prefers a learnware that matches on two shared
+    features over one that matches nearly as well on all of its inputs. Not divided by the
+    marginal's baseline: the baseline grows with how much the component's learnwares differ on
+    a marginal, so dividing by it erases the very discrepancy that predicts transfer (on
+    txhousing the level features; ``benchmarks/hetero_diag.py``). The ratio stays in the
+    answer as the fit figure."""
+    return float(mmd) * (1.0 + FILL_PENALTY * float(filled))
 
 
 class WorldSearch:
@@ -121,7 +142,8 @@ class WorldSearch:
         return val
 
     def rank(self, pool: list[Candidate]) -> list[dict]:
-        """Every candidate sharing a feature with the user, best (lowest marginal MMD) first."""
+        """Every candidate sharing a feature with the user, best (lowest :func:`rank_key`)
+        first."""
         out = []
         for c in pool:
             shared = self.shared(c)
@@ -131,25 +153,31 @@ class WorldSearch:
             base = self.baseline(shared, pool)
             ratio = v / base if base else None
             out.append({"cand": c, "shared": shared, "mmd": v, "baseline": base,
-                        "ratio": ratio})
-        # Ranked by the MMD itself, not by the ratio: the baseline grows with how much the
-        # component's learnwares differ on a marginal, so dividing by it erases the very
-        # discrepancy that predicts transfer (on txhousing the level features; see
-        # benchmarks/hetero_diag.py). The ratio stays in the answer as the fit figure.
-        out.sort(key=lambda r: (r["mmd"], r["cand"].pk))
+                        "ratio": ratio, "key": rank_key(v, filled_share(c, shared))})
+        out.sort(key=lambda r: (r["key"], r["cand"].pk))
         return out
 
-    def mixture(self, ranked: list[dict], max_size: int = 5):
-        """Simplex QP over the best candidates on the features they all share with the user:
-        ``(candidates, weights, squared MMD, features)`` or None."""
-        top = ranked[:MIXTURE_CANDIDATES]
+    def mixture(self, ranked: list[dict], max_size: int = MIXTURE_CANDIDATES):
+        """The best ``max_size`` candidates (at most ``MIXTURE_CANDIDATES``), weighed by the
+        inverse of their ranking key: ``(candidates, weights, squared MMD, features)`` or
+        None. The squared MMD is the weighted mixture's, on the features all its members
+        share with the user.
+
+        Not the simplex QP of one island's search: across islands the QP can only weigh the
+        few features every candidate shares with the user, and it concentrates on one or two
+        learnwares. When inputs must be filled, the learnwares' errors differ more from one
+        another than their marginals do, and spreading the weight over the best candidates
+        averages those errors out (``benchmarks/hetero_diag.py`` compares the two)."""
+        top = ranked[:max(1, min(int(max_size), MIXTURE_CANDIDATES))]
         if not top:
             return None
         common = [f for f in top[0]["shared"] if all(f in r["shared"] for r in top)]
         if not common:
             top, common = top[:1], top[0]["shared"]
+        key = np.array([r["key"] for r in top], dtype=np.float64)
+        w = 1.0 / np.maximum(key, 1e-6 * max(float(key.max()), 1e-300))
+        w /= w.sum()
         g, s = self.kernel(common)
-        qc = [self.ucol[f] for f in common]
         zs = [r["cand"].z[:, _cols(r["cand"], common)] for r in top]
         bs = [r["cand"].beta for r in top]
         m = len(top)
@@ -157,16 +185,9 @@ class WorldSearch:
         for i in range(m):
             for j in range(i, m):
                 G[i, j] = G[j, i] = embedding_inner(zs[i], bs[i], zs[j], bs[j], g, s)
-        zq = self.zq[:, qc]
+        zq = self.zq[:, [self.ucol[f] for f in common]]
         c = np.array([embedding_inner(zq, self.bq, zs[i], bs[i], g, s) for i in range(m)])
         r0 = embedding_inner(zq, self.bq, zq, self.bq, g, s)
-        w, _ = simplex_qp(G, c)
-        keep = np.argsort(-w, kind="stable")[:max_size]
-        keep = keep[w[keep] >= MIXTURE_MIN_WEIGHT] if (w[keep] >= MIXTURE_MIN_WEIGHT).any() \
-            else keep[:1]
-        w2, _ = simplex_qp(G[np.ix_(keep, keep)], c[keep])
-        nz = w2 > 1e-9
-        keep, w2 = keep[nz], w2[nz] / w2[nz].sum()
-        v = max(float(w2 @ G[np.ix_(keep, keep)] @ w2 - 2 * w2 @ c[keep] + r0), 0.0)
-        order = np.argsort(-w2, kind="stable")
-        return [top[i] for i in keep[order]], w2[order], v, common
+        v = max(float(w @ G @ w - 2 * w @ c + r0), 0.0)
+        order = np.argsort(-w, kind="stable")
+        return [top[i] for i in order], w[order], v, common

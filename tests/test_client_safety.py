@@ -369,3 +369,20 @@ def test_replayed_market_answer_is_refused(two_published):
     with pytest.raises(ProtocolError) as exc:
         user.search(X, SEM)
     assert exc.value.code == "bad_response"
+
+
+def test_clients_share_one_verifying_tls_context():
+    """Clients reuse one TLS context (building one reads the CA bundle); it must still verify
+    the market's certificate and host name."""
+    import ssl
+    from client_sdk.client import _tls_context
+    ctx = _tls_context()
+    assert ctx is _tls_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] > 0          # a CA bundle is loaded
+    a, b = (MarketClient("https://market.example", Identity.generate()) for _ in range(2))
+    try:
+        pools = [c._http._transport._pool for c in (a, b)]
+        assert pools[0]._ssl_context is ctx and pools[1]._ssl_context is ctx
+    finally:
+        a.close(), b.close()

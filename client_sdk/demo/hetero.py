@@ -74,7 +74,7 @@ def run_hetero_island(name: str, workdir: Path, *, seed: int, quick: bool,
             if len(sp.y_train) < MIN_ROWS:
                 continue
             feats = dev_sets[i % len(dev_sets)]
-            with MarketClient(server.url, Identity.generate(),
+            with MarketClient(server.url, Identity.generate(), market_key=server.market_key,
                               cache_dir=workdir / "hdev-cache") as dev:
                 X = sp.X_train[feats].to_numpy()
                 model = developer_model(task, objective, X, sp.y_train, island.time_ordered,
@@ -85,7 +85,7 @@ def run_hetero_island(name: str, workdir: Path, *, seed: int, quick: bool,
                     sem["feature_info"] = {f: v for f, v in TX_INFO.items() if f in feats}
                 k = max(5, min(100, len(sp.y_train) // 5))
                 ids.append(dev.publish(model, sp.X_train[feats], sem, k=k, random_state=seed))
-        with MarketClient(server.url, Identity.generate(),
+        with MarketClient(server.url, Identity.generate(), market_key=server.market_key,
                           cache_dir=workdir / "huser-cache") as market:
             world = market.world()
             comps = [c for c in world["components"]]

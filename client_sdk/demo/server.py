@@ -55,17 +55,33 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env)
         deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"market server exited at start; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        # one client for the whole wait: a new one per poll builds a TLS context (~0.1 s)
+        with httpx.Client(timeout=1) as http:
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"market server exited at start; see {self.log_path}:\n"
+                                       + self.log_path.read_text()[-2000:])
+                try:
+                    if http.get(self.url + "/healthz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    time.sleep(0.2)
         self.__exit__(None, None, None)
         raise RuntimeError(f"market server did not come up within 60 s; see {self.log_path}")
+
+    @property
+    def market_key(self) -> str | None:
+        """The server's public key, from the key file it created in its own data dir (None when
+        the key lives elsewhere: ``--market-key-file`` or ``$LWM_MARKET_KEY_FILE``). The demo's
+        clients pin it (``market_key=``, followed in memory only) instead of trusting on first
+        use, which would remember each throwaway loopback server in the user's
+        ``known_markets.json`` and refuse the next one that gets the same port."""
+        path = self.data_dir / "market_key.pem"
+        if ("--market-key-file" in self.args or os.environ.get("LWM_MARKET_KEY_FILE")
+                or not path.exists()):
+            return None
+        from protocol.identity import Identity
+        return Identity.load(path).public_key_b64
 
     def __exit__(self, *exc) -> None:
         stop_process(self.proc)
