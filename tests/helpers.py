@@ -265,6 +265,18 @@ def count_rows(store, table: str) -> int:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar())
 
 
+def publish_two_rivers(env: MarketEnv):
+    """A developer publishes two river learnwares whose texts differ ("river flow: daily river
+    discharge", "river levels: river height gauge"); (the developer's client, id a, id b)."""
+    dev = env.client()
+    X = blob(np.random.default_rng(0), (0, 0, 0), n=60)
+    a = dev.publish(fitted_ridge(X, X.sum(axis=1)), X,
+                    semantic("river flow", description="daily river discharge"), k=10)
+    b = dev.publish(fitted_ridge(X, X.sum(axis=1)), X + 5,
+                    semantic("river levels", description="river height gauge"), k=10)
+    return dev, a, b
+
+
 def blob_files(env: MarketEnv) -> set[str]:
     """Names of the model files in the folder blob store (empty for database blobs)."""
     root = Path(env.config.data_dir) / "blobs"

