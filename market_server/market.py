@@ -21,6 +21,7 @@ from protocol.encoding import encode_array
 from protocol.errors import KernelChangedError, LearnwareError, UnsafeModelError, WithdrawnError
 from protocol.identity import PublicKey
 from protocol.objectives import OBJECTIVE_RANGES, clip_metric
+from protocol.schemas import MAX_ANCHOR_SET
 
 from .config import ServerConfig
 from .profiles import ProfileCache
@@ -667,7 +668,7 @@ class Market:
         prof = self.profile(island)
         k = min(body.get("max_anchors", self.config.max_anchors), self.config.max_anchors)
         ids = list(anchors.select_anchors(prof, max_anchors=k))
-        extra = min(self.config.report_coverage_anchors, 64 - len(ids))
+        extra = min(self.config.report_coverage_anchors, MAX_ANCHOR_SET - len(ids))
         if extra > 0:
             ids += anchors.coverage_anchors(prof, self.reports.prior(island, prof), extra,
                                             exclude=ids)

@@ -332,17 +332,22 @@ SEARCH_RESULT = Obj(required={"island_id": Nullable(ID), "single": List(MATCH, m
                               "next_anchors": List(ID, max_items=100),
                               "round": Int(lo=0, hi=100)})
 
-ANCHOR_REQUEST = Obj(required={"semantic": SEMANTIC_QUERY},
-                     optional={"max_anchors": Int(lo=1, hi=64), "island_id": Nullable(ID)})
+#: the most learnwares one anchor set may name (anchors plus any handed out beside them)
+MAX_ANCHOR_SET = 64
 
-ANCHOR_SET = Obj(required={"island_id": ID, "anchors": List(ID, max_items=64),
+ANCHOR_REQUEST = Obj(required={"semantic": SEMANTIC_QUERY},
+                     optional={"max_anchors": Int(lo=1, hi=MAX_ANCHOR_SET),
+                               "island_id": Nullable(ID)})
+
+ANCHOR_SET = Obj(required={"island_id": ID,
+                           "anchors": List(ID, max_items=MAX_ANCHOR_SET),
                            "objective": METRIC, "round": Int(lo=0, hi=100)})
 
 METRICS_REPORT = Obj(required={"island_id": ID, "metric": METRIC,
                                "n_rows": Int(lo=1, hi=MAX_ROWS),
                                "values": Map(ID, METRIC_VALUE, max_items=256),
                                "round": Int(lo=1, hi=100)},
-                     optional={"more_anchors": Int(lo=0, hi=64),
+                     optional={"more_anchors": Int(lo=0, hi=MAX_ANCHOR_SET),
                                "max_results": Int(lo=1, hi=100)})
 
 # --- the specification world (islands connected by shared features) ---------------------------
