@@ -134,7 +134,7 @@ class _View:
     island_pos: np.ndarray
     mat: np.ndarray  # (passages, DIM)
     fields: list[str]  # each row's field
-    vec_docs: np.ndarray  # documents with at least one embedded passage
+    vec_docs: np.ndarray  # documents with at least one embedded passage, ascending
     starts: np.ndarray  # their first row (rows of one document are contiguous)
     ends: np.ndarray
 
@@ -377,10 +377,9 @@ class DescribeIndex:
             counts = np.bincount(isl, minlength=len(view.islands))
             best_row = {}
             if sims is not None:  # each answered document's best passage (the first of equals)
-                where = {int(d): j for j, d in enumerate(view.vec_docs)}
                 for i in order[:limit]:
-                    j = where.get(int(i))
-                    if j is not None:
+                    j = int(np.searchsorted(view.vec_docs, i))  # vec_docs is ascending
+                    if j < len(view.vec_docs) and view.vec_docs[j] == i:
                         a, b = view.starts[j], view.ends[j]
                         best_row[int(i)] = view.fields[a + int(np.argmax(sims[a:b]))]
             learnwares = []
